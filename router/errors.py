@@ -1,0 +1,135 @@
+"""The router's exceptions, drawn once.
+
+RouterError                      -> an OpenAI-style error body with an HTTP status
+ ├── InvalidRequestError          400 invalid_request_error (param names the field)
+ │    └── NoCandidateError        400 invalid_request_error, code no_candidate
+ ├── AuthenticationError          401 authentication_error
+ ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
+ ├── BodyTooLargeError            413 invalid_request_error, code body_too_large
+ ├── BudgetExceededError          429 budget_exceeded
+ ├── UpstreamError                502 upstream_error (code: last upstream status or error kind)
+ ├── NotReadyError                503 not_ready
+ └── OverloadedError              503 overloaded (retry_after seconds)
+ConfigError                      a bad providers.yaml / policies file; lists file, field, problem
+
+Third-party errors (httpx, sqlite3, redis, torch) are translated into these at one
+boundary per part, with ``raise ... from exc``. This module imports nothing heavy, so
+the pure parts (policy, config) can raise these too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class RouterError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(RouterError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class NoCandidateError(InvalidRequestError):
+    code = "no_candidate"
+
+
+class AuthenticationError(RouterError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(RouterError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("param", "model")
+        super().__init__(message, **kw)
+
+
+class BodyTooLargeError(RouterError):
+    status = 413
+    type = "invalid_request_error"
+    code = "body_too_large"
+
+
+class BudgetExceededError(RouterError):
+    status = 429
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+
+class UpstreamError(RouterError):
+    """Every candidate failed. ``code`` is the last upstream status ("503") or kind ("timeout")."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class NotReadyError(RouterError):
+    status = 503
+    type = "not_ready"
+    code = "not_ready"
+
+
+class OverloadedError(RouterError):
+    status = 503
+    type = "overloaded"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw: Any) -> None:
+        headers = kw.pop("headers", None) or {}
+        headers.setdefault("retry-after", str(max(1, round(retry_after_s))))
+        super().__init__(message, headers=headers, **kw)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in the configuration files; each names its file and field."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
