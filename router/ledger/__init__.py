@@ -1,0 +1,67 @@
+"""The spend ledger: reserve a request's expected cost, settle its actual cost.
+
+Public surface: ``create_ledger(url)``, ``Ledger`` (the abstract API; its semantics are in
+``router/ledger/base.py``), ``Reservation``, ``Usage``, ``InsufficientBudget``,
+``LedgerError``, and the two backends ``SqliteLedger`` and ``RedisLedger``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from router.ledger.base import (
+    CLOSED_RETENTION_S,
+    EPSILON_USD,
+    InsufficientBudget,
+    Ledger,
+    LedgerError,
+    Reservation,
+    Usage,
+    redacted,
+)
+from router.ledger.sqlite import SqliteLedger
+
+__all__ = [
+    "CLOSED_RETENTION_S",
+    "EPSILON_USD",
+    "InsufficientBudget",
+    "Ledger",
+    "LedgerError",
+    "RedisLedger",
+    "Reservation",
+    "SqliteLedger",
+    "Usage",
+    "create_ledger",
+]
+
+ACCEPTED_URLS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:,"
+    " redis://host:port/db (optionally ?prefix=KEY_PREFIX; rediss:// for TLS)"
+)
+
+
+def create_ledger(url: str) -> Ledger:
+    """The ledger named by ``url`` (SQLAlchemy-style SQLite URLs: three slashes and a
+    relative path, four for an absolute one). A SQLite file and its folder are created if
+    missing. Raises ValueError naming the URL (password hidden) and the accepted forms."""
+    if not isinstance(url, str):
+        raise ValueError(f"ledger URL must be a string (got {url!r}); accepted: {ACCEPTED_URLS}")
+    scheme, _, rest = url.partition("://")
+    if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
+        path = rest[1:]
+        if "?" not in path and not path.endswith("/"):
+            return SqliteLedger(path, url=url)
+    elif scheme in ("redis", "rediss") and urlsplit(url).hostname:
+        from router.ledger.redis import RedisLedger
+
+        return RedisLedger.from_url(url)
+    raise ValueError(f"unsupported ledger URL {redacted(url)!r}; accepted: {ACCEPTED_URLS}")
+
+
+def __getattr__(name: str) -> object:
+    # RedisLedger is imported on first use, so that the redis package stays optional.
+    if name == "RedisLedger":
+        from router.ledger.redis import RedisLedger
+
+        return RedisLedger
+    raise AttributeError(name)

@@ -1,0 +1,186 @@
+"""What every ledger backend promises: reserve before forwarding, settle after.
+
+Lifecycle of a request's money:
+
+    reserve(expected cost)  -> Reservation        counts against the budget at once
+      ├── settle(r, actual) -> spend row          the reservation becomes the actual cost
+      ├── release(r)                               nothing was spent (failed before upstream)
+      └── (nothing: the process died)              the reservation stops counting at
+                                                   ``expires_at = now + ttl_s``
+
+Decisions that the backends share (tests hold both to them):
+
+- ``reserve`` is atomic: the check ``spent + live reserved + amount <= limit`` and the
+  insert happen in one transaction (SQLite ``BEGIN IMMEDIATE``) or one Lua script
+  (Redis), so concurrent requests, in one process or many, never overshoot the limit by
+  more than the difference between one request's actual and reserved cost.
+  ``limit_usd=None`` means unlimited: the reservation is still recorded.
+- ``settle`` and ``release`` are idempotent and exclusive: the first of them to reach a
+  reservation wins; any later settle or release of it does nothing, so a cost is never
+  counted twice.
+- A settle that arrives after the reservation expired still records the actual cost,
+  in the reservation's period: the money was spent upstream and the ledger must match the
+  provider's bill. (An expired reservation only stops *holding* budget.)
+- Amounts are USD as binary floats, summed by the backend; sums match the decision log's
+  costs far within 1e-9 USD. A reserve passes when the total is within ``EPSILON_USD``
+  of the limit, so ten reservations of 0.1 fit a limit of 1.0.
+- Times are Unix seconds given by the caller (``now``), so the clock is testable and
+  every process of a deployment agrees on expiry through the shared store.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+EPSILON_USD = 1e-12
+# Closed (settled/released) reservation markers are kept this long so that a late
+# duplicate settle or release is still recognised; after it, only settle-after-release
+# could double count, which a caller would have to delay by a week to hit.
+CLOSED_RETENTION_S = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Budget held for one request. ``expires_at`` is Unix seconds."""
+
+    id: str
+    team: str
+    period_key: str
+    amount_usd: float
+    expires_at: float = math.inf
+    ref: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A team's period: settled spend and the reservations still live at ``now``."""
+
+    spent_usd: float
+    reserved_usd: float
+
+    @property
+    def committed_usd(self) -> float:
+        return self.spent_usd + self.reserved_usd
+
+    def remaining(self, limit_usd: float | None) -> float | None:
+        """Budget left for new reservations (never negative); None when unlimited."""
+        return None if limit_usd is None else max(0.0, limit_usd - self.committed_usd)
+
+
+class InsufficientBudget(Exception):
+    """``reserve`` refused: the team's spent + reserved + requested would pass its limit."""
+
+    def __init__(self, usage: Usage, limit_usd: float, requested_usd: float) -> None:
+        self.usage = usage
+        self.limit_usd = limit_usd
+        self.requested_usd = requested_usd
+        super().__init__(
+            f"budget exceeded: spent {usage.spent_usd:.6f} + reserved {usage.reserved_usd:.6f}"
+            f" + requested {requested_usd:.6f} USD > limit {limit_usd:.6f} USD"
+        )
+
+
+class LedgerError(RuntimeError):
+    """The backing store failed (disk, lock timeout, Redis connection); the cause is chained."""
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_amount(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (got {value!r})")
+    return value
+
+
+def check_reserve(amount_usd: float, limit_usd: float | None, ttl_s: float) -> float:
+    amount = check_amount("amount_usd", amount_usd)
+    if limit_usd is not None:
+        check_amount("limit_usd", limit_usd)
+    if not ttl_s > 0:
+        raise ValueError(f"ttl_s must be > 0 (got {ttl_s!r})")
+    return amount
+
+
+def ewma(previous: float | None, tokens: float, alpha: float) -> float:
+    """The first observation seeds the average; later ones move it by ``alpha``."""
+    return float(tokens) if previous is None else (1.0 - alpha) * previous + alpha * tokens
+
+
+def check_alpha(alpha: float) -> None:
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1] (got {alpha!r})")
+
+
+class Ledger(ABC):
+    """A team budget store. All methods are coroutines and safe to call concurrently."""
+
+    url: str = ""
+
+    @abstractmethod
+    async def reserve(
+        self,
+        team: str,
+        amount_usd: float,
+        *,
+        limit_usd: float | None,
+        period_key: str,
+        ttl_s: float,
+        now: float,
+        ref: str = "",
+    ) -> Reservation:
+        """Hold ``amount_usd`` for a request; raise InsufficientBudget when it does not fit."""
+
+    @abstractmethod
+    async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
+        """Turn the reservation into a spend row of ``actual_usd``; no-op if already closed."""
+
+    @abstractmethod
+    async def release(self, r: Reservation) -> None:
+        """Drop the reservation without spend; no-op if already closed."""
+
+    @abstractmethod
+    async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
+        """Settled spend and live reservations of the team's period at ``now``."""
+
+    @abstractmethod
+    async def get_state(self, key: str) -> dict | None:
+        """A small JSON document saved by ``set_state`` (the pacer's state), or None."""
+
+    @abstractmethod
+    async def set_state(self, key: str, value: dict) -> None:
+        """Replace the document at ``key``; it must be JSON-serialisable."""
+
+    @abstractmethod
+    async def observe_output_tokens(self, model: str, tokens: int, *, alpha: float = 0.1) -> float:
+        """Fold one response's completion tokens into the model's EWMA; return the new value."""
+
+    @abstractmethod
+    async def expected_output_tokens(self, model: str) -> float | None:
+        """The model's learned EWMA of completion tokens, None before any observation."""
+
+    @abstractmethod
+    async def total_spent(self, team: str | None = None) -> float:
+        """Settled spend over all periods, of one team or of all teams (audit and tests)."""
+
+    async def check(self) -> None:
+        """Raise LedgerError if the store cannot be reached (start-up and /readyz)."""
+        await self.usage("__check__", "total", now=0.0)
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; the ledger must not be used afterwards."""

@@ -1,0 +1,285 @@
+"""The Redis ledger: one shared store for many router processes or hosts.
+
+Every change is one Lua script, which Redis runs atomically, so ``reserve``'s check and
+insert cannot interleave with another process's. Times come from the caller (``now``)
+like in every ledger; only the retention of closed-reservation markers uses Redis's own
+clock (``SET ... EX``). Needs the optional extra ``p2l-router[redis]``.
+
+Keys, under a configurable prefix (``redis://host:6379/0?prefix=team-a:``), with the team
+URL-quoted so that it holds no ``:``:
+
+  {p}res:{team}:{period}     ZSET  reservation id -> expires_at (expiry order, for purging)
+  {p}resamt:{team}:{period}  HASH  reservation id -> amount
+  {p}spent:{team}:{period}   STR   settled spend of the period (INCRBYFLOAT)
+  {p}total:{team}            STR   settled spend over all periods
+  {p}teams                   SET   teams that ever spent (for ``total_spent()``)
+  {p}closed:{id}             STR   "settled" | "released", kept CLOSED_RETENTION_S
+  {p}spend                   STREAM one entry per settled request (audit)
+  {p}state:{key}             STR   JSON document
+  {p}tokens, {p}tokens:n     HASH  model -> EWMA of completion tokens, observations
+
+Floats cross the Lua boundary as strings (``%.17g``, which round-trips a double): Redis
+truncates Lua numbers to integers in replies.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from router.ledger.base import (
+    CLOSED_RETENTION_S,
+    EPSILON_USD,
+    InsufficientBudget,
+    Ledger,
+    LedgerError,
+    Reservation,
+    Usage,
+    check_alpha,
+    check_amount,
+    check_reserve,
+    redacted,
+)
+
+DEFAULT_PREFIX = "p2l-router:"
+
+# Drops expired holds (HDEL in chunks: unpack() has a stack limit), then checks and inserts.
+_RESERVE = """
+local now = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  for i = 1, #expired, 1000 do
+    redis.call('HDEL', KEYS[2], unpack(expired, i, math.min(i + 999, #expired)))
+  end
+end
+local reserved = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + tonumber(v) end
+local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+local amount = tonumber(ARGV[2])
+if ARGV[3] ~= '' and spent + reserved + amount > tonumber(ARGV[3]) + tonumber(ARGV[6]) then
+  return {0, string.format('%.17g', spent), string.format('%.17g', reserved)}
+end
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return {1, string.format('%.17g', spent), string.format('%.17g', reserved)}
+"""
+
+_SETTLE = """
+if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('INCRBYFLOAT', KEYS[3], ARGV[2])
+redis.call('INCRBYFLOAT', KEYS[4], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[8])
+redis.call('SET', KEYS[6], 'settled', 'EX', ARGV[9])
+redis.call('XADD', KEYS[7], '*', 'reservation_id', ARGV[1], 'team', ARGV[5],
+           'period_key', ARGV[6], 'amount', ARGV[2], 'reserved', ARGV[7],
+           'ref', ARGV[4], 'ts', ARGV[3])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], 'released', 'EX', ARGV[2])
+return 1
+"""
+
+_USAGE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local reserved = 0
+for i = 1, #ids, 1000 do
+  local chunk = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+  for _, v in ipairs(chunk) do if v then reserved = reserved + tonumber(v) end end
+end
+local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {string.format('%.17g', spent), string.format('%.17g', reserved)}
+"""
+
+_EWMA = """
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+local tokens = tonumber(ARGV[2])
+local alpha = tonumber(ARGV[3])
+local v = tokens
+if prev then v = (1 - alpha) * tonumber(prev) + alpha * tokens end
+local s = string.format('%.17g', v)
+redis.call('HSET', KEYS[1], ARGV[1], s)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return s
+"""
+
+
+def _import_redis() -> Any:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise LedgerError(
+            "the Redis ledger needs the redis package: pip install 'p2l-router[redis]'"
+        ) from exc
+    return aioredis
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """Remove our ``prefix`` query parameter from a Redis URL; return (url, prefix)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisLedger(Ledger):
+    """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, url: str = "") -> None:
+        self._redis = client
+        self.prefix = prefix
+        self.url = url
+        self._errors = _import_redis().RedisError
+        self._reserve_lua = client.register_script(_RESERVE)
+        self._settle_lua = client.register_script(_SETTLE)
+        self._release_lua = client.register_script(_RELEASE)
+        self._usage_lua = client.register_script(_USAGE)
+        self._ewma_lua = client.register_script(_EWMA)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisLedger:
+        aioredis = _import_redis()
+        plain, prefix = split_prefix(url)
+        try:
+            client = aioredis.Redis.from_url(plain, decode_responses=True)
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis ledger URL {redacted(url)!r}: {exc}") from exc
+        return cls(client, prefix=prefix, url=redacted(url))
+
+    # ------------------------------------------------------------ plumbing
+
+    def _team(self, team: str) -> str:
+        return quote(team, safe="")
+
+    def _period_keys(self, team: str, period_key: str) -> list[str]:
+        t, p = self._team(team), self.prefix
+        return [
+            f"{p}res:{t}:{period_key}",
+            f"{p}resamt:{t}:{period_key}",
+            f"{p}spent:{t}:{period_key}",
+        ]
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except self._errors as exc:
+            raise LedgerError(f"Redis ledger {self.url}: {exc}") from exc
+
+    # ------------------------------------------------------------ budget
+
+    async def reserve(
+        self,
+        team: str,
+        amount_usd: float,
+        *,
+        limit_usd: float | None,
+        period_key: str,
+        ttl_s: float,
+        now: float,
+        ref: str = "",
+    ) -> Reservation:
+        amount = check_reserve(amount_usd, limit_usd, ttl_s)
+        r = Reservation(uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref)
+        limit = "" if limit_usd is None else _num(limit_usd)
+        args = [r.id, _num(amount), limit, _num(now), _num(r.expires_at), _num(EPSILON_USD)]
+        ok, spent, reserved = await self._call(
+            self._reserve_lua(keys=self._period_keys(team, period_key), args=args)
+        )
+        if not ok:
+            usage = Usage(float(spent), float(reserved))
+            raise InsufficientBudget(usage, float(limit_usd or 0.0), amount)
+        return r
+
+    async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
+        actual = check_amount("actual_usd", actual_usd)
+        p, t = self.prefix, self._team(r.team)
+        keys = [
+            *self._period_keys(r.team, r.period_key)[:2],
+            f"{p}spent:{t}:{r.period_key}",
+            f"{p}total:{t}",
+            f"{p}teams",
+            f"{p}closed:{r.id}",
+            f"{p}spend",
+        ]
+        args = [
+            r.id, _num(actual), _num(now), ref or r.ref, r.team, r.period_key,
+            _num(r.amount_usd), t, int(CLOSED_RETENTION_S),
+        ]  # fmt: skip
+        await self._call(self._settle_lua(keys=keys, args=args))
+
+    async def release(self, r: Reservation) -> None:
+        keys = [*self._period_keys(r.team, r.period_key)[:2], f"{self.prefix}closed:{r.id}"]
+        await self._call(self._release_lua(keys=keys, args=[r.id, int(CLOSED_RETENTION_S)]))
+
+    async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
+        spent, reserved = await self._call(
+            self._usage_lua(keys=self._period_keys(team, period_key), args=[_num(now)])
+        )
+        return Usage(float(spent), float(reserved))
+
+    async def total_spent(self, team: str | None = None) -> float:
+        p = self.prefix
+        if team is not None:
+            value = await self._call(self._redis.get(f"{p}total:{self._team(team)}"))
+            return float(value or 0.0)
+        teams = await self._call(self._redis.smembers(f"{p}teams"))
+        if not teams:
+            return 0.0
+        values = await self._call(self._redis.mget([f"{p}total:{t}" for t in sorted(teams)]))
+        return sum(float(v or 0.0) for v in values)
+
+    async def spend_rows(self, team: str | None = None) -> list[dict[str, Any]]:
+        """Every settled request (audit), oldest first; same fields as the SQLite ledger's."""
+        entries = await self._call(self._redis.xrange(f"{self.prefix}spend"))
+        rows = []
+        for _, f in entries:
+            if team is not None and f["team"] != team:
+                continue
+            row: dict[str, Any] = dict(f)
+            for k in ("amount", "reserved", "ts"):
+                row[k] = float(row[k])
+            rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------ state and learned tokens
+
+    async def get_state(self, key: str) -> dict | None:
+        text = await self._call(self._redis.get(f"{self.prefix}state:{key}"))
+        return None if text is None else json.loads(text)
+
+    async def set_state(self, key: str, value: dict) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"state must be a dict (got {type(value).__name__})")
+        text = json.dumps(value, separators=(",", ":"))
+        await self._call(self._redis.set(f"{self.prefix}state:{key}", text))
+
+    async def observe_output_tokens(self, model: str, tokens: int, *, alpha: float = 0.1) -> float:
+        check_alpha(alpha)
+        check_amount("tokens", tokens)
+        keys = [f"{self.prefix}tokens", f"{self.prefix}tokens:n"]
+        value = await self._call(self._ewma_lua(keys=keys, args=[model, _num(tokens), _num(alpha)]))
+        return float(value)
+
+    async def expected_output_tokens(self, model: str) -> float | None:
+        value = await self._call(self._redis.hget(f"{self.prefix}tokens", model))
+        return None if value is None else float(value)
+
+    async def check(self) -> None:
+        await self._call(self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,375 @@
+"""The SQLite ledger: one file, safe across threads and processes, survives restarts.
+
+One dedicated thread owns one connection (sqlite3 objects must not cross threads), and
+every call runs there via ``run_in_executor``, so the event loop never waits on disk.
+The file is in WAL mode with ``synchronous=NORMAL``: a commit is durable against a
+process crash (the WAL is written before the call returns) and only a power loss can
+drop the last few commits; readers never block the writer. Each change is one
+transaction; ``reserve`` uses ``BEGIN IMMEDIATE`` so its check-then-insert holds the write
+lock, which makes it atomic against other connections, including other processes (they
+wait on the lock up to ``busy_timeout_s``).
+
+Tables (created if missing; ``PRAGMA user_version`` is the schema version):
+  reservations   open holds, and ``released`` markers kept for idempotency
+  spend          one row per settled request (audit): reservation_id is the key, so a
+                 second settle of the same reservation cannot insert a second row
+  period_totals  running spend per (team, period_key), read by every reserve
+  state          JSON documents (the pacer's state)
+  output_tokens  EWMA of completion tokens per model
+
+Expired open reservations are excluded from every sum at once and deleted lazily (at
+most once a minute, by ``reserve``); ``released`` markers are deleted after
+``CLOSED_RETENTION_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from router.ledger.base import (
+    CLOSED_RETENTION_S,
+    EPSILON_USD,
+    InsufficientBudget,
+    Ledger,
+    LedgerError,
+    Reservation,
+    Usage,
+    check_alpha,
+    check_amount,
+    check_reserve,
+    ewma,
+)
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+PURGE_EVERY_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reservations (
+    id          TEXT PRIMARY KEY,
+    team        TEXT NOT NULL,
+    period_key  TEXT NOT NULL,
+    amount      REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    ref         TEXT NOT NULL DEFAULT '',
+    created_at  REAL NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'open'    -- open | released
+);
+CREATE INDEX IF NOT EXISTS reservations_live
+    ON reservations (team, period_key, expires_at);
+CREATE INDEX IF NOT EXISTS reservations_expiry ON reservations (expires_at);
+CREATE TABLE IF NOT EXISTS spend (
+    reservation_id TEXT PRIMARY KEY,
+    team           TEXT NOT NULL,
+    period_key     TEXT NOT NULL,
+    amount         REAL NOT NULL,
+    reserved       REAL NOT NULL,
+    ref            TEXT NOT NULL DEFAULT '',
+    ts             REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_team_period ON spend (team, period_key);
+CREATE TABLE IF NOT EXISTS period_totals (
+    team        TEXT NOT NULL,
+    period_key  TEXT NOT NULL,
+    spent       REAL NOT NULL,
+    requests    INTEGER NOT NULL,
+    PRIMARY KEY (team, period_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS output_tokens (
+    model         TEXT PRIMARY KEY,
+    ewma          REAL NOT NULL,
+    observations  INTEGER NOT NULL
+);
+"""
+
+
+class SqliteLedger(Ledger):
+    """Ledger in a SQLite file (``":memory:"`` works too, for one instance only)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, url: str = "") -> None:
+        self.path = str(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self._busy_timeout_s = busy_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._last_purge = float("-inf")
+        try:
+            # Synchronous on purpose: a bad path fails at start-up, not on the first request.
+            self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+
+    # ------------------------------------------------------------ plumbing
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with _transaction(conn, "IMMEDIATE"):
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"{self.path}: ledger schema version {version} is newer than this"
+                        f" router's ({SCHEMA_VERSION}); upgrade the router"
+                    )
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the SQLite ledger {self.path}: {exc}") from exc
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
+
+    # ------------------------------------------------------------ budget
+
+    def _usage(self, team: str, period_key: str, now: float) -> Usage:
+        db = self._db
+        row = db.execute(
+            "SELECT spent FROM period_totals WHERE team = ? AND period_key = ?", (team, period_key)
+        ).fetchone()
+        (reserved,) = db.execute(
+            "SELECT COALESCE(SUM(amount), 0.0) FROM reservations"
+            " WHERE team = ? AND period_key = ? AND expires_at > ? AND status = 'open'",
+            (team, period_key, now),
+        ).fetchone()
+        return Usage(spent_usd=row[0] if row else 0.0, reserved_usd=float(reserved))
+
+    def _reserve(
+        self, team: str, amount: float, limit: float | None, period_key: str, ttl_s: float,
+        now: float, ref: str,
+    ) -> Reservation:  # fmt: skip
+        db = self._db
+        with _transaction(db, "IMMEDIATE"):
+            if now - self._last_purge >= PURGE_EVERY_S:
+                self._purge(now)
+            usage = self._usage(team, period_key, now)
+            if limit is not None and usage.committed_usd + amount > limit + EPSILON_USD:
+                raise InsufficientBudget(usage, limit, amount)
+            r = Reservation(uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref)
+            db.execute(
+                "INSERT INTO reservations (id, team, period_key, amount, expires_at, ref, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (r.id, team, period_key, amount, r.expires_at, ref, now),
+            )
+        return r
+
+    def _purge(self, now: float) -> None:
+        self._db.execute(
+            "DELETE FROM reservations WHERE (status = 'open' AND expires_at <= ?)"
+            " OR (status = 'released' AND expires_at <= ?)",
+            (now, now - CLOSED_RETENTION_S),
+        )
+        self._last_purge = now
+
+    def _settle(self, r: Reservation, actual: float, now: float, ref: str) -> None:
+        db = self._db
+        with _transaction(db, "IMMEDIATE"):
+            row = db.execute("SELECT status FROM reservations WHERE id = ?", (r.id,)).fetchone()
+            if row is not None and row[0] == "released":
+                return
+            cur = db.execute(
+                "INSERT OR IGNORE INTO spend (reservation_id, team, period_key, amount, reserved, ref, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (r.id, r.team, r.period_key, actual, r.amount_usd, ref or r.ref, now),
+            )
+            if cur.rowcount == 0:  # already settled
+                return
+            db.execute(
+                "INSERT INTO period_totals (team, period_key, spent, requests) VALUES (?, ?, ?, 1)"
+                " ON CONFLICT (team, period_key)"
+                " DO UPDATE SET spent = spent + excluded.spent, requests = requests + 1",
+                (r.team, r.period_key, actual),
+            )
+            db.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
+
+    def _release(self, r: Reservation) -> None:
+        db = self._db
+        with _transaction(db, "IMMEDIATE"):
+            if db.execute("SELECT 1 FROM spend WHERE reservation_id = ?", (r.id,)).fetchone():
+                return
+            # Upsert: the row may already be gone (expired and purged); the marker makes a
+            # later settle of this reservation a no-op.
+            db.execute(
+                "INSERT INTO reservations"
+                " (id, team, period_key, amount, expires_at, ref, created_at, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'released')"
+                " ON CONFLICT (id) DO UPDATE SET status = 'released'",
+                (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, r.expires_at),
+            )
+
+    async def reserve(
+        self,
+        team: str,
+        amount_usd: float,
+        *,
+        limit_usd: float | None,
+        period_key: str,
+        ttl_s: float,
+        now: float,
+        ref: str = "",
+    ) -> Reservation:
+        amount = check_reserve(amount_usd, limit_usd, ttl_s)
+        return await self._run(self._reserve, team, amount, limit_usd, period_key, ttl_s, now, ref)
+
+    async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
+        actual = check_amount("actual_usd", actual_usd)
+        await self._run(self._settle, r, actual, now, ref)
+
+    async def release(self, r: Reservation) -> None:
+        await self._run(self._release, r)
+
+    async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
+        def read() -> Usage:
+            with _transaction(self._db, "DEFERRED"):  # one snapshot for both sums
+                return self._usage(team, period_key, now)
+
+        return await self._run(read)
+
+    async def total_spent(self, team: str | None = None) -> float:
+        def read() -> float:
+            if team is None:
+                row = self._db.execute("SELECT COALESCE(SUM(amount), 0.0) FROM spend").fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT COALESCE(SUM(amount), 0.0) FROM spend WHERE team = ?", (team,)
+                ).fetchone()
+            return float(row[0])
+
+        return await self._run(read)
+
+    async def spend_rows(self, team: str | None = None) -> list[dict[str, Any]]:
+        """Every settled request (audit): reservation_id, team, period_key, amount, reserved,
+        ref, ts, oldest first."""
+
+        def read() -> list[dict[str, Any]]:
+            sql = "SELECT reservation_id, team, period_key, amount, reserved, ref, ts FROM spend"
+            cur = (
+                self._db.execute(sql + " ORDER BY ts, rowid")
+                if team is None
+                else self._db.execute(sql + " WHERE team = ? ORDER BY ts, rowid", (team,))
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        return await self._run(read)
+
+    # ------------------------------------------------------------ state and learned tokens
+
+    async def get_state(self, key: str) -> dict | None:
+        def read() -> str | None:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        text = await self._run(read)
+        return None if text is None else json.loads(text)
+
+    async def set_state(self, key: str, value: dict) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"state must be a dict (got {type(value).__name__})")
+        text = json.dumps(value, separators=(",", ":"))
+
+        def write() -> None:
+            self._db.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, text),
+            )
+
+        await self._run(write)
+
+    async def observe_output_tokens(self, model: str, tokens: int, *, alpha: float = 0.1) -> float:
+        check_alpha(alpha)
+        check_amount("tokens", tokens)
+
+        def update() -> float:
+            db = self._db
+            with _transaction(db, "IMMEDIATE"):
+                row = db.execute(
+                    "SELECT ewma FROM output_tokens WHERE model = ?", (model,)
+                ).fetchone()
+                value = ewma(row[0] if row else None, tokens, alpha)
+                db.execute(
+                    "INSERT INTO output_tokens (model, ewma, observations) VALUES (?, ?, 1)"
+                    " ON CONFLICT (model)"
+                    " DO UPDATE SET ewma = excluded.ewma, observations = observations + 1",
+                    (model, value),
+                )
+            return value
+
+        return await self._run(update)
+
+    async def expected_output_tokens(self, model: str) -> float | None:
+        def read() -> float | None:
+            row = self._db.execute(
+                "SELECT ewma FROM output_tokens WHERE model = ?", (model,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._run(read)
+
+    async def check(self) -> None:
+        await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+
+class _transaction:
+    """``BEGIN <mode>`` ... ``COMMIT``, or ``ROLLBACK`` on any exception (including the
+    InsufficientBudget that ends a refused reserve)."""
+
+    def __init__(self, conn: sqlite3.Connection, mode: str) -> None:
+        self.conn = conn
+        self.mode = mode
+
+    def __enter__(self) -> None:
+        self.conn.execute(f"BEGIN {self.mode}")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
