@@ -1,0 +1,262 @@
+"""A real OpenAI-compatible upstream on loopback, for wire-level tests.
+
+``FakeUpstream`` runs uvicorn on 127.0.0.1 (a free port) in a background thread and
+answers with the same builders as the built-in echo provider (router/echo.py). Tests
+steer it per model with :meth:`FakeUpstream.behave` (error statuses, Retry-After,
+connection resets, slow headers, slow chunks) and read what it received in
+``.requests``.
+
+    with FakeUpstream() as up:
+        up.behave("m1", status=503, fail_times=2)
+        ... # point a provider's base_url at up.base_url
+        assert len(up.requests) == 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from router.echo import (
+    DONE,
+    SSE_HEADERS,
+    completion_for,
+    error_body,
+    models_for,
+    parse_chat_body,
+    read_body,
+    send_json,
+    sse,
+    stream_chunks_for,
+)
+
+ANY_MODEL = "*"
+
+
+@dataclass
+class Behaviour:
+    status: int | None = None
+    retry_after: float | str | None = None
+    reset: bool = False
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    fail_times: int | None = None  # None: every request; N: the next N, then normal
+    error_body: dict | None = None
+
+
+@dataclass
+class Recorded:
+    """One request as the fake saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    t: float = field(default_factory=time.monotonic)
+    disconnected: bool = False  # the client went away before the response was complete
+    chunks_sent: int = 0
+
+
+class FakeUpstream:
+    """uvicorn + echo answers + steerable failures; see the module docstring."""
+
+    def __init__(self, *, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.requests: list[Recorded] = []
+        self._behaviours: dict[str, Behaviour] = {}
+        self._lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------ control
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def behave(
+        self,
+        model: str = ANY_MODEL,
+        *,
+        status: int | None = None,
+        retry_after: float | str | None = None,
+        reset: bool = False,
+        delay_s: float = 0.0,
+        chunk_delay_s: float = 0.0,
+        fail_times: int | None = None,
+        error_body: dict | None = None,
+    ) -> None:
+        """Set how requests for ``model`` (as the upstream sees it; ``"*"``: any) go.
+
+        ``status``: answer with that status and an OpenAI error body (``error_body`` if
+        given), plus ``Retry-After`` when ``retry_after`` is set. ``reset``: drop the TCP
+        connection (RST) before any response. ``delay_s``: wait before the headers;
+        ``chunk_delay_s``: wait before each stream chunk. ``fail_times=N`` applies all
+        of this to the next N requests only, then the model answers normally.
+        """
+        with self._lock:
+            self._behaviours[model] = Behaviour(
+                status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body
+            )
+
+    def clear(self) -> None:
+        """Forget recorded requests and every behaviour."""
+        with self._lock:
+            self.requests.clear()
+            self._behaviours.clear()
+
+    def _take(self, model: str) -> Behaviour | None:
+        with self._lock:
+            key = model if model in self._behaviours else ANY_MODEL
+            b = self._behaviours.get(key)
+            if b is None:
+                return None
+            if b.fail_times is not None:
+                if b.fail_times <= 0:
+                    del self._behaviours[key]
+                    return None
+                b.fail_times -= 1
+            return b
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeUpstream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        sock.listen(1024)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            interface="asgi3",
+            proxy_headers=False,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=30,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="fake-upstream"
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ the app
+
+    async def _app(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = await read_body(receive)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path in ("/v1/models", "/models"):
+            self.requests.append(Recorded(method, path, headers, None))
+            await send_json(send, 200, models_for())
+            return
+        body = parse_chat_body(raw)
+        rec = Recorded(method, path, headers, body if isinstance(body, dict) else raw)
+        self.requests.append(rec)
+        if path not in ("/v1/chat/completions", "/chat/completions") or method != "POST":
+            await send_json(send, 404, error_body(f"no route {method} {path}", code="not_found"))
+            return
+        if isinstance(body, str):
+            await send_json(send, 400, error_body(body, param="messages"))
+            return
+        b = self._take(str(body.get("model")))
+        if b is not None and b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b is not None and b.reset:
+            await _reset_connection(receive)
+            rec.disconnected = True
+            return
+        if b is not None and b.status is not None and b.status != 200:
+            extra = []
+            if b.retry_after is not None:
+                extra.append((b"retry-after", str(b.retry_after).encode()))
+            err = b.error_body or error_body(
+                f"fake upstream failure {b.status}", type="server_error", code=str(b.status)
+            )
+            await send_json(send, b.status, err, extra)
+            return
+        if body.get("stream") is not True:
+            await send_json(send, 200, completion_for(body))
+            return
+        await self._stream(body, b.chunk_delay_s if b else 0.0, rec, receive, send)
+
+    async def _stream(
+        self, body: dict, delay: float, rec: Recorded, receive: Any, send: Any
+    ) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:  # ASGI: receive() returns http.disconnect when they leave
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            for chunk in stream_chunks_for(body):
+                if delay:
+                    await asyncio.sleep(delay)
+                if gone.is_set():
+                    rec.disconnected = True
+                    return
+                await send({"type": "http.response.body", "body": sse(chunk), "more_body": True})
+                rec.chunks_sent += 1
+            if delay:
+                await asyncio.sleep(delay)
+            if gone.is_set():
+                rec.disconnected = True
+                return
+            await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+async def _reset_connection(receive: Any) -> None:
+    """Abort the TCP connection under this request with an RST (SO_LINGER 0).
+
+    uvicorn does not hand the transport to the app; its ``receive`` is a bound method of
+    the request cycle, which holds it.
+    """
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if transport is None:  # pragma: no cover - another server; an exception closes it too
+        raise ConnectionResetError("fake upstream reset")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    await asyncio.sleep(0)  # let connection_lost mark the cycle disconnected
