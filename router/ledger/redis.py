@@ -44,6 +44,7 @@ from router.ledger.base import (
 )
 
 DEFAULT_PREFIX = "p2l-router:"
+MAX_CONNECTIONS = 64
 
 # Drops expired holds (HDEL in chunks: unpack() has a stack limit), then checks and inserts.
 _RESERVE = """
@@ -155,7 +156,13 @@ class RedisLedger(Ledger):
         aioredis = _import_redis()
         plain, prefix = split_prefix(url)
         try:
-            client = aioredis.Redis.from_url(plain, decode_responses=True)
+            # A blocking pool: a burst of requests waits for a free connection instead of
+            # failing with "Too many connections" (the plain pool's behaviour at its cap).
+            # ``?max_connections=N`` in the URL overrides the default.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                plain, decode_responses=True, max_connections=MAX_CONNECTIONS, timeout=30
+            )
+            client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         except ValueError as exc:
             raise ValueError(f"invalid Redis ledger URL {redacted(url)!r}: {exc}") from exc
         return cls(client, prefix=prefix, url=redacted(url))

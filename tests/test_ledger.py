@@ -1,0 +1,431 @@
+"""The spend ledger against a real SQLite file and the real Redis at 127.0.0.1:6379.
+
+Every semantic test runs on both backends (``store`` fixture). Redis tests use a unique
+key prefix per test and delete their keys afterwards; they are skipped only when no Redis
+server answers there (CI starts one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from router.ledger import (
+    InsufficientBudget,
+    Ledger,
+    LedgerError,
+    Reservation,
+    SqliteLedger,
+    Usage,
+    create_ledger,
+)
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+ROOT = Path(__file__).resolve().parents[1]
+P = "day:2026-11-28"
+T0 = 1_800_000_000.0  # a fixed "now"; tests move the clock by hand
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+REDIS_UP = _redis_up()
+needs_redis = pytest.mark.skipif(
+    not REDIS_UP, reason=f"no Redis server at {REDIS_HOST}:{REDIS_PORT} (CI starts one)"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=needs_redis)])
+async def store(request, tmp_path) -> AsyncIterator[Callable[[], Ledger]]:
+    """A factory of ledgers on one store: each call is a new instance (a new process, or a
+    restart) on the same file / Redis prefix."""
+    opened: list[Ledger] = []
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"  # absolute path: four slashes
+    else:
+        prefix = f"test-{uuid.uuid4().hex[:12]}:"
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix={prefix}"
+
+    def make() -> Ledger:
+        ledger = create_ledger(url)
+        opened.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in opened:
+        await ledger.close()
+    if request.param == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+async def ledger(store) -> Ledger:
+    return store()
+
+
+async def reserve(ledger: Ledger, amount: float, *, limit: float | None = 1.0, team="t",
+                  period=P, ttl=60.0, now=T0, ref="") -> Reservation:  # fmt: skip
+    return await ledger.reserve(
+        team, amount, limit_usd=limit, period_key=period, ttl_s=ttl, now=now, ref=ref
+    )
+
+
+# ---------------------------------------------------------------- semantics
+
+
+async def test_reserve_settle_release(ledger):
+    assert await ledger.usage("t", P, now=T0) == Usage(0.0, 0.0)
+    a = await reserve(ledger, 0.30, ref="req-a")
+    b = await reserve(ledger, 0.20)
+    assert (a.team, a.period_key, a.amount_usd, a.expires_at) == ("t", P, 0.30, T0 + 60)
+    assert a.id != b.id
+    u = await ledger.usage("t", P, now=T0)
+    assert u.spent_usd == 0 and u.reserved_usd == pytest.approx(0.50)
+    await ledger.settle(a, 0.25, now=T0 + 1)
+    u = await ledger.usage("t", P, now=T0 + 1)
+    assert u.spent_usd == pytest.approx(0.25) and u.reserved_usd == pytest.approx(0.20)
+    assert u.remaining(1.0) == pytest.approx(0.55) and u.remaining(None) is None
+    await ledger.release(b)
+    assert await ledger.usage("t", P, now=T0 + 2) == Usage(0.25, 0.0)
+    assert await ledger.total_spent("t") == 0.25
+    rows = await ledger.spend_rows()
+    assert [(r["reservation_id"], r["amount"], r["reserved"], r["ref"]) for r in rows] == [
+        (a.id, 0.25, 0.30, "req-a")
+    ]
+
+
+async def test_settle_and_release_are_idempotent_and_exclusive(ledger):
+    a = await reserve(ledger, 0.1)
+    await ledger.settle(a, 0.1, now=T0)
+    await ledger.settle(a, 0.1, now=T0)  # twice
+    await ledger.settle(a, 0.5, now=T0)  # a different amount changes nothing either
+    await ledger.release(a)  # release after settle
+    b = await reserve(ledger, 0.2)
+    await ledger.release(b)
+    await ledger.release(b)
+    await ledger.settle(b, 0.2, now=T0)  # settle after release
+    assert await ledger.usage("t", P, now=T0) == Usage(0.1, 0.0)
+    assert await ledger.total_spent() == 0.1
+    assert len(await ledger.spend_rows()) == 1
+
+
+async def test_refusal_at_the_limit(ledger):
+    holds = [await reserve(ledger, 0.1) for _ in range(10)]  # 10 x 0.1 fits 1.0 exactly
+    with pytest.raises(InsufficientBudget) as info:
+        await reserve(ledger, 0.01)
+    err = info.value
+    assert err.limit_usd == 1.0 and err.requested_usd == 0.01
+    assert err.usage.spent_usd == 0 and err.usage.reserved_usd == pytest.approx(1.0)
+    assert "budget exceeded" in str(err)
+    # the refused reserve left nothing behind
+    assert (await ledger.usage("t", P, now=T0)).reserved_usd == pytest.approx(1.0)
+    await ledger.settle(holds[0], 0.05, now=T0)
+    await reserve(ledger, 0.05)  # what the settle freed is usable again
+    with pytest.raises(InsufficientBudget):
+        await reserve(ledger, 0.001)
+    # spend counts like holds: a settled period at the limit refuses everything
+    with pytest.raises(InsufficientBudget):
+        await reserve(ledger, 2.0, team="other")
+
+
+async def test_unlimited_and_zero_limits(ledger):
+    r = await reserve(ledger, 1e6, limit=None)
+    assert (await ledger.usage("t", P, now=T0)).reserved_usd == 1e6
+    await ledger.settle(r, 123.456, now=T0)
+    assert (await ledger.usage("t", P, now=T0)).spent_usd == 123.456
+    await reserve(ledger, 0.0, limit=0.0, team="zero")  # a free request fits a zero budget
+    with pytest.raises(InsufficientBudget):
+        await reserve(ledger, 1e-9, limit=0.0, team="zero")
+
+
+async def test_expiry_with_a_controlled_clock(ledger):
+    r = await reserve(ledger, 0.8, ttl=10)
+    assert (await ledger.usage("t", P, now=T0 + 9.9)).reserved_usd == 0.8
+    assert (await ledger.usage("t", P, now=T0 + 10)).reserved_usd == 0.0  # expired at T0+ttl
+    with pytest.raises(InsufficientBudget):
+        await reserve(ledger, 0.5, now=T0 + 5)
+    late = await reserve(ledger, 0.5, now=T0 + 11)  # the dead hold no longer counts
+    # The crashed request's money was spent after all: a late settle still records it.
+    await ledger.settle(r, 0.7, now=T0 + 100)
+    u = await ledger.usage("t", P, now=T0 + 12)
+    assert u.spent_usd == 0.7 and u.reserved_usd == 0.5
+    await ledger.settle(r, 0.7, now=T0 + 101)  # still idempotent
+    assert await ledger.total_spent("t") == 0.7
+    # a released expired reservation cannot be settled later
+    await ledger.release(late)
+    await ledger.settle(late, 0.5, now=T0 + 200)
+    assert await ledger.total_spent("t") == 0.7
+
+
+async def test_purge_keeps_late_settles_correct(ledger):
+    # Many expired holds, then a reserve far later (which purges), then their late settles.
+    rs = [await reserve(ledger, 0.01, ttl=1, limit=None) for _ in range(30)]
+    await reserve(ledger, 0.01, now=T0 + 3600, limit=None)
+    assert (await ledger.usage("t", P, now=T0 + 3600)).reserved_usd == 0.01
+    for r in rs[:10]:
+        await ledger.settle(r, 0.02, now=T0 + 3601)
+    for r in rs[10:20]:
+        await ledger.release(r)
+    for r in rs[:20]:
+        await ledger.settle(r, 0.02, now=T0 + 3602)
+    assert await ledger.total_spent() == pytest.approx(0.2, abs=1e-12)
+    assert len(await ledger.spend_rows()) == 10
+
+
+async def test_period_rollover_starts_from_zero(ledger):
+    r = await reserve(ledger, 1.0)
+    await ledger.settle(r, 1.0, now=T0)
+    with pytest.raises(InsufficientBudget):
+        await reserve(ledger, 0.1)
+    nxt = "day:2026-11-29"
+    assert await ledger.usage("t", nxt, now=T0) == Usage(0.0, 0.0)
+    r2 = await reserve(ledger, 0.9, period=nxt)
+    await ledger.settle(r2, 0.9, now=T0)
+    assert (await ledger.usage("t", P, now=T0)).spent_usd == 1.0
+    assert (await ledger.usage("t", nxt, now=T0)).spent_usd == 0.9
+    assert await ledger.total_spent("t") == pytest.approx(1.9)
+
+
+async def test_teams_are_separate_and_totals_add_up(ledger):
+    for team, cost in [("a", 0.1), ("b", 0.2), ("a:b", 0.4), ("a", 0.8)]:
+        await ledger.settle(await reserve(ledger, cost, team=team), cost, now=T0)
+    # "a:b" with "day:..." must not collide with "a" and "b:day:..."
+    assert (await ledger.usage("a", P, now=T0)).spent_usd == pytest.approx(0.9)
+    assert (await ledger.usage("a:b", P, now=T0)).spent_usd == 0.4
+    assert (await ledger.usage("a", "b:" + P, now=T0)).spent_usd == 0.0
+    assert await ledger.total_spent("b") == 0.2
+    assert await ledger.total_spent("nobody") == 0.0
+    assert await ledger.total_spent() == pytest.approx(1.5, abs=1e-12)
+
+
+async def test_bad_amounts_are_refused(ledger):
+    for bad in (-0.01, math.nan, math.inf):
+        with pytest.raises(ValueError, match="amount_usd"):
+            await reserve(ledger, bad)
+    with pytest.raises(ValueError, match="ttl_s"):
+        await reserve(ledger, 0.1, ttl=0)
+    r = await reserve(ledger, 0.1)
+    with pytest.raises(ValueError, match="actual_usd"):
+        await ledger.settle(r, -1.0, now=T0)
+    with pytest.raises(ValueError, match="alpha"):
+        await ledger.observe_output_tokens("m", 10, alpha=0)
+
+
+async def test_state_and_learned_output_tokens(ledger):
+    assert await ledger.get_state("pacing:t") is None
+    doc = {"lambda": 20.5, "updated": T0, "history": [1, 2.5], "note": "é"}
+    await ledger.set_state("pacing:t", doc)
+    assert await ledger.get_state("pacing:t") == doc
+    await ledger.set_state("pacing:t", {"lambda": 3.0})
+    assert await ledger.get_state("pacing:t") == {"lambda": 3.0}
+    with pytest.raises(TypeError):
+        await ledger.set_state("x", [1, 2])  # type: ignore[arg-type]
+
+    assert await ledger.expected_output_tokens("m") is None
+    assert await ledger.observe_output_tokens("m", 100, alpha=0.5) == 100.0  # first seeds
+    assert await ledger.observe_output_tokens("m", 200, alpha=0.5) == 150.0
+    want = 0.9 * 150.0 + 0.1 * 400
+    assert await ledger.observe_output_tokens("m", 400) == want
+    assert await ledger.expected_output_tokens("m") == want
+    assert await ledger.expected_output_tokens("other") is None
+
+
+async def test_concurrent_reserve_and_settle_hold_the_limit(ledger):
+    """200 tasks against a limit that covers about 20: spend never passes the limit by
+    more than what settles added over their reservations, and every figure agrees."""
+    rng = random.Random(7)
+    limit, max_cost = 0.60, 0.04
+    plans = []
+    for i in range(200):
+        reserved = rng.uniform(0.01, max_cost)
+        # most requests cost less than reserved; one in ten costs up to 10% more
+        actual = reserved * (rng.uniform(1.0, 1.1) if i % 10 == 0 else rng.uniform(0.3, 1.0))
+        plans.append((reserved, actual, rng.random() < 0.1))  # 10% fail before upstream
+
+    async def one(i: int) -> tuple[str, float, float]:
+        reserved, actual, fails = plans[i]
+        await asyncio.sleep(rng.random() * 0.01)
+        try:
+            r = await reserve(ledger, reserved, limit=limit, ref=f"req-{i}")
+        except InsufficientBudget as exc:
+            assert exc.usage.committed_usd + reserved > limit
+            return "refused", 0.0, 0.0
+        await asyncio.sleep(rng.random() * 0.01)
+        if fails:
+            await ledger.release(r)
+            return "released", 0.0, 0.0
+        await ledger.settle(r, actual, now=T0 + 1, ref=f"req-{i}")
+        return "settled", actual, max(0.0, actual - reserved)
+
+    results = await asyncio.gather(*(one(i) for i in range(200)))
+    settled = [(a, over) for kind, a, over in results if kind == "settled"]
+    refused = sum(kind == "refused" for kind, _, _ in results)
+    assert refused > 50 and len(settled) >= 15  # the limit really was contended
+    spent = sum(a for a, _ in settled)
+    assert spent <= limit + sum(over for _, over in settled) + 1e-12
+    assert spent <= limit + max_cost
+    u = await ledger.usage("t", P, now=T0 + 1)
+    assert u.reserved_usd == 0.0
+    assert abs(u.spent_usd - spent) < 1e-9
+    assert abs(await ledger.total_spent() - spent) < 1e-9
+    rows = await ledger.spend_rows()
+    assert len(rows) == len(settled)
+    assert len({r["reservation_id"] for r in rows}) == len(rows)
+
+
+# ---------------------------------------------------------------- restarts, many processes
+
+
+async def test_restart_keeps_spend_state_and_idempotency(store):
+    first = store()
+    a = await reserve(first, 0.3)
+    b = await reserve(first, 0.4)  # still open at the "crash"
+    await first.settle(a, 0.25, now=T0)
+    await first.set_state("pacing:t", {"lambda": 7.0})
+    await first.observe_output_tokens("m", 321)
+    await first.close()
+
+    again = store()
+    u = await again.usage("t", P, now=T0 + 1)
+    assert u.spent_usd == 0.25 and u.reserved_usd == 0.4  # the open hold survives until expiry
+    assert await again.total_spent() == 0.25
+    assert await again.get_state("pacing:t") == {"lambda": 7.0}
+    assert await again.expected_output_tokens("m") == 321.0
+    await again.settle(a, 0.25, now=T0 + 1)  # settled before the restart: no double count
+    await again.settle(b, 0.35, now=T0 + 1)
+    assert await again.usage("t", P, now=T0 + 2) == Usage(0.6, 0.0)
+
+
+async def test_two_instances_on_one_store_stay_atomic(store):
+    one, two = store(), store()
+    results = await asyncio.gather(
+        *(reserve(one if i % 2 else two, 0.01, limit=0.5, ttl=600) for i in range(120)),
+        return_exceptions=True,
+    )
+    ok = [r for r in results if isinstance(r, Reservation)]
+    assert all(isinstance(r, InsufficientBudget) for r in results if r not in ok)
+    assert len(ok) == 50
+    assert (await one.usage("t", P, now=T0)).reserved_usd == pytest.approx(0.5)
+    await asyncio.gather(*(one.settle(r, 0.01, now=T0) for r in ok[::2]))
+    await asyncio.gather(*(two.settle(r, 0.01, now=T0) for r in ok))  # half are repeats
+    assert await two.usage("t", P, now=T0) == Usage(pytest.approx(0.5), 0.0)
+    assert len(await one.spend_rows()) == 50
+
+
+_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from router.ledger import InsufficientBudget, create_ledger
+
+    async def main(url):
+        ledger = create_ledger(url)
+        ok = 0
+        for _ in range(150):
+            try:
+                await ledger.reserve("t", 0.01, limit_usd=1.0, period_key="p", ttl_s=600,
+                                     now=1e9)
+                ok += 1
+            except InsufficientBudget:
+                pass
+        await ledger.close()
+        print(ok)
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def test_two_processes_share_one_sqlite_file(tmp_path):
+    """Real processes: BEGIN IMMEDIATE makes check-and-insert atomic across them."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, url], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(counts) == 100  # exactly the limit (1.0 / 0.01), whoever won the races
+
+
+# ---------------------------------------------------------------- SQLite specifics and URLs
+
+
+async def test_sqlite_file_is_wal_and_relative_urls_resolve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ledger = create_ledger("sqlite:///data/nested/ledger.db")  # folder created
+    assert isinstance(ledger, SqliteLedger)
+    await ledger.settle(await reserve(ledger, 0.1), 0.1, now=T0)
+    await ledger.close()
+    path = tmp_path / "data" / "nested" / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT SUM(amount) FROM spend").fetchone()[0] == 0.1
+    with pytest.raises(LedgerError, match="closed"):
+        await ledger.usage("t", P, now=T0)
+
+
+async def test_sqlite_unwritable_path_fails_at_open(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises((LedgerError, OSError)):
+        create_ledger(f"sqlite:///{blocker}/ledger.db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://relative.db",
+        "sqlite:///",
+        "postgres://user:hunter2@db/ledger",
+        "redis://",
+        "redis:///0",
+        "ledger.db",
+        "",
+    ],
+)
+def test_bad_urls_name_the_url_and_the_accepted_forms(url):
+    with pytest.raises(ValueError) as info:
+        create_ledger(url)
+    msg = str(info.value)
+    assert "sqlite:////absolute/path.db" in msg and "redis://host:port/db" in msg
+    assert "hunter2" not in msg
+    assert (url.replace("hunter2", "***") in msg) if url else "''" in msg
+
+
+@needs_redis
+async def test_redis_url_prefix_and_unreachable_server():
+    from router.ledger import RedisLedger
+
+    ledger = create_ledger(f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix=abc:")
+    assert isinstance(ledger, RedisLedger) and ledger.prefix == "abc:"
+    await ledger.check()
+    await ledger.close()
+    dead = create_ledger("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with pytest.raises(LedgerError, match="Redis ledger"):
+        await dead.usage("t", P, now=T0)
+    await dead.close()
