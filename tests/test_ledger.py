@@ -294,6 +294,7 @@ async def test_concurrent_reserve_and_settle_hold_the_limit(ledger):
     rows = await ledger.spend_rows()
     assert len(rows) == len(settled)
     assert len({r["reservation_id"] for r in rows}) == len(rows)
+    assert abs(math.fsum(r["amount"] for r in rows) - spent) < 1e-9  # audit trail = totals
 
 
 # ---------------------------------------------------------------- restarts, many processes

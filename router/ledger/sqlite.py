@@ -13,7 +13,15 @@ Tables (created if missing; ``PRAGMA user_version`` is the schema version):
   reservations   open holds, and ``released`` markers kept for idempotency
   spend          one row per settled request (audit): reservation_id is the key, so a
                  second settle of the same reservation cannot insert a second row
-  period_totals  running spend per (team, period_key), read by every reserve
+  period_totals  running spend per (team, period_key), read by every reserve and by
+                 ``total_spent``
+
+Amounts are REAL (binary floats): a running float sum of n costs is off by about
+n * 1e-16 of the total, far inside the 1e-9 USD to which totals must match the decision
+log, while integer nano-dollars would round every cost by up to 5e-10. The tables have
+no secondary index beyond the one the reserve check reads, and ``reservations`` is
+WITHOUT ROWID, to keep the pages written per commit few; ``spend`` keeps its rowid, which
+is the audit trail's insertion order.
   state          JSON documents (the pacer's state)
   output_tokens  EWMA of completion tokens per model
 
@@ -61,10 +69,9 @@ CREATE TABLE IF NOT EXISTS reservations (
     ref         TEXT NOT NULL DEFAULT '',
     created_at  REAL NOT NULL,
     status      TEXT NOT NULL DEFAULT 'open'    -- open | released
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reservations_live
     ON reservations (team, period_key, expires_at);
-CREATE INDEX IF NOT EXISTS reservations_expiry ON reservations (expires_at);
 CREATE TABLE IF NOT EXISTS spend (
     reservation_id TEXT PRIMARY KEY,
     team           TEXT NOT NULL,
@@ -74,7 +81,6 @@ CREATE TABLE IF NOT EXISTS spend (
     ref            TEXT NOT NULL DEFAULT '',
     ts             REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS spend_team_period ON spend (team, period_key);
 CREATE TABLE IF NOT EXISTS period_totals (
     team        TEXT NOT NULL,
     period_key  TEXT NOT NULL,
@@ -262,13 +268,15 @@ class SqliteLedger(Ledger):
 
     async def total_spent(self, team: str | None = None) -> float:
         def read() -> float:
+            # The running totals (one row per team and period); ``spend_rows`` is the
+            # per-request audit trail they can be checked against.
             if team is None:
-                row = self._db.execute("SELECT COALESCE(SUM(amount), 0.0) FROM spend").fetchone()
+                row = self._db.execute("SELECT COALESCE(SUM(spent), 0.0) FROM period_totals")
             else:
                 row = self._db.execute(
-                    "SELECT COALESCE(SUM(amount), 0.0) FROM spend WHERE team = ?", (team,)
-                ).fetchone()
-            return float(row[0])
+                    "SELECT COALESCE(SUM(spent), 0.0) FROM period_totals WHERE team = ?", (team,)
+                )
+            return float(row.fetchone()[0])
 
         return await self._run(read)
 

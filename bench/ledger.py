@@ -1,0 +1,122 @@
+"""Ledger throughput: reserve+settle pairs per second under concurrent asyncio tasks.
+
+Each operation is what one routed request costs the ledger: ``reserve`` (atomic check and
+insert) then ``settle`` (spend row + totals), two transactions. SQLite runs on a file in a
+temporary folder (WAL, synchronous=NORMAL: the production settings); Redis runs against
+127.0.0.1:6379 (or ``--redis URL``) under a throw-away key prefix, skipped if unreachable.
+
+    python bench/ledger.py [--tasks 64] [--ops 5000] [--redis redis://127.0.0.1:6379/0]
+
+The pacing benchmark is a separate section (see SECTIONS at the bottom); this file owns
+only the ledger numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from router.ledger import Ledger, LedgerError, create_ledger  # noqa: E402
+
+
+async def reserve_settle(ledger: Ledger, *, tasks: int, ops: int) -> dict[str, float]:
+    """Run ``ops`` reserve+settle pairs from ``tasks`` concurrent tasks; return figures."""
+    per_task = ops // tasks
+    latencies: list[float] = []
+    now = time.time()
+
+    async def worker(i: int) -> None:
+        for j in range(per_task):
+            t0 = time.perf_counter()
+            r = await ledger.reserve(
+                f"team-{i % 4}", 0.001, limit_usd=1e9, period_key="bench", ttl_s=60, now=now
+            )
+            await ledger.settle(r, 0.0009, now=now, ref=f"{i}-{j}")
+            latencies.append(time.perf_counter() - t0)
+
+    # warm-up (connections, script cache, page cache) outside the timing
+    await asyncio.gather(*(ledger.reserve("warm", 0.0, limit_usd=None, period_key="w", ttl_s=1,
+                                          now=now) for _ in range(tasks)))  # fmt: skip
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(tasks)))
+    elapsed = time.perf_counter() - start
+    done = per_task * tasks
+    total = await ledger.total_spent()
+    assert abs(total - done * 0.0009) < 1e-6, (total, done)  # every settle counted once
+    latencies.sort()
+    return {
+        "pairs": done,
+        "seconds": elapsed,
+        "pairs_per_s": done / elapsed,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
+    }
+
+
+def _print(name: str, f: dict[str, float], tasks: int) -> None:
+    print(
+        f"{name:<8} {tasks:>3} tasks  {f['pairs']:>6.0f} reserve+settle in {f['seconds']:.2f}s"
+        f"  -> {f['pairs_per_s']:>8.0f} pairs/s ({2 * f['pairs_per_s']:.0f} transactions/s)"
+        f"  latency p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"
+    )
+
+
+async def ledger_section(args: argparse.Namespace) -> None:
+    print("== ledger: reserve+settle throughput")
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = create_ledger(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        try:
+            _print(
+                "sqlite", await reserve_settle(ledger, tasks=args.tasks, ops=args.ops), args.tasks
+            )
+        finally:
+            await ledger.close()
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    sep = "&" if "?" in args.redis else "?"
+    ledger = create_ledger(f"{args.redis}{sep}prefix={prefix}")
+    try:
+        await ledger.check()
+    except LedgerError as exc:
+        print(f"redis    skipped: {exc}")
+        await ledger.close()
+        return
+    try:
+        _print("redis", await reserve_settle(ledger, tasks=args.tasks, ops=args.ops), args.tasks)
+    finally:
+        client = ledger._redis  # type: ignore[attr-defined]  # clean our keys up
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await ledger.close()
+
+
+# Sections run in order by ``main``; the pacing benchmark adds its own entry here.
+SECTIONS: list[tuple[str, Callable[[argparse.Namespace], object]]] = [
+    ("ledger", ledger_section),
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=64, help="concurrent asyncio tasks")
+    parser.add_argument("--ops", type=int, default=5000, help="reserve+settle pairs in all")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--only", choices=[n for n, _ in SECTIONS], help="run one section")
+    args = parser.parse_args(argv)
+    for name, section in SECTIONS:
+        if args.only in (None, name):
+            asyncio.run(section(args))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
