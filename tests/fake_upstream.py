@@ -59,6 +59,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     json: Any
+    client_port: int = 0  # tells connections apart (keep-alive reuse)
     t: float = field(default_factory=time.monotonic)
     disconnected: bool = False  # the client went away before the response was complete
     chunks_sent: int = 0
@@ -181,12 +182,13 @@ class FakeUpstream:
         raw = await read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path, method = scope["path"], scope["method"]
+        port = (scope.get("client") or ("", 0))[1]
         if method == "GET" and path in ("/v1/models", "/models"):
-            self.requests.append(Recorded(method, path, headers, None))
+            self.requests.append(Recorded(method, path, headers, None, port))
             await send_json(send, 200, models_for())
             return
         body = parse_chat_body(raw)
-        rec = Recorded(method, path, headers, body if isinstance(body, dict) else raw)
+        rec = Recorded(method, path, headers, body if isinstance(body, dict) else raw, port)
         self.requests.append(rec)
         if path not in ("/v1/chat/completions", "/chat/completions") or method != "POST":
             await send_json(send, 404, error_body(f"no route {method} {path}", code="not_found"))

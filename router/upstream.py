@@ -1,0 +1,604 @@
+"""Calls to upstream OpenAI-compatible providers: pooled, timed, retried, streamed.
+
+One pooled HTTP/1.1 transport per provider (``httpx.AsyncHTTPTransport``: keep-alive,
+``max_connections`` from providers.yaml). Requests go to the transport directly rather
+than through ``httpx.AsyncClient``: a proxy wants none of the client's cookies, redirects
+or auth flows, and skipping them is a third of the per-request CPU (see the README of
+this module's benchmark in the final report). URLs and headers are built once per
+provider.
+
+Timeouts (providers.yaml ``timeouts``) are asyncio deadlines around each phase:
+``first_byte`` until the response headers, ``idle`` between body chunks, ``total`` over
+the whole exchange (every attempt, every back-off sleep, the whole stream); ``connect``
+is handed to the transport.
+
+Retries: connect errors, disconnects and timeouts before the response headers, and
+statuses 408/409/429/5xx, at most ``max_retries`` times, waiting ``Retry-After`` when
+given (capped at :data:`RETRY_AFTER_CAP_S`), else exponential back-off with jitter from
+:data:`BACKOFF_INITIAL_S`. A retry that could not finish before the total deadline is not
+made. The first attempt runs without tenacity (a tenacity call costs ~70 µs); only a
+retryable failure builds the ``AsyncRetrying`` that drives the rest.
+
+Errors: every failure leaves this module as :class:`UpstreamFailure`; httpx exceptions
+are translated at one place (:func:`_translate`). Messages never contain the provider
+key: the key only travels in a header, and error text from upstream is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
+
+from router.config import Catalog, ModelConfig, ProviderConfig
+from router.echo import dumps, loads
+
+log = logging.getLogger("router.upstream")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+RETRY_AFTER_CAP_S = 10.0
+BACKOFF_INITIAL_S = 0.05
+BACKOFF_MAX_S = 2.0
+ERROR_BODY_LIMIT = 64 * 1024
+USER_AGENT = b"p2l-router/0.1"
+
+
+class UpstreamFailure(Exception):
+    """One provider could not answer.
+
+    ``kind``: ``connect`` (no connection, or it broke before the answer), ``timeout``
+    (first byte, idle or total deadline), ``status`` (a non-2xx answer; ``status`` and
+    ``body`` tell which), ``protocol`` (not valid HTTP/SSE/JSON, or an error event
+    inside a stream). ``retryable`` says whether trying again might help (the same or
+    another provider); ``attempts`` how many requests were made.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        body: dict | None = None,
+        retry_after: float | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.body = body
+        self.retry_after = retry_after
+        self.provider = provider
+        self.attempts = 1
+
+    @property
+    def code(self) -> str:
+        """What the router reports as the 502's ``code``: the status, else the kind."""
+        return str(self.status) if self.status is not None else self.kind
+
+
+# ---------------------------------------------------------------- per provider, built once
+
+
+class _Provider:
+    """A provider's pool, URL, headers and timeouts, ready for many requests."""
+
+    __slots__ = (
+        "name", "transport", "owned", "url", "headers", "extensions", "connect", "first_byte",
+        "idle", "total", "max_retries", "key",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        cfg: ProviderConfig,
+        transport: httpx.AsyncBaseTransport | None,
+        tls: Callable[[], ssl.SSLContext],
+    ) -> None:
+        self.name = cfg.name
+        self.owned = transport is None
+        if transport is None:
+            limits = httpx.Limits(
+                max_connections=cfg.max_connections,
+                max_keepalive_connections=cfg.max_connections,
+            )
+            # Plain HTTP never uses TLS: an empty client context (verifying, so it would
+            # fail closed) saves loading the CA bundle, ~100 ms per provider.
+            https = cfg.base_url.startswith("https://")
+            verify = tls() if https else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            transport = httpx.AsyncHTTPTransport(
+                verify=verify, limits=limits, http1=True, http2=False
+            )
+        self.transport = transport
+        self.url = httpx.URL(cfg.base_url + "/chat/completions")
+        self.key = cfg.api_key
+        headers = [
+            (b"host", self.url.netloc),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"content-type", b"application/json"),
+            (b"user-agent", USER_AGENT),
+        ]
+        if self.key:
+            headers.append((b"authorization", b"Bearer " + self.key.encode()))
+        for k, v in cfg.headers.items():
+            headers = [h for h in headers if h[0] != k.lower().encode()]
+            headers.append((k.lower().encode(), v.encode()))
+        self.headers = headers
+        t = cfg.timeouts
+        self.connect, self.first_byte, self.idle, self.total = (
+            t.connect,
+            t.first_byte,
+            t.idle,
+            t.total,
+        )
+        # Reads, writes and pool waits are bounded by our own asyncio deadlines.
+        self.extensions = {
+            "timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}
+        }
+        self.max_retries = cfg.max_retries
+
+    def request(self, content: bytes) -> httpx.Request:
+        headers = [*self.headers, (b"content-length", str(len(content)).encode())]
+        return httpx.Request(
+            "POST", self.url, headers=headers, content=content, extensions=self.extensions
+        )
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.key, "***") if self.key and self.key in text else text
+
+
+# ---------------------------------------------------------------- failure translation
+
+
+def _translate(exc: httpx.HTTPError, p: _Provider, *, before_headers: bool) -> UpstreamFailure:
+    """The one place httpx exceptions become :class:`UpstreamFailure`."""
+    detail = p.scrub(str(exc)) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        kind, what = "connect", f"connect timeout after {p.connect:g}s"
+    elif isinstance(exc, httpx.TimeoutException):
+        kind, what = "timeout", f"timeout ({type(exc).__name__})"
+    elif isinstance(exc, (httpx.ConnectError, httpx.NetworkError)):
+        kind, what = "connect", f"connection failed: {detail}"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        kind, what = "protocol", f"connection broken: {detail}"
+    else:  # LocalProtocolError, UnsupportedProtocol, DecodingError, ...: ours to fix
+        return UpstreamFailure("protocol", f"{p.name}: {detail}", provider=p.name)
+    where = "" if before_headers else " after the response started"
+    return UpstreamFailure(
+        kind, f"{p.name}: {what}{where}", retryable=before_headers, provider=p.name
+    )
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def _status_failure(resp: httpx.Response, p: _Provider) -> UpstreamFailure:
+    """Read (a bounded part of) an error answer and describe it."""
+    raw = b""
+    try:
+        async for part in resp.aiter_bytes():
+            raw += part
+            if len(raw) >= ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await resp.aclose()
+    text = p.scrub(raw[:ERROR_BODY_LIMIT].decode("utf-8", "replace"))
+    body: dict | None = None
+    try:
+        parsed = loads(text)
+        body = parsed if isinstance(parsed, dict) else None
+    except ValueError:
+        pass
+    err = body.get("error") if body else None
+    detail = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
+    detail = detail or text[:200].strip() or resp.reason_phrase
+    status = resp.status_code
+    return UpstreamFailure(
+        "status",
+        f"{p.name}: upstream returned {status}: {detail}",
+        status=status,
+        retryable=status in RETRYABLE_STATUSES or status >= 500,
+        body=body,
+        retry_after=_retry_after(resp.headers),
+        provider=p.name,
+    )
+
+
+# ---------------------------------------------------------------- retry policy
+
+
+def _wait(rs: RetryCallState) -> float:
+    exc = rs.outcome.exception() if rs.outcome else None
+    ra = getattr(exc, "retry_after", None)
+    if ra is not None:
+        return min(ra, RETRY_AFTER_CAP_S)
+    return _BACKOFF(rs)
+
+
+_BACKOFF = wait_exponential_jitter(
+    multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_INITIAL_S
+)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamFailure) and exc.retryable
+
+
+def _stop(max_retries: int, deadline: float) -> Callable[[RetryCallState], bool]:
+    def stop(rs: RetryCallState) -> bool:
+        if rs.attempt_number > max_retries:
+            return True
+        # A retry that cannot get a response before the deadline is not worth making.
+        return asyncio.get_running_loop().time() + rs.upcoming_sleep >= deadline
+
+    return stop
+
+
+# ---------------------------------------------------------------- the client
+
+
+class UpstreamClient:
+    """Sends chat completions to the provider of a catalog model."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    ) -> None:
+        """``transports`` replaces a provider's network pool (e.g. the in-process echo
+        app); those are not closed by :meth:`aclose`."""
+        transports = transports or {}
+        self._tls: ssl.SSLContext | None = None
+        self._providers = {
+            name: _Provider(cfg, transports.get(name), self._tls_context)
+            for name, cfg in catalog.providers.items()
+        }
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """One verifying TLS context (CA bundle loaded once) shared by every provider."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
+
+    def _provider(self, model: ModelConfig) -> _Provider:
+        try:
+            return self._providers[model.provider]
+        except KeyError:
+            raise UpstreamFailure(
+                "connect", f"no provider {model.provider!r} for model {model.name!r}"
+            ) from None
+
+    async def complete(self, model: ModelConfig, body: dict) -> tuple[dict, int]:
+        """POST a non-streamed chat completion; returns (response JSON, attempts)."""
+        p = self._provider(model)
+        payload = dict(body)
+        payload["model"] = model.upstream_model
+        return await self._call(p, self._complete_once, dumps(payload))
+
+    async def open_stream(self, model: ModelConfig, body: dict) -> UpstreamStream:
+        """Start a streamed chat completion; returns once 200 headers have arrived."""
+        p = self._provider(model)
+        payload = dict(body)
+        payload["model"] = model.upstream_model
+        payload["stream"] = True
+        so = body.get("stream_options")
+        payload["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+        return await self._call(p, self._stream_once, dumps(payload))
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            if p.owned:
+                await p.transport.aclose()
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ attempts
+
+    async def _call(self, p: _Provider, once: Callable, content: bytes) -> Any:
+        """Run ``once`` (returns ``(result, attempts)`` shape via ``_finish``) with retries."""
+        deadline = asyncio.get_running_loop().time() + p.total
+        try:
+            return _finish(await once(p, content, deadline), 1)
+        except UpstreamFailure as exc:
+            if not exc.retryable or p.max_retries == 0:
+                raise
+            first = exc
+        attempts = 1
+        replay: UpstreamFailure | None = first
+
+        async def attempt() -> Any:
+            nonlocal attempts, replay
+            if replay is not None:  # tenacity decides about the failure already seen
+                failure, replay = replay, None
+                raise failure
+            attempts += 1
+            return await once(p, content, deadline)
+
+        def before_sleep(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            log.info("%s: retry %d/%d in %.2fs after %s", p.name, rs.attempt_number,
+                     p.max_retries, rs.upcoming_sleep, exc)  # fmt: skip
+
+        retrying = AsyncRetrying(
+            stop=_stop(p.max_retries, deadline),
+            wait=_wait,
+            retry=retry_if_exception(_retryable),
+            before_sleep=before_sleep,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        try:
+            result = await retrying(attempt)
+        except UpstreamFailure as exc:
+            exc.attempts = attempts
+            raise
+        return _finish(result, attempts)
+
+    async def _send(self, p: _Provider, content: bytes, deadline: float) -> httpx.Response:
+        """One request until 2xx response headers (body unread), within ``first_byte``."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(loop.time() + p.first_byte, deadline)):
+                resp = await p.transport.handle_async_request(p.request(content))
+                if resp.status_code >= 300:
+                    raise await _status_failure(resp, p)
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise UpstreamFailure(
+                    "timeout", f"{p.name}: total deadline of {p.total:g}s passed", provider=p.name
+                ) from None
+            raise UpstreamFailure(
+                "timeout",
+                f"{p.name}: no response headers within {p.first_byte:g}s",
+                retryable=True,
+                provider=p.name,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _translate(exc, p, before_headers=True) from exc
+        return resp
+
+    async def _complete_once(self, p: _Provider, content: bytes, deadline: float) -> dict:
+        resp = await self._send(p, content, deadline)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(loop.time() + p.idle, deadline)):
+                data = await resp.aread()
+        except TimeoutError:
+            raise UpstreamFailure(
+                "timeout", f"{p.name}: response body stalled", provider=p.name
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _translate(exc, p, before_headers=False) from exc
+        finally:
+            await resp.aclose()
+        try:
+            out = loads(data)
+        except ValueError:
+            out = None
+        if not isinstance(out, dict):
+            raise UpstreamFailure(
+                "protocol", f"{p.name}: the answer is not a JSON object", provider=p.name
+            )
+        return out
+
+    async def _stream_once(self, p: _Provider, content: bytes, deadline: float) -> UpstreamStream:
+        resp = await self._send(p, content, deadline)
+        ctype = resp.headers.get("content-type", "")
+        if ctype.startswith("application/json"):  # an answer or an error, but not a stream
+            got = await _status_failure(resp, p)
+            raise UpstreamFailure(
+                "protocol", f"{p.name}: expected an event stream, got JSON", body=got.body,
+                provider=p.name,
+            )  # fmt: skip
+        return UpstreamStream(resp, p, deadline)
+
+
+def _finish(result: Any, attempts: int) -> Any:
+    if isinstance(result, UpstreamStream):
+        result.attempts = attempts
+        return result
+    return result, attempts
+
+
+# ---------------------------------------------------------------- streams
+
+
+class SSEDecoder:
+    """Incremental Server-Sent Events parser: bytes in, (event, data) pairs out.
+
+    Handles LF, CRLF and CR line ends (also split across chunks), comments, multi-line
+    ``data`` and ``event`` fields; ignores ``id`` and ``retry``.
+    """
+
+    __slots__ = ("_buf", "_data", "_event", "_cr")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[bytes] = []
+        self._event = b""
+        self._cr = False
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        if self._cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        buf = self._buf + chunk if self._buf else chunk
+        lines = buf.splitlines(keepends=True)
+        if lines and lines[-1][-1:] not in (b"\n", b"\r"):
+            self._buf = lines.pop()
+        else:
+            self._buf = b""
+        self._cr = bool(lines) and lines[-1][-1:] == b"\r" and not self._buf
+        out: list[tuple[bytes, bytes]] = []
+        for line in lines:
+            self._line(line.rstrip(b"\r\n"), out)
+        return out
+
+    def flush(self) -> list[tuple[bytes, bytes]]:
+        """At end of stream: a last event not followed by a blank line still counts."""
+        out: list[tuple[bytes, bytes]] = []
+        if self._buf:
+            self._line(self._buf, out)
+            self._buf = b""
+        self._line(b"", out)
+        return out
+
+    def _line(self, line: bytes, out: list[tuple[bytes, bytes]]) -> None:
+        if not line:
+            if self._data:
+                out.append((self._event or b"message", b"\n".join(self._data)))
+            self._data = []
+            self._event = b""
+        elif line[:1] == b":":
+            return
+        else:
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                self._data.append(value)
+            elif name == b"event":
+                self._event = value
+
+
+class UpstreamStream:
+    """The chunks of a streamed answer as they arrive.
+
+    ``async for chunk in stream`` yields each ``data:`` JSON object (usage chunks too)
+    and ends at ``[DONE]`` (``completed`` is then true) or when the upstream closes.
+    Raises :class:`UpstreamFailure`: ``timeout`` when no chunk comes within ``idle`` or
+    the total deadline passes, ``protocol`` for an error event or a broken connection.
+    Always ``aclose()`` it (or use ``async with``): that frees the upstream connection.
+    """
+
+    def __init__(self, resp: httpx.Response, p: _Provider, deadline: float) -> None:
+        self.attempts = 1
+        self.completed = False
+        self._resp = resp
+        self._p = p
+        self._deadline = deadline
+        self._raw = resp.aiter_bytes()
+        self._decoder = SSEDecoder()
+        self._pending: deque[dict] = deque()
+        self._ended = False
+        self._closed = False
+        self._failure: UpstreamFailure | None = None
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> dict:
+        while not self._pending:
+            if self._failure is not None:  # after the chunks that came before it
+                failure, self._failure = self._failure, None
+                await self.aclose()
+                raise failure
+            if self._ended:
+                await self.aclose()
+                raise StopAsyncIteration
+            await self._read()
+        return self._pending.popleft()
+
+    async def _read(self) -> None:
+        p = self._p
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(loop.time() + p.idle, self._deadline)):
+                chunk = await anext(self._raw, None)
+        except TimeoutError:
+            await self.aclose()
+            if loop.time() >= self._deadline:
+                msg = f"{p.name}: total deadline of {p.total:g}s passed mid-stream"
+            else:
+                msg = f"{p.name}: no stream chunk within {p.idle:g}s"
+            raise UpstreamFailure("timeout", msg, provider=p.name) from None
+        except httpx.HTTPError as exc:
+            await self.aclose()
+            raise _translate(exc, p, before_headers=False) from exc
+        if chunk is None:
+            self._ended = True
+            events = self._decoder.flush()
+        else:
+            events = self._decoder.feed(chunk)
+        for event, data in events:
+            if data == b"[DONE]":
+                self._ended = self.completed = True
+                return
+            try:
+                self._pending.append(self._parse(event, data))
+            except UpstreamFailure as exc:
+                self._failure = exc
+                self._ended = True
+                return
+
+    def _parse(self, event: bytes, data: bytes) -> dict:
+        p = self._p
+        try:
+            obj = loads(data)
+        except ValueError:
+            obj = None
+        if event == b"error" or (isinstance(obj, dict) and "error" in obj and "choices" not in obj):
+            err = obj.get("error") if isinstance(obj, dict) else None
+            detail = err.get("message") if isinstance(err, dict) else err
+            detail = p.scrub(str(detail or data[:200].decode("utf-8", "replace")))
+            body = obj if isinstance(obj, dict) else None
+            raise UpstreamFailure(
+                "protocol", f"{p.name}: error event in stream: {detail}", body=body, provider=p.name
+            )
+        if not isinstance(obj, dict):
+            raise UpstreamFailure(
+                "protocol", f"{p.name}: a stream chunk is not a JSON object", provider=p.name
+            )
+        return obj
+
+    async def aclose(self) -> None:
+        """Close the upstream response (idempotent; safe to call from ``finally``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ended = True
+        try:
+            await self._raw.aclose()
+        finally:
+            await self._resp.aclose()
+
+    async def __aenter__(self) -> UpstreamStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
