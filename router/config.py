@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -183,13 +183,38 @@ class RouterConfig(_Model):
 # ---------------------------------------------------------------- loading
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key repeated in one mapping (PyYAML keeps the last)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _reserved(file: str, prefix: str, body: Mapping[str, Any], keys: tuple[str, ...]) -> list[ConfigProblem]:
+    """Fields the loader sets itself (the name is the mapping key or the file name)."""
+    where = f"{prefix}." if prefix else ""
+    return [ConfigProblem(file, f"{where}{k}", "unknown field (set by the loader)") for k in keys if k in body]
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), "", f"cannot read: {exc.strerror}")]) from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -222,10 +247,17 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
     problems: list[ConfigProblem] = []
     unknown = set(raw) - {"providers", "models"}
     problems += [ConfigProblem(file, k, "unknown top-level field") for k in sorted(unknown)]
+    for section in ("providers", "models"):
+        if not isinstance(raw.get(section) or {}, dict):
+            problems.append(ConfigProblem(file, section, "must be a mapping of name -> settings"))
+            raw[section] = {}
     providers: dict[str, ProviderConfig] = {}
     for name, body in (raw.get("providers") or {}).items():
         if not isinstance(body, dict):
             problems.append(ConfigProblem(file, f"providers.{name}", "must be a mapping"))
+            continue
+        if bad := _reserved(file, f"providers.{name}", body, ("name",)):
+            problems += bad
             continue
         try:
             providers[name] = ProviderConfig(name=name, **body)
@@ -236,6 +268,9 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
     for name, body in (raw.get("models") or {}).items():
         if not isinstance(body, dict):
             problems.append(ConfigProblem(file, f"models.{name}", "must be a mapping"))
+            continue
+        if bad := _reserved(file, f"models.{name}", body, ("name",)):
+            problems += bad
             continue
         try:
             m = ModelConfig(name=str(name), **body)
@@ -284,6 +319,9 @@ def load_policies(directory: str | Path, env: Mapping[str, str] | None = None) -
             problems.append(ConfigProblem(file, "", "must be a mapping of policy fields"))
             continue
         raw = dict(raw)
+        if bad := _reserved(file, "", raw, ("name", "file")):
+            problems += bad
+            continue
         name = str(raw.pop("team", None) or path.stem)
         if name in teams:
             problems.append(ConfigProblem(file, "team", f"team {name!r} is already defined in {teams[name].file}"))

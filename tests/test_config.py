@@ -507,15 +507,9 @@ def test_keys_never_in_error_messages(tmp_path: Path) -> None:
         assert secret not in str(exc.value)
 
 
-# ---------------------------------------------------------------- gaps in router/config.py
+# ---------------------------------------------------------------- loader edge cases
 
 
-@pytest.mark.xfail(
-    reason="config.py: a 'name' field in a model body reaches ModelConfig(name=..., **body) "
-    "twice and raises TypeError instead of ConfigError (fix proposed in the report)",
-    raises=TypeError,
-    strict=True,
-)
 def test_name_field_in_model_is_a_config_error(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "providers.yaml",
@@ -527,12 +521,6 @@ def test_name_field_in_model_is_a_config_error(tmp_path: Path) -> None:
     assert "models.m.name" in _problems(exc)
 
 
-@pytest.mark.xfail(
-    reason="config.py: 'name:' or 'file:' in a policy file collides with the keyword "
-    "arguments of TeamPolicy(name=, file=, **raw): TypeError instead of ConfigError",
-    raises=TypeError,
-    strict=True,
-)
 def test_name_field_in_policy_is_a_config_error(tmp_path: Path) -> None:
     _write(tmp_path / "policies" / "t.yaml", "name: research\n")
     with pytest.raises(ConfigError) as exc:
@@ -540,12 +528,6 @@ def test_name_field_in_policy_is_a_config_error(tmp_path: Path) -> None:
     assert "name" in _problems(exc)
 
 
-@pytest.mark.xfail(
-    reason="config.py: 'providers:' or 'models:' given as a list hits .items() and raises "
-    "AttributeError instead of ConfigError",
-    raises=AttributeError,
-    strict=True,
-)
 def test_providers_as_a_list_is_a_config_error(tmp_path: Path) -> None:
     path = _write(tmp_path / "providers.yaml", "providers:\n  - acme\n")
     with pytest.raises(ConfigError) as exc:
@@ -553,11 +535,6 @@ def test_providers_as_a_list_is_a_config_error(tmp_path: Path) -> None:
     assert "providers" in _problems(exc)
 
 
-@pytest.mark.xfail(
-    reason="config.py: yaml.safe_load keeps the last of two equal keys silently, so a model "
-    "or provider defined twice in providers.yaml is not reported",
-    strict=True,
-)
 def test_duplicate_model_key_is_a_config_error(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "providers.yaml",
