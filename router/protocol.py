@@ -1,0 +1,130 @@
+"""Request shapes of the HTTP API, validated into the router's own errors.
+
+Only the fields the router acts on are typed; everything else in a chat request is kept
+verbatim (``extra="allow"``) and forwarded unchanged. Validation failures become one
+``InvalidRequestError`` whose ``param`` names the field, never a 422 or a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.config import Strategy
+from router.errors import InvalidRequestError
+
+
+class RouterOptions(BaseModel):
+    """The optional ``router`` body field; stripped before forwarding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cost_usd: float | None = Field(None, gt=0)
+    models: list[str] | None = Field(None, min_length=1)
+    strategy: Strategy | None = None
+    seed: int | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    n: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    functions: list[dict[str, Any]] | None = None
+    router: RouterOptions | None = None
+
+    @property
+    def output_token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def wants_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+    def needs(self) -> frozenset[str]:
+        """Capabilities the request needs of a model (matched against ``supports``)."""
+        out = set()
+        if self.tools or self.functions:
+            out.add("tools")
+        for m in self.messages:
+            content = m.get("content")
+            if isinstance(content, list) and any(
+                isinstance(p, dict) and p.get("type") in ("image_url", "input_image")
+                for p in content
+            ):
+                out.add("vision")
+                break
+        return frozenset(out)
+
+
+class LeaderboardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[dict[str, Any]] | None = Field(None, min_length=1)
+    prompt: str | None = None
+    top_k: int | None = Field(None, ge=2, le=64)
+    max_tokens: int | None = Field(None, ge=1)
+
+    def chat_messages(self) -> list[dict[str, Any]]:
+        if self.messages:
+            return self.messages
+        if self.prompt:
+            return [{"role": "user", "content": self.prompt}]
+        raise InvalidRequestError(
+            "give 'messages' (a chat message list) or 'prompt' (text)", param="messages"
+        )
+
+
+def _field_error(exc: ValidationError) -> InvalidRequestError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        msg = f"'{loc}' is required"
+    elif kind == "extra_forbidden":
+        msg = f"unknown field '{loc}'"
+    else:
+        msg = f"'{loc}': {err['msg'].removeprefix('Value error, ')}"
+    return InvalidRequestError(msg, param=loc or None)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequestError("request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(
+            f"request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object")
+    return data
+
+
+Kind = Literal["chat", "leaderboard"]
+
+
+def parse_chat(data: dict[str, Any], *, max_n: int) -> ChatRequest:
+    try:
+        req = ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(exc) from exc
+    if req.n is not None and req.n > max_n:
+        raise InvalidRequestError(f"'n' is {req.n}; at most {max_n} choices per request", param="n")
+    return req
+
+
+def parse_leaderboard(data: dict[str, Any]) -> LeaderboardRequest:
+    try:
+        return LeaderboardRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(exc) from exc

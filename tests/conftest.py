@@ -1,0 +1,258 @@
+"""Shared fixtures: a tiny real P2L checkpoint, a real fake upstream on loopback, and the
+real router served by uvicorn on a free port in a thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_upstream import FakeUpstream  # noqa: E402
+
+# Real arena names; "gpt-4o-mini-2024-07-18" is cheap, "claude-3-5-sonnet-20241022" dear.
+TINY_MODELS = (
+    "claude-3-5-haiku-20241022",
+    "claude-3-5-sonnet-20241022",
+    "deepseek-v3",
+    "gemini-1.5-flash-002",
+    "gpt-4o-2024-08-06",
+    "gpt-4o-mini-2024-07-18",
+    "llama-3.1-8b-instruct",
+    "o1-mini",
+)
+PRICES = {  # input, output USD per 1M tokens
+    "claude-3-5-haiku-20241022": (0.80, 4.00),
+    "claude-3-5-sonnet-20241022": (3.00, 15.00),
+    "deepseek-v3": (0.27, 1.10),
+    "gemini-1.5-flash-002": (0.075, 0.30),
+    "gpt-4o-2024-08-06": (2.50, 10.00),
+    "gpt-4o-mini-2024-07-18": (0.15, 0.60),
+    "llama-3.1-8b-instruct": (0.18, 0.18),
+    "o1-mini": (3.00, 12.00),
+    "off-list-model": (1.00, 2.00),  # served, but not in the P2L model list
+}
+TEAM_KEY = "sk-team-research"
+OTHER_KEY = "sk-team-other"
+PROVIDER_KEY = "sk-provider-secret-123"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from router.scorer import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("p2l") / "tiny", list(TINY_MODELS))
+
+
+@pytest.fixture(scope="session")
+def p2l_model(tiny_checkpoint: Path) -> Any:
+    from router.scorer import load_p2l
+
+    return load_p2l(str(tiny_checkpoint), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    fake_upstream_server.clear()
+    yield fake_upstream_server
+    fake_upstream_server.clear()
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+class ThreadServer:
+    """uvicorn serving an ASGI app on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = free_socket()
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, log_level="warning", lifespan="on", http="httptools", loop="asyncio"
+            )
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("router server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+@dataclass
+class RouterHandle:
+    base_url: str  # ends in /v1
+    root: str
+    service: Any
+    log_path: Path
+    tmp: Path
+
+    def decisions(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def openai(self, key: str = TEAM_KEY, **kw: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, **kw)
+
+    def async_openai(self, key: str = TEAM_KEY, **kw: Any) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, **kw)
+
+    def http(self, key: str | None = TEAM_KEY) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.root, headers=headers, timeout=30)
+
+
+def write_config(
+    tmp: Path,
+    fake_url: str,
+    *,
+    team: dict[str, Any] | None = None,
+    other_team: dict[str, Any] | None = None,
+    provider: dict[str, Any] | None = None,
+    models: dict[str, Any] | None = None,
+) -> tuple[Path, Path, dict[str, str]]:
+    prov = {
+        "base_url": fake_url,
+        "api_key_env": "FAKE_PROVIDER_KEY",
+        "timeouts": {"connect": 2, "first_byte": 5, "idle": 5, "total": 20},
+        "max_retries": 1,
+        **(provider or {}),
+    }
+    model_cfg = models or {
+        name: {
+            "provider": "fake",
+            "upstream_model": f"up-{name}",
+            "input_usd_per_mtok": i,
+            "output_usd_per_mtok": o,
+            "supports": ["tools", "vision"],
+        }
+        for name, (i, o) in PRICES.items()
+    }
+    providers = tmp / "providers.yaml"
+    providers.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {
+                    "fake": prov,
+                    "nokey": {
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "api_key_env": "UNSET_PROVIDER_KEY",
+                    },
+                },
+                "models": {
+                    **model_cfg,
+                    "unkeyed-model": {
+                        "provider": "nokey",
+                        "input_usd_per_mtok": 1,
+                        "output_usd_per_mtok": 1,
+                    },
+                },
+            }
+        )
+    )
+    policies = tmp / "policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "research.yaml").write_text(
+        yaml.safe_dump({"api_keys_env": ["RESEARCH_KEY"], "budget": {"usd": 100.0}, **(team or {})})
+    )
+    (policies / "other.yaml").write_text(
+        yaml.safe_dump(
+            {"api_keys_env": ["OTHER_KEY"], "allow": ["gpt-4o-mini*"], **(other_team or {})}
+        )
+    )
+    env = {"FAKE_PROVIDER_KEY": PROVIDER_KEY, "RESEARCH_KEY": TEAM_KEY, "OTHER_KEY": OTHER_KEY}
+    return providers, policies, env
+
+
+@pytest.fixture
+def make_router(
+    tmp_path: Path, p2l_model: Any, fake: FakeUpstream
+) -> Iterator[Callable[..., RouterHandle]]:
+    """Start a real router against the fake upstream; options shape the team and catalog."""
+    from router.config import load_config
+    from router.scorer import ScoringEngine
+    from router.server import create_app
+    from router.serving import RouterService
+
+    servers: list[ThreadServer] = []
+
+    def start(
+        *,
+        ledger: str | None = None,
+        wait_ready: bool = True,
+        clock: Callable[[], float] | None = None,
+        service_kw: dict[str, Any] | None = None,
+        engine_kw: dict[str, Any] | None = None,
+        **config_kw: Any,
+    ) -> RouterHandle:
+        root = tmp_path / f"router{len(servers)}"
+        root.mkdir()
+        providers, policies, env = write_config(root, fake.base_url, **config_kw)
+        config = load_config(providers, policies, env)
+        log_path = root / "decisions.jsonl"
+        kw: dict[str, Any] = {"clock": clock} if clock else {}
+        service = RouterService(
+            config,
+            ledger_url=ledger or f"sqlite:///{root / 'ledger.db'}",
+            decision_log=str(log_path),
+            engine=ScoringEngine(p2l_model, **(engine_kw or {})),
+            **kw,
+            **(service_kw or {}),
+        )
+        app = create_app(service, reload_config=lambda: load_config(providers, policies, env))
+        srv = ThreadServer(app).__enter__()
+        servers.append(srv)
+        root_url = f"http://127.0.0.1:{srv.port}"
+        if wait_ready:
+            deadline = time.monotonic() + 30
+            while httpx.get(root_url + "/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "router never became ready"
+                time.sleep(0.02)
+        return RouterHandle(root_url + "/v1", root_url, service, log_path, root)
+
+    yield start
+    for srv in servers:
+        srv.__exit__(None, None, None)
