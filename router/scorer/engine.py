@@ -1,0 +1,314 @@
+"""Asyncio front of the P2L model: batching across concurrent requests, a cache, back-pressure.
+
+Requests that arrive together go into one forward. The batcher task waits at most
+``max_wait_ms`` after the first pending request for others to join, takes up to
+``max_batch_size`` of them, and hands them to ONE worker thread, which tokenizes, sorts
+them by length and runs forwards of at most ``max_batch_tokens`` padded tokens each.
+While a forward runs, new requests queue; the next batch starts as soon as it ends.
+
+A full queue refuses with ``OverloadedError`` (503 + retry-after). A caller that is
+cancelled while queued leaves the queue; one cancelled mid-forward has its result
+dropped (still cached). Results are cached by a blake2b hash of the exact scorer input.
+On CUDA out-of-memory a batch is split in halves and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from router.errors import NotReadyError, OverloadedError
+from router.scorer.checkpoint import P2LModel
+from router.scorer.types import Scores
+
+log = logging.getLogger("router.scorer")
+
+Result = tuple[np.ndarray, float | None, int]  # coefs (M,), eta_raw, prompt tokens
+ForwardFn = Callable[[Sequence[Sequence[int]]], tuple[np.ndarray, np.ndarray | None]]
+
+
+def cache_key(text: str) -> bytes:
+    """The cache key of one exact scorer input text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+@dataclass(eq=False)
+class _Request:
+    text: str
+    key: bytes
+    future: asyncio.Future[Result]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def forward_splitting_on_oom(
+    forward: ForwardFn, ids: Sequence[Sequence[int]], on_split: Callable[[], None] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``forward(ids)``; on out-of-memory, the two halves separately (recursively)."""
+    try:
+        return forward(ids)
+    except torch.OutOfMemoryError:
+        if len(ids) == 1:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if on_split is not None:
+            on_split()
+        mid = len(ids) // 2
+        c1, e1 = forward_splitting_on_oom(forward, ids[:mid], on_split)
+        c2, e2 = forward_splitting_on_oom(forward, ids[mid:], on_split)
+        eta = None if e1 is None or e2 is None else np.concatenate([e1, e2])
+        return np.concatenate([c1, c2]), eta
+
+
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped by token length so each group's padded size fits max_batch_tokens.
+
+    Sorting by length keeps padding small; a prompt longer than the budget runs alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # sorted ascending, so lengths[i] is the padded width if i joins
+        if current and lengths[i] * (len(current) + 1) > max_batch_tokens:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class ScoringEngine:
+    """Scores chat prompts with a P2L model without blocking the event loop."""
+
+    def __init__(
+        self,
+        model: P2LModel,
+        *,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 256,
+        cache_size: int = 8192,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or max_batch_tokens < 1:
+            raise ValueError("max_batch_size, max_batch_tokens and max_queue must be >= 1")
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.cache_size = cache_size
+        self.ready = False
+        self._pending: deque[_Request] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._cache: OrderedDict[bytes, Result] = OrderedDict()
+        self._closed = False
+        self._stats = {
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "batches": 0,
+            "forwards": 0,
+            "prompts_scored": 0,
+            "max_batch_seen": 0,
+            "overloaded": 0,
+            "cancelled": 0,
+            "oom_splits": 0,
+            "errors": 0,
+        }
+        self._forward_s = 0.0
+        self._in_flight = 0
+
+    # lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the batcher task and the forward thread (idempotent)."""
+        if self._closed:
+            raise RuntimeError("this ScoringEngine is closed")
+        if self._task is not None:
+            return
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2l-forward")
+        self._task = asyncio.create_task(self._batcher(), name="p2l-batcher")
+
+    async def warmup(self) -> None:
+        """One forward through the worker thread (allocations, kernels); then ``ready``."""
+        await self.start()
+        assert self._executor is not None
+        text = self.model.render([{"role": "user", "content": "Hello! Warm up, please."}])
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._run_batch, [text])
+        self.ready = True
+
+    async def close(self) -> None:
+        """Stop batching; queued callers get NotReadyError; the forward thread is released."""
+        self._closed = True
+        self.ready = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending:
+            req = self._pending.popleft()
+            if not req.future.done():
+                req.future.set_exception(NotReadyError("the scorer is shutting down"))
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    # scoring ---------------------------------------------------------------------------
+
+    async def score(self, messages: list[dict]) -> Scores:
+        """This prompt's scores. InvalidRequestError for bad messages; OverloadedError when full."""
+        started = time.perf_counter()
+        text = self.model.render(messages)  # raises InvalidRequestError
+        key = cache_key(text)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self._stats["cache_hits"] += 1
+            return self._scores(hit, cached=True, started=started)
+        self._stats["cache_misses"] += 1
+        if self._closed:
+            raise NotReadyError("the scorer is shutting down")
+        if self._task is None:
+            await self.start()
+        if len(self._pending) >= self.max_queue:
+            self._stats["overloaded"] += 1
+            raise OverloadedError(
+                f"the scorer queue is full ({self.max_queue} prompts waiting); retry shortly",
+                retry_after_s=self._retry_after_s(),
+            )
+        req = _Request(text, key, asyncio.get_running_loop().create_future())
+        self._pending.append(req)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            result = await req.future
+        except asyncio.CancelledError:
+            self._stats["cancelled"] += 1
+            with contextlib.suppress(ValueError):
+                self._pending.remove(req)  # frees its slot; a running batch drops its result
+            raise
+        return self._scores(result, cached=False, started=started)
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters for /metrics and benchmarks."""
+        forwards = self._stats["forwards"]
+        return {
+            **self._stats,
+            "queued": len(self._pending),
+            "in_flight": self._in_flight,
+            "cache_entries": len(self._cache),
+            "forward_seconds_total": round(self._forward_s, 6),
+            "avg_batch_size": self._stats["prompts_scored"] / forwards if forwards else 0.0,
+            "ready": int(self.ready),
+        }
+
+    # internals -------------------------------------------------------------------------
+
+    def _scores(self, result: Result, *, cached: bool, started: float) -> Scores:
+        coefs, eta, tokens = result
+        return Scores(
+            models=self.model.model_list,
+            coefs=coefs,
+            eta=eta,
+            head=self.model.head,
+            prompt_tokens=tokens,
+            cached=cached,
+            scoring_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _retry_after_s(self) -> float:
+        batches = self._stats["batches"]
+        per_batch = self._forward_s / batches if batches else 0.5
+        return max(1.0, per_batch * (len(self._pending) / self.max_batch_size + 1))
+
+    def _remember(self, key: bytes, result: Result) -> None:
+        if self.cache_size <= 0:
+            return
+        self._cache[key] = result
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    async def _batcher(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # let a burst gather: until max_wait after the oldest request, or a full batch
+            deadline = self._pending[0].enqueued + self.max_wait_s
+            while len(self._pending) < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch: list[_Request] = []
+            while self._pending and len(batch) < self.max_batch_size:
+                req = self._pending.popleft()
+                if not req.future.done():
+                    batch.append(req)
+            if not batch:
+                continue
+            self._in_flight = len(batch)
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._run_batch, [r.text for r in batch]
+                )
+            except Exception as exc:  # surfaced to every caller of this batch
+                self._stats["errors"] += 1
+                log.exception("P2L forward failed for a batch of %d", len(batch))
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+                continue
+            finally:
+                self._in_flight = 0
+            self._stats["batches"] += 1
+            for req, result in zip(batch, results, strict=True):
+                self._remember(req.key, result)
+                if not req.future.done():
+                    req.future.set_result(result)
+
+    def _run_batch(self, texts: list[str]) -> list[Result]:
+        """Worker thread: tokenize, group by length, forward each group."""
+        t0 = time.perf_counter()
+        ids, full_lengths = self.model.encode(texts)
+        results: list[Result | None] = [None] * len(texts)
+        for group in plan_batches([len(x) for x in ids], self.max_batch_tokens):
+            coefs, eta = forward_splitting_on_oom(
+                self.model.forward_ids, [ids[i] for i in group], self._count_split
+            )
+            self._stats["forwards"] += 1
+            self._stats["prompts_scored"] += len(group)
+            self._stats["max_batch_seen"] = max(self._stats["max_batch_seen"], len(group))
+            for row, i in enumerate(group):
+                c = coefs[row].copy()
+                c.setflags(write=False)  # shared with the cache
+                results[i] = (c, None if eta is None else float(eta[row]), full_lengths[i])
+        self._forward_s += time.perf_counter() - t0
+        return results  # type: ignore[return-value]
+
+    def _count_split(self) -> None:
+        self._stats["oom_splits"] += 1
+        log.warning("CUDA out of memory in a P2L forward; retrying the batch in halves")
