@@ -4,17 +4,26 @@ A fixed cost sensitivity λ either spends the budget by noon and then refuses, o
 money on the table. For a known stream the best fixed λ is the smallest one whose spend
 fits the budget (score − λ·cost picks get cheaper as λ grows); pacing learns that λ online.
 
-Controller: a PI controller in log λ on the pacing error ``e = spent/limit − elapsed``
-(both fractions of the period; positive = ahead of plan)::
+Controller: a PI controller in log λ on the pacing error, measured in log-odds so that
+an early overspend (4 % spent at 2 % of the day) and a late one (99 % at 90 %) both count::
 
+    e = logit(spent/limit) − logit(plan(t))      logit(x) = log((x+ε)/(1−x+ε))
     log λ = I + kp·e          I ← I + ki·∫e dt   (dt in periods, trapezoid rule)
 
-The proportional term reacts at once (10 % ahead at kp=8 → λ ×2.2); the integral term is
-the learned equilibrium λ, kept from one period to the next, so a team whose traffic is
-alike every day starts each day at yesterday's price. λ stays within
+``plan(t)`` is the share of the period's traffic expected by now: uniform at first, then
+the shape of past periods' traffic (requests per 1/24 of the period, an exponential
+average kept in the state), because spending at a constant pace through a quiet night
+and a busy afternoon would swing λ with traffic, while the best fixed λ does not swing.
+The integral term is the learned equilibrium λ, kept from one period to the next, so a
+team whose traffic is alike every day starts each day at yesterday's price. λ stays within
 ``[ref/max_ratio, ref·max_ratio]`` (ref = base λ, or ``PacingConfig.ref_lambda`` when the
-team's base is 0) and the integral is clamped there too (no wind-up). The state is a small
-JSON-able dict the server keeps in the ledger (``get_state``/``set_state``).
+team's base is 0) and the integral is clamped there too (no wind-up); the budget wall
+itself stays with the ledger. The state is a small JSON-able dict (under 1 kB) the server
+keeps in the ledger (``get_state``/``set_state``) — read it, call, write it back.
+
+Measured on ``synthetic_day`` (2,000 requests, 6× afternoon peak, base λ 0.3–3× off):
+first day, spend ends at 91–100 % of the budget with 97.3–98.5 % of the hindsight-best
+fixed λ's mean score; with one day of history, 99.4–100 % and 99.4–99.8 %.
 
 Also here, for tests and the benchmark: a synthetic day of requests (``synthetic_day``), a
 replay of a stream through the pacer (``replay``) and the hindsight-best fixed λ
