@@ -22,7 +22,7 @@ import anyio
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router.budget import period_bounds, period_key
-from router.config import ROUTER_ALIASES, ModelConfig, RouterConfig, TeamPolicy
+from router.config import ROUTER_ALIASES, Catalog, ModelConfig, RouterConfig, TeamPolicy
 from router.decision import DecisionLog, DecisionRecord
 from router.errors import (
     AuthenticationError,
@@ -37,7 +37,7 @@ from router.ledger import InsufficientBudget, Ledger, Reservation, Usage, create
 from router.metrics import Metrics
 from router.policy import Candidate, Decision, decide, eligible_models, expected_cost_usd
 from router.policy import expected_output_tokens as expected_output
-from router.protocol import ChatRequest, parse_chat, parse_json_object
+from router.protocol import ChatRequest, LeaderboardRequest, parse_chat, parse_json_object
 from router.upstream import UpstreamClient, UpstreamFailure
 
 log = logging.getLogger("router")
@@ -637,6 +637,34 @@ class RouterService:
                     await self.settle(plan, model, usage, rec)
                 self._record(rec)
 
+    # ------------------------------------------------------------ leaderboard
+
+    async def leaderboard(self, team: TeamPolicy, req: LeaderboardRequest) -> dict[str, Any]:
+        from router.scorer.leaderboard import leaderboard_rows, pairwise_matrix
+
+        engine = self.require_ready()
+        messages = req.chat_messages()
+        scores = await engine.score(messages)
+        catalog = self.config.catalog
+        prices = price_table(
+            catalog,
+            [m for m in scores.models if catalog.available(m) and team.allows(m)],
+            self.count_prompt_tokens(messages),
+            req.max_tokens,
+            self.learned_output,
+        )
+        board: dict[str, Any] = {
+            "object": "leaderboard",
+            "head": scores.head,
+            "eta": scores.eta,
+            "team": team.name,
+            "scoring_ms": round(scores.scoring_ms, 3),
+            "models": leaderboard_rows(scores, prices),
+        }
+        if req.top_k:
+            board["pairwise"] = pairwise_matrix(scores, req.top_k)
+        return board
+
     # ------------------------------------------------------------ metrics
 
     def _describe_metrics(self) -> None:
@@ -681,6 +709,26 @@ class _PassThrough(Exception):
                 "code": err.get("code"),
             }
         }
+
+
+def price_table(
+    catalog: Catalog,
+    models: list[str],
+    prompt_tokens: int,
+    max_tokens: int | None,
+    learned: dict[str, float] | None = None,
+) -> dict[str, tuple[float, float, float]]:
+    """model -> (input $/1M, output $/1M, expected cost of this prompt) for routable models."""
+    out = {}
+    for name in models:
+        cfg = catalog.models[name]
+        tokens = expected_output(cfg, max_tokens, (learned or {}).get(name))
+        out[name] = (
+            cfg.input_usd_per_mtok,
+            cfg.output_usd_per_mtok,
+            expected_cost_usd(cfg, prompt_tokens, tokens),
+        )
+    return out
 
 
 def _route_score(head: str) -> Callable[[float], float]:

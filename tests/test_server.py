@@ -399,3 +399,25 @@ def test_client_disconnect_mid_stream_settles_and_logs(make_router, fake):
     assert line["status"] == 499
     b = r.http().get("/v1/budget").json()
     assert b["reserved_usd"] == 0 and b["spent_usd"] == pytest.approx(line["cost_usd"], abs=1e-12)
+
+
+def test_leaderboard_endpoint(make_router):
+    r = make_router()
+    resp = r.http(key=OTHER_KEY).post("/v1/leaderboard", json={"messages": HELLO, "top_k": 3})
+    assert resp.status_code == 200
+    board = resp.json()
+    assert board["head"] == "grk" and isinstance(board["eta"], float)
+    rows = board["models"]
+    assert [m["model"] for m in rows] != [] and len(rows) == len(TINY_MODELS)
+    assert [m["coef"] for m in rows] == sorted((m["coef"] for m in rows), reverse=True)
+    by_name = {m["model"]: m for m in rows}
+    # team "other" may only use gpt-4o-mini*: that is its one routable model
+    assert [m for m, row in by_name.items() if row["routable"]] == [MINI]
+    assert by_name[MINI]["expected_cost_usd"] > 0 and "expected_cost_usd" not in by_name[SONNET]
+    pw = board["pairwise"]
+    assert len(pw["models"]) == 3 and len(pw["win"]) == 3
+    assert pw["win"][0][1] + pw["win"][1][0] + pw["tie"][0][1] + pw["bad"][0][1] == pytest.approx(
+        1.0
+    )
+    bad = r.http().post("/v1/leaderboard", json={"top_k": 3})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"

@@ -1,0 +1,354 @@
+"""``p2l-router``: serve, demo, leaderboard, simulate, tiny-checkpoint, check-config.
+
+Every flag can also be set by an environment variable ``P2L_ROUTER_<FLAG>``
+(``--p2l-model`` -> ``P2L_ROUTER_P2L_MODEL``); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from router.errors import ConfigError
+
+DEFAULT_P2L_MODEL = "lmarena-ai/p2l-7b-grk-01112025"
+log = logging.getLogger("router")
+
+
+def _env(flag: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
+    var = "P2L_ROUTER_" + flag.upper().replace("-", "_")
+    raw = os.environ.get(var)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise SystemExit(f"p2l-router: {var}={raw!r} is not a valid value for --{flag}") from None
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _add(
+    p: argparse.ArgumentParser, flag: str, default: Any, cast: Callable[[str], Any] = str, **kw: Any
+) -> None:
+    if cast is _bool:
+        p.add_argument(
+            f"--{flag}",
+            action=argparse.BooleanOptionalAction,
+            default=_env(flag, default, _bool),
+            **kw,
+        )
+    else:
+        p.add_argument(f"--{flag}", type=cast, default=_env(flag, default, cast), **kw)
+
+
+def _server_flags(p: argparse.ArgumentParser, *, port: int = 8000) -> None:
+    _add(p, "host", "127.0.0.1", help="address to listen on")
+    _add(p, "port", port, int, help="port to listen on")
+    _add(p, "device", "auto", help="auto (CUDA bf16 if available, else CPU fp32) | cpu | cuda")
+    _add(p, "p2l-head", None, help="override the head type: bt | rk | grk")
+    _add(p, "decision-log", "-", help="file for the JSON decision log; '-' = stderr, 'off' = none")
+    _add(p, "log-prompts", False, _bool, help="include prompt text in the decision log")
+    _add(p, "max-body-mb", 8.0, float, help="largest request body accepted (413 above)")
+    _add(p, "max-n", 16, int, help="largest 'n' accepted (400 above)")
+    _add(p, "max-batch-size", 32, int, help="P2L prompts scored in one forward at most")
+    _add(p, "max-wait-ms", 2.0, float, help="how long the scorer waits to fill a batch")
+    _add(p, "max-queue", 256, int, help="prompts waiting for the scorer before 503 overloaded")
+    _add(p, "compile", False, _bool, help="torch.compile the P2L backbone (GPU)")
+    _add(p, "log-level", "info", help="debug | info | warning | error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="p2l-router", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the OpenAI-compatible router")
+    _server_flags(s)
+    _add(s, "providers", "providers.yaml", help="providers and models with prices")
+    _add(s, "policies", "policies", help="folder of team policy files")
+    _add(s, "p2l-model", DEFAULT_P2L_MODEL, help="hub id or local folder of a P2L checkpoint")
+    _add(s, "ledger", "sqlite:///p2l-router.db", help="sqlite:///PATH or redis://HOST:PORT/DB")
+
+    d = sub.add_parser("demo", help="serve fully offline: tiny checkpoint + built-in echo provider")
+    _server_flags(d)
+    _add(
+        d,
+        "cache-dir",
+        str(Path.home() / ".cache" / "p2l-router" / "demo"),
+        help="where the demo keeps its files",
+    )
+
+    lb = sub.add_parser("leaderboard", help="this prompt's ranked models")
+    lb.add_argument("prompt", help="the prompt text ('-' reads stdin)")
+    _add(lb, "p2l-model", DEFAULT_P2L_MODEL, help="hub id or local folder of a P2L checkpoint")
+    _add(lb, "providers", "providers.yaml", help="prices come from here (optional)")
+    _add(lb, "device", "auto")
+    _add(lb, "p2l-head", None)
+    lb.add_argument("--top", type=int, default=20, help="rows to show (0 = all)")
+    lb.add_argument(
+        "--max-tokens", type=int, default=None, help="output tokens for the expected cost"
+    )
+    lb.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    tc = sub.add_parser("tiny-checkpoint", help="write a random tiny P2L checkpoint")
+    tc.add_argument("dir")
+    tc.add_argument("--models", default=None, help="comma-separated model names")
+    tc.add_argument("--head", default="grk", choices=["bt", "rk", "grk"])
+    tc.add_argument("--backbone", default="qwen2", choices=["qwen2", "llama"])
+    tc.add_argument("--seed", type=int, default=0)
+
+    cc = sub.add_parser(
+        "check-config", help="validate providers.yaml and policies/, print a summary"
+    )
+    _add(cc, "providers", "providers.yaml")
+    _add(cc, "policies", "policies")
+
+    sim = sub.add_parser("simulate", help="route a prompt file without calling upstream")
+    sim.add_argument("prompts", help="JSONL: {'messages': [...]} or {'prompt': '...'} per line")
+    sim.add_argument("--team", required=True)
+    sim.add_argument("--strategy", default=None)
+    sim.add_argument("--frontier", default=None, help="write a score-vs-spend PNG here")
+    _add(sim, "providers", "providers.yaml")
+    _add(sim, "policies", "policies")
+    _add(sim, "p2l-model", DEFAULT_P2L_MODEL)
+    _add(sim, "device", "auto")
+    _add(sim, "p2l-head", None)
+    sim.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = {
+        "serve": cmd_serve,
+        "demo": cmd_demo,
+        "leaderboard": cmd_leaderboard,
+        "tiny-checkpoint": cmd_tiny_checkpoint,
+        "check-config": cmd_check_config,
+        "simulate": cmd_simulate,
+    }[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"p2l-router: configuration error:\n{exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------- serve / demo
+
+
+def load_engine(args: argparse.Namespace, model: str) -> Any:
+    from router.scorer import ModelLoadError, ScoringEngine, load_p2l
+
+    log.info("loading P2L model %s on %s ...", model, args.device)
+    try:
+        m = load_p2l(model, device=args.device, head=args.p2l_head, compile=args.compile)
+    except ModelLoadError as exc:
+        raise SystemExit(f"p2l-router: {exc}") from None
+    return ScoringEngine(
+        m,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+    )
+
+
+def run_server(
+    args: argparse.Namespace, service: Any, reload_config: Callable[[], Any] | None
+) -> int:
+    import uvicorn
+
+    from router.server import create_app
+
+    app = create_app(service, reload_config=reload_config)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=str(args.log_level).lower(),
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.config import load_config
+    from router.serving import RouterService
+
+    def reload() -> Any:
+        return load_config(args.providers, args.policies)
+
+    config = reload()
+    for w in config.warnings:
+        log.warning("%s", w)
+    engine = load_engine(args, args.p2l_model)
+    _warn_unscored(config, engine.model.model_list)
+    service = RouterService(
+        config,
+        ledger_url=args.ledger,
+        decision_log=args.decision_log,
+        engine=engine,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_n=args.max_n,
+        log_prompts=args.log_prompts,
+    )
+    return run_server(args, service, reload)
+
+
+def _warn_unscored(config: Any, model_list: Sequence[str]) -> None:
+    missing = sorted(set(config.catalog.models) - set(model_list))
+    if missing:
+        log.warning(
+            "%d model(s) in %s are not in the P2L checkpoint's model list, so they are callable "
+            "by name but never routed to: %s",
+            len(missing),
+            config.catalog.source,
+            ", ".join(missing),
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from router.demo import prepare_demo
+
+    demo = prepare_demo(Path(args.cache_dir))
+    engine = load_engine(args, str(demo.checkpoint))
+    from router.serving import RouterService
+
+    service = RouterService(
+        demo.config,
+        ledger_url=demo.ledger_url,
+        decision_log=args.decision_log,
+        engine=engine,
+        transports=demo.transports,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_n=args.max_n,
+        log_prompts=args.log_prompts,
+    )
+    print(demo.banner(args.host, args.port), flush=True)
+    return run_server(args, service, demo.reload)
+
+
+# ---------------------------------------------------------------- tools
+
+
+def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from router.demo import DEMO_MODELS
+    from router.scorer import write_tiny_checkpoint
+
+    models = (
+        [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.models
+        else list(DEMO_MODELS)
+    )
+    path = write_tiny_checkpoint(
+        args.dir, models, head=args.head, backbone=args.backbone, seed=args.seed
+    )
+    print(
+        f"wrote a random {args.backbone} {args.head} P2L checkpoint with {len(models)} models to {path}"
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from router.config import load_config
+
+    cfg = load_config(args.providers, args.policies)
+    cat = cfg.catalog
+    avail = cat.available_models()
+    print(f"providers: {len(cat.providers)} in {cat.source}")
+    for name, p in sorted(cat.providers.items()):
+        state = f"skipped ({cat.skipped[name]} unset)" if name in cat.skipped else "ok"
+        n = sum(1 for m in cat.models.values() if m.provider == name)
+        print(f"  {name:<12} {n:>3} models  {p.base_url}  {state}")
+    print(f"models: {len(cat.models)} configured, {len(avail)} routable (provider key set)")
+    print(f"auth: {'on' if cfg.auth_enabled else 'off (no team key set)'}")
+    print(f"teams: {len(cfg.teams)}")
+    for t in sorted(cfg.teams.values(), key=lambda t: t.name):
+        b = t.budget
+        limit = "unlimited" if b.usd is None else f"${b.usd:g}/{b.period} ({b.timezone})"
+        allowed = sum(1 for m in avail if t.allows(m))
+        print(
+            f"  {t.name:<12} keys={len(t.keys)} budget={limit} on_exhausted={b.on_exhausted} "
+            f"strategy={t.strategy} λ={t.cost_sensitivity:g} allowed_routable={allowed}"
+        )
+    for w in cfg.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import time
+
+    from router.config import load_providers
+    from router.scorer import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
+    from router.serving import message_text, price_table
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    catalog = load_providers(args.providers) if Path(args.providers).exists() else None
+    try:
+        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
+    except ModelLoadError as exc:
+        print(f"p2l-router: {exc}", file=sys.stderr)
+        return 1
+    messages = [{"role": "user", "content": prompt}]
+    text = model.render(messages)
+    t0 = time.perf_counter()
+    coefs, eta = model.forward([text])
+    scores = Scores(
+        models=model.model_list,
+        coefs=coefs[0],
+        eta=None if eta is None else float(eta[0]),
+        head=model.head,
+        prompt_tokens=model.count_tokens(text),
+        cached=False,
+        scoring_ms=(time.perf_counter() - t0) * 1000,
+    )
+    prices = None
+    if catalog is not None:
+        routable = [m for m in model.model_list if catalog.available(m)]
+        prices = price_table(
+            catalog, routable, model.count_tokens(message_text(messages)), args.max_tokens
+        )
+    rows = leaderboard_rows(scores, prices)
+    if args.json:
+        board = {
+            "head": scores.head,
+            "eta": scores.eta,
+            "models": rows[: args.top] if args.top else rows,
+        }
+        print(json.dumps(board, indent=2))
+    else:
+        print(f"P2L leaderboard ({model.head} head, {len(rows)} models) for: {prompt[:70]!r}")
+        print(format_table(rows, top=args.top or None))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from router.simulate_cli import run_simulate
+
+    return run_simulate(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

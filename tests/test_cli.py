@@ -1,0 +1,255 @@
+"""The command line as a user runs it: real subprocesses, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+from conftest import TINY_MODELS, free_socket, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**ENV, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    s = free_socket()
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_ready(root: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "router exited"
+        try:
+            if httpx.get(root + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("router never became ready")
+
+
+def stop(proc: subprocess.Popen) -> tuple[str, str]:
+    """Interrupt the router; its (stdout, stderr)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return out or "", err or ""
+
+
+def test_check_config_on_shipped_files():
+    env = {k: v for k, v in ENV.items() if not k.endswith("_API_KEY")}
+    res = subprocess.run(
+        [sys.executable, "-m", "router", "check-config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**env, "OPENAI_API_KEY": "sk-x"},
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "providers:" in res.stdout and "teams:" in res.stdout
+    assert "skipped (ANTHROPIC_API_KEY unset)" in res.stdout
+    assert "openai" in res.stdout and "ok" in res.stdout
+    assert "sk-x" not in res.stdout + res.stderr
+
+
+def test_check_config_errors_name_file_and_field(tmp_path):
+    providers, policies, _ = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    (policies / "broken.yaml").write_text("budget: {usd: -3, period: fortnight}\nstrategy: yolo\n")
+    res = cli("check-config", "--providers", str(providers), "--policies", str(policies))
+    assert res.returncode == 1
+    assert f"{policies / 'broken.yaml'}: budget.usd:" in res.stderr
+    assert f"{policies / 'broken.yaml'}: budget.period:" in res.stderr
+    assert f"{policies / 'broken.yaml'}: strategy:" in res.stderr
+
+
+def test_tiny_checkpoint_and_leaderboard(tmp_path, capsys, monkeypatch):
+    from router.cli import main
+
+    ckpt = tmp_path / "ck"
+    assert main(["tiny-checkpoint", str(ckpt), "--models", ",".join(TINY_MODELS)]) == 0
+    assert json.loads((ckpt / "model_list.json").read_text()) == sorted(TINY_MODELS)
+    providers, _, env = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("FAKE_PROVIDER_KEY", env["FAKE_PROVIDER_KEY"])
+    capsys.readouterr()
+    args = [
+        "leaderboard",
+        "What is 2+2?",
+        "--p2l-model",
+        str(ckpt),
+        "--providers",
+        str(providers),
+        "--device",
+        "cpu",
+    ]
+    assert main([*args, "--json", "--top", "0"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert board["head"] == "grk"
+    coefs = [m["coef"] for m in board["models"]]
+    assert coefs == sorted(coefs, reverse=True) and len(coefs) == len(TINY_MODELS)
+    assert all(0 < m["p_not_bad"] < 1 for m in board["models"])
+    assert all(m["routable"] and m["expected_cost_usd"] > 0 for m in board["models"])
+    assert main([*args, "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 2 + 3  # title, header + rule, three rows
+    assert lines[3].split()[1] == board["models"][0]["model"]
+
+
+def test_leaderboard_missing_model_offline_is_clear(tmp_path):
+    res = cli(
+        "leaderboard",
+        "hi",
+        "--p2l-model",
+        "lmarena-ai/p2l-does-not-exist",
+        "--device",
+        "cpu",
+        "--providers",
+        str(tmp_path / "none.yaml"),
+    )
+    assert res.returncode == 1
+    assert "--p2l-model" in res.stderr and "demo" in res.stderr
+
+
+def test_demo_serves_the_sdk(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router",
+            "demo",
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(tmp_path / "demo"),
+            "--decision-log",
+            str(tmp_path / "decisions.jsonl"),
+        ],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    root = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(root, proc)
+        client = openai.OpenAI(base_url=root + "/v1", api_key="demo", max_retries=0)
+        resp = client.chat.completions.create(
+            model="p2l", messages=[{"role": "user", "content": "Write a haiku about routers"}]
+        )
+        assert "echo: Write a haiku about routers" in resp.choices[0].message.content
+        pieces = [
+            c.choices[0].delta.content
+            for c in client.chat.completions.create(
+                model="p2l", stream=True, messages=[{"role": "user", "content": "stream me please"}]
+            )
+            if c.choices
+        ]
+        assert "".join(p for p in pieces if p).endswith("stream me please")
+        assert "p2l" in [m.id for m in client.models.list()]
+        budget = httpx.get(root + "/v1/budget", headers={"authorization": "Bearer demo"}).json()
+        assert budget["team"] == "demo" and budget["spent_usd"] > 0
+    finally:
+        out, _ = stop(proc)
+    assert f'base_url="{root}/v1"' in out
+    lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+
+
+def test_serve_reloads_config_on_sighup(tmp_path, fake_upstream_server):
+    ckpt = tmp_path / "ck"
+    assert cli("tiny-checkpoint", str(ckpt), "--models", ",".join(TINY_MODELS)).returncode == 0
+    providers, policies, env = write_config(tmp_path, fake_upstream_server.base_url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--port",
+            str(port),
+            "--providers",
+            str(providers),
+            "--policies",
+            str(policies),
+            "--p2l-model",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--ledger",
+            f"sqlite:///{tmp_path / 'ledger.db'}",
+            "--decision-log",
+            "off",
+        ],
+        cwd=REPO,
+        env={**ENV, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    root = f"http://127.0.0.1:{port}"
+    headers = {"authorization": f"Bearer {env['RESEARCH_KEY']}"}
+    body = {"model": "gpt-4o-mini-2024-07-18", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        wait_ready(root, proc)
+        assert (
+            httpx.post(root + "/v1/chat/completions", json=body, headers=headers).status_code == 200
+        )
+        spent = httpx.get(root + "/v1/budget", headers=headers).json()["spent_usd"]
+        assert spent > 0
+        research = policies / "research.yaml"
+        cfg = yaml.safe_load(research.read_text())
+        research.write_text(yaml.safe_dump({**cfg, "deny": ["gpt-4o-mini*"]}))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while (
+            httpx.post(root + "/v1/chat/completions", json=body, headers=headers).status_code != 404
+        ):
+            assert time.monotonic() < deadline, "reload did not take effect"
+            time.sleep(0.1)
+        assert httpx.get(root + "/v1/budget", headers=headers).json()["spent_usd"] == pytest.approx(
+            spent
+        )
+        research.write_text("budget: [this is not a mapping\n")  # a bad edit is refused
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None
+        assert (
+            httpx.post(root + "/v1/chat/completions", json=body, headers=headers).status_code == 404
+        )
+        other = {**body, "model": "deepseek-v3"}
+        assert (
+            httpx.post(root + "/v1/chat/completions", json=other, headers=headers).status_code
+            == 200
+        )
+    finally:
+        _, err = stop(proc)
+    assert "config reload refused" in err and "research.yaml" in err
