@@ -1,0 +1,265 @@
+"""Router overhead: the same requests sent to the echo upstream directly and through the
+router, non-stream and stream, concurrency 1 and 32, direct-model and ``p2l`` requests.
+
+Layout on a 2-core machine: the router alone on core 0 (taskset); the upstream and this
+load generator (raw asyncio + httptools + uvloop) on core 1. Prints P50/P99 latency,
+added latency, added time to first streamed byte, requests/s, and P2L scoring time.
+
+    .venv/bin/python bench/overhead.py [--duration 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import uvloop
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loadgen import build_request, run_load  # noqa: E402
+
+PY = sys.executable
+KEY = "bench-key"
+MODEL = "gpt-4o-mini-2024-07-18"
+MODELS = [
+    "claude-3-5-haiku-20241022",
+    "deepseek-v3",
+    "gpt-4o-2024-08-06",
+    MODEL,
+    "llama-3.1-8b-instruct",
+]
+PROMPT = [{"role": "user", "content": "Summarise the plot of Hamlet in two sentences."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def setup(tmp: Path, up_port: int) -> tuple[Path, Path, Path]:
+    ckpt = tmp / "tiny"
+    subprocess.run(
+        [PY, "-m", "router", "tiny-checkpoint", str(ckpt), "--models", ",".join(MODELS)],
+        check=True,
+        capture_output=True,
+    )
+    providers = tmp / "providers.yaml"
+    providers.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {"echo": {"base_url": f"http://127.0.0.1:{up_port}/v1"}},
+                "models": {
+                    m: {"provider": "echo", "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+                    for m in MODELS
+                },
+            }
+        )
+    )
+    policies = tmp / "policies"
+    policies.mkdir()
+    (policies / "bench.yaml").write_text(
+        yaml.safe_dump({"api_keys_env": ["BENCH_KEY"], "budget": {"usd": 1e9}})
+    )
+    return ckpt, providers, policies
+
+
+def summarise(name: str, res, base=None, stream: bool = False) -> dict:  # type: ignore[no-untyped-def]
+    row = {
+        "scenario": name,
+        "n": len(res.samples),
+        "errors": res.errors,
+        "rps": res.rps,
+        "p50_ms": res.pct("latency_s", 50) * 1000,
+        "p99_ms": res.pct("latency_s", 99) * 1000,
+        "ttfb_p50_ms": res.pct("ttfb_s", 50) * 1000,
+    }
+    scoring = [
+        float(s.headers["x-router-scoring-ms"])
+        for s in res.samples
+        if "x-router-scoring-ms" in s.headers
+    ]
+    row["scoring_p50_ms"] = statistics.median(scoring) if scoring else 0.0
+    overhead = [
+        float(s.headers["x-router-overhead-ms"])
+        for s in res.samples
+        if "x-router-overhead-ms" in s.headers
+    ]
+    row["self_overhead_p50_ms"] = statistics.median(overhead) if overhead else 0.0
+    if base is not None:
+        row["added_p50_ms"] = row["p50_ms"] - base["p50_ms"]
+        row["added_p99_ms"] = row["p99_ms"] - base["p99_ms"]
+        row["added_ttfb_p50_ms"] = row["ttfb_p50_ms"] - base["ttfb_p50_ms"]
+    return row
+
+
+async def scenarios(
+    up_port: int, rt_port: int, duration: float, concurrencies: list[int]
+) -> list[dict]:
+    rows = []
+    keep = ("x-router-scoring-ms", "x-router-overhead-ms")
+    for stream in (False, True):
+        for conc in concurrencies:
+            kind = "stream" if stream else "json"
+            body = {"model": MODEL, "messages": PROMPT, "stream": stream}
+            direct = build_request("127.0.0.1", up_port, "/v1/chat/completions", body, {})
+            base = summarise(
+                f"upstream direct      {kind} c={conc}",
+                await run_load("127.0.0.1", up_port, direct, concurrency=conc, duration_s=duration),
+            )
+            rows.append(base)
+            auth = {"authorization": f"Bearer {KEY}"}
+            via = build_request("127.0.0.1", rt_port, "/v1/chat/completions", body, auth)
+            res = await run_load(
+                "127.0.0.1", rt_port, via, concurrency=conc, duration_s=duration, keep_headers=keep
+            )
+            rows.append(summarise(f"router model=name    {kind} c={conc}", res, base, stream))
+            routed = build_request(
+                "127.0.0.1", rt_port, "/v1/chat/completions", {**body, "model": "p2l"}, auth
+            )
+            res = await run_load(
+                "127.0.0.1",
+                rt_port,
+                routed,
+                concurrency=conc,
+                duration_s=duration,
+                keep_headers=keep,
+            )
+            rows.append(summarise(f"router model=p2l     {kind} c={conc}", res, base, stream))
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    cols = [
+        "scenario",
+        "n",
+        "errors",
+        "rps",
+        "p50_ms",
+        "p99_ms",
+        "ttfb_p50_ms",
+        "added_p50_ms",
+        "added_p99_ms",
+        "added_ttfb_p50_ms",
+        "scoring_p50_ms",
+        "self_overhead_p50_ms",
+    ]
+    print(" | ".join(f"{c:>12}" if c != "scenario" else f"{c:<33}" for c in cols))
+    for r in rows:
+        out = []
+        for c in cols:
+            v = r.get(c, "")
+            if c == "scenario":
+                out.append(f"{v:<33}")
+            elif isinstance(v, float):
+                out.append(f"{v:>12.3f}" if c != "rps" else f"{v:>12.1f}")
+            else:
+                out.append(f"{v!s:>12}")
+        print(" | ".join(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--quick", action="store_true", help="2 s per scenario")
+    ap.add_argument("--router-core", default="0")
+    ap.add_argument("--client-core", default="1")
+    args = ap.parse_args()
+    duration = 2.0 if args.quick else args.duration
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        up_port, rt_port = free_port(), free_port()
+        ckpt, providers, policies = setup(tmp, up_port)
+        env = {**os.environ, "BENCH_KEY": KEY, "HF_HUB_OFFLINE": "1"}
+        upstream = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                args.client_core,
+                PY,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "router.echo:create_echo_app",
+                "--port",
+                str(up_port),
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+        )
+        router = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                args.router_core,
+                PY,
+                "-m",
+                "router",
+                "serve",
+                "--port",
+                str(rt_port),
+                "--providers",
+                str(providers),
+                "--policies",
+                str(policies),
+                "--p2l-model",
+                str(ckpt),
+                "--device",
+                "cpu",
+                "--ledger",
+                f"sqlite:///{tmp / 'ledger.db'}",
+                "--decision-log",
+                str(tmp / "decisions.jsonl"),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{up_port}/v1/models")
+            wait_http(f"http://127.0.0.1:{rt_port}/readyz")
+            os.sched_setaffinity(0, {int(args.client_core)})
+            uvloop.install()
+            rows = asyncio.run(scenarios(up_port, rt_port, duration, [1, 32]))
+        finally:
+            router.terminate()
+            upstream.terminate()
+            router.wait(10)
+            upstream.wait(10)
+    print(
+        f"router on core {args.router_core}; upstream + load generator on core {args.client_core}; "
+        f"{duration:g} s per scenario"
+    )
+    print_rows(rows)
+
+
+if __name__ == "__main__":
+    main()
