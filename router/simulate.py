@@ -1,0 +1,497 @@
+"""Offline what-if: route a sample of prompts through a team's policy without calling anyone.
+
+Answers "what would this team's settings do to our traffic?" before they go live: which
+models would serve it, at what projected spend, and how quality trades against cost as
+the cost sensitivity λ moves (the frontier, with the team's current λ marked).
+
+The scorer is passed in as a plain function (``score_fn(messages) -> (coefs,
+model_list)``, or anything returning an object with ``.coefs`` and ``.models``), so this
+module needs neither torch nor a GPU; the CLI hands it the loaded P2L model's function.
+Scoring is done once (``score_prompts``); strategies and λ grids reuse those numbers.
+
+Prompts file: JSON Lines, each line ``{"messages": [...]}`` or ``{"prompt": "text"}``,
+optionally with ``"max_tokens"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.config import Catalog, TeamPolicy
+from router.errors import NoCandidateError
+from router.policy import (
+    Candidate,
+    decide,
+    eligible_models,
+    expected_cost_usd,
+    expected_output_tokens,
+    request_needs,
+    route_scores,
+)
+
+ScoreFn = Callable[[list[dict]], Any]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[dict]
+    max_tokens: int | None = None
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """Read a JSONL prompts file; a bad line raises ValueError naming the line."""
+    out: list[Prompt] = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+            out.append(_prompt(row, f"{path}:{n}"))
+    if not out:
+        raise ValueError(f"{path}: no prompts")
+    return out
+
+
+def _prompt(row: Any, where: str) -> Prompt:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object with 'messages' or 'prompt'")
+    max_tokens = row.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
+        raise ValueError(f"{where}: max_tokens must be a positive integer")
+    if isinstance(row.get("messages"), list) and row["messages"]:
+        return Prompt(row["messages"], max_tokens)
+    if isinstance(row.get("prompt"), str) and row["prompt"]:
+        return Prompt([{"role": "user", "content": row["prompt"]}], max_tokens)
+    raise ValueError(f"{where}: expected a non-empty 'messages' list or 'prompt' string")
+
+
+def _text_len(messages: list[dict]) -> int:
+    n = 0
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, str):
+            n += len(c)
+        elif isinstance(c, list):
+            n += sum(len(p.get("text", "")) for p in c if isinstance(p, dict))
+    return n
+
+
+def rough_prompt_tokens(messages: list[dict]) -> int:
+    """About four characters a token, plus a few per message: a stand-in when no
+    tokenizer is at hand (the server counts with the scorer's tokenizer)."""
+    return max(1, math.ceil(_text_len(messages) / 4) + 4 * len(messages))
+
+
+# ---------------------------------------------------------------- scoring once
+
+
+@dataclass(frozen=True)
+class ScoredPrompts:
+    """Per-prompt numbers over the P2L model list (N prompts × M models). ``eligible``
+    is False where a model may not serve that prompt (catalog, team, needs)."""
+
+    models: tuple[str, ...]
+    coefs: np.ndarray
+    scores: np.ndarray
+    costs: np.ndarray
+    eligible: np.ndarray
+    prompt_tokens: np.ndarray
+    head: str
+
+
+def score_prompts(
+    score_fn: ScoreFn,
+    prompts: Sequence[Prompt],
+    *,
+    team: TeamPolicy,
+    catalog: Catalog,
+    head: str,
+    model_list: Sequence[str] | None = None,
+    prompt_tokens_fn: Callable[[list[dict]], int] | None = None,
+    learned_output_tokens: Mapping[str, float] | None = None,
+) -> ScoredPrompts:
+    """Score each prompt once and price every eligible model for it."""
+    if not prompts:
+        raise ValueError("no prompts to simulate")
+    count = prompt_tokens_fn or rough_prompt_tokens
+    learned = learned_output_tokens or {}
+    rows, tokens = [], []
+    models: tuple[str, ...] | None = tuple(model_list) if model_list is not None else None
+    for p in prompts:
+        out = score_fn(p.messages)
+        coefs, names = (out.coefs, out.models) if hasattr(out, "coefs") else out
+        names = tuple(names)
+        if models is None:
+            models = names
+        elif names != models:
+            raise ValueError("the scorer's model list differs from model_list")
+        rows.append(np.asarray(coefs, dtype=np.float64))
+        tokens.append(int(count(p.messages)))
+    assert models is not None
+    coefs = np.vstack(rows)
+    n, m = coefs.shape
+    if m != len(models):
+        raise ValueError(f"the scorer returned {m} coefs for {len(models)} models")
+    costs = np.full((n, m), np.inf)
+    eligible = np.zeros((n, m), dtype=bool)
+    by_needs: dict[frozenset[str], list[str]] = {}
+    index = {name: j for j, name in enumerate(models)}
+    for i, p in enumerate(prompts):
+        needs = request_needs({"messages": p.messages})
+        if needs not in by_needs:
+            try:
+                by_needs[needs] = eligible_models(models, catalog, team, None, needs)
+            except NoCandidateError:
+                if not needs:
+                    raise
+                by_needs[needs] = []
+        for name in by_needs[needs]:
+            j = index[name]
+            cfg = catalog.models[name]
+            out_tokens = expected_output_tokens(cfg, p.max_tokens, learned.get(name))
+            costs[i, j] = expected_cost_usd(cfg, tokens[i], out_tokens)
+            eligible[i, j] = True
+    scores = route_scores(head, coefs)
+    return ScoredPrompts(models, coefs, scores, costs, eligible, np.array(tokens), head)
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    cost_sensitivity: float
+    mean_score: float
+    spend_usd: float  # over the sample
+    top_model: str  # the model serving the most prompts
+    top_share: float
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    strategy: str
+    cost_sensitivity: float | None
+    cap_usd: float | None
+    prompts: int
+    routed: int
+    refused: int  # prompts no candidate could serve (cap below all, or needs unmet)
+    shares: dict[str, float]  # model -> share of routed prompts, largest first
+    spend_usd: float  # expected spend over the sample
+    mean_cost_usd: float
+    mean_score: float  # mean route score of the chosen models
+    projected_period_usd: float | None  # mean cost × requests_per_period, when given
+    budget_usd: float | None
+    period: str
+    frontier: tuple[FrontierPoint, ...] | None = None
+
+    def summary(self) -> str:
+        lam = f" λ={self.cost_sensitivity:g}" if self.cost_sensitivity is not None else ""
+        cap = f" cap=${self.cap_usd:g}" if self.cap_usd is not None else ""
+        lines = [
+            f"{self.strategy}{lam}{cap}: {self.routed}/{self.prompts} prompts routed"
+            + (
+                f", {self.refused} refused (no candidate under the cap or with the needed support)"
+                if self.refused
+                else ""
+            ),
+            f"mean score {self.mean_score:.4f}; spend ${self.spend_usd:.4g} over the sample "
+            f"(${self.mean_cost_usd:.3g} a request)",
+        ]
+        if self.projected_period_usd is not None:
+            budget = f" vs budget ${self.budget_usd:g}" if self.budget_usd is not None else ""
+            lines.append(f"projected ${self.projected_period_usd:.4g} per {self.period}{budget}")
+        lines += [f"  {share:6.1%}  {m}" for m, share in self.shares.items()]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- simulate
+
+
+def _candidates(sp: ScoredPrompts, i: int) -> list[Candidate]:
+    return [
+        Candidate(
+            sp.models[j], float(sp.coefs[i, j]), float(sp.scores[i, j]), float(sp.costs[i, j])
+        )
+        for j in np.flatnonzero(sp.eligible[i])
+    ]
+
+
+def default_cap(team: TeamPolicy, cap_usd: float | None) -> float | None:
+    caps = [c for c in (team.max_cost_per_request_usd, cap_usd) if c is not None]
+    return min(caps) if caps else None
+
+
+def simulate_scored(
+    sp: ScoredPrompts,
+    *,
+    team: TeamPolicy,
+    strategy: str | None = None,
+    cost_sensitivity: float | None = None,
+    cap_usd: float | None = None,
+    seed: int = 0,
+    requests_per_period: float | None = None,
+    lambdas: Sequence[float] | None = None,
+) -> SimulationResult:
+    """Route every scored prompt with ``decide`` (the server's own function); lp draws
+    use seeds ``seed, seed+1, ...`` so a run is reproducible. No budget wall: the point is
+    to see the spend the settings would produce."""
+    strategy = strategy or team.strategy
+    lam = team.cost_sensitivity if cost_sensitivity is None else cost_sensitivity
+    cap = default_cap(team, cap_usd)
+    chosen: Counter[str] = Counter()
+    spend = total = 0.0
+    refused = 0
+    for i in range(len(sp.prompt_tokens)):
+        cands = _candidates(sp, i)
+        try:
+            d = decide(
+                cands,
+                strategy=strategy,
+                cost_sensitivity=lam,
+                cap_usd=cap,
+                seed=seed + i,
+                opponent_mix=team.opponent_mix,
+                coefs=dict(zip(sp.models, sp.coefs[i].tolist(), strict=True)),
+            )
+        except NoCandidateError:
+            refused += 1
+            continue
+        c = d.ranking[0]
+        chosen[c.model] += 1
+        spend += c.expected_cost_usd
+        total += c.score
+    routed = sum(chosen.values())
+    n = len(sp.prompt_tokens)
+    mean_cost = spend / routed if routed else 0.0
+    return SimulationResult(
+        strategy=strategy,
+        cost_sensitivity=lam if strategy == "cost-aware" else None,
+        cap_usd=cap,
+        prompts=n,
+        routed=routed,
+        refused=refused,
+        shares={m: k / routed for m, k in chosen.most_common()} if routed else {},
+        spend_usd=spend,
+        mean_cost_usd=mean_cost,
+        mean_score=total / routed if routed else float("nan"),
+        projected_period_usd=mean_cost * requests_per_period if requests_per_period else None,
+        budget_usd=team.budget.usd,
+        period=team.budget.period,
+        frontier=tuple(frontier_scored(sp, team=team, lambdas=lambdas, cap_usd=cap_usd))
+        if lambdas is not None
+        else None,
+    )
+
+
+def simulate(
+    score_fn: ScoreFn,
+    prompts: Sequence[Prompt],
+    *,
+    team: TeamPolicy,
+    catalog: Catalog,
+    model_list: Sequence[str] | None = None,
+    head: str,
+    strategy: str | None = None,
+    lambdas: Sequence[float] | None = None,
+    prompt_tokens_fn: Callable[[list[dict]], int] | None = None,
+    cost_sensitivity: float | None = None,
+    cap_usd: float | None = None,
+    seed: int = 0,
+    requests_per_period: float | None = None,
+) -> SimulationResult:
+    """Score the prompts and route them with the team's policy (or ``strategy`` /
+    ``cost_sensitivity`` overrides). With ``lambdas`` (e.g. ``lambda_grid(...)``) the
+    result also carries the cost-aware frontier over that grid."""
+    sp = score_prompts(
+        score_fn,
+        prompts,
+        team=team,
+        catalog=catalog,
+        head=head,
+        model_list=model_list,
+        prompt_tokens_fn=prompt_tokens_fn,
+    )
+    return simulate_scored(
+        sp,
+        team=team,
+        strategy=strategy,
+        cost_sensitivity=cost_sensitivity,
+        cap_usd=cap_usd,
+        seed=seed,
+        requests_per_period=requests_per_period,
+        lambdas=lambdas,
+    )
+
+
+# ---------------------------------------------------------------- frontier
+
+
+def lambda_grid(sp: ScoredPrompts, current: float | None = None, n: int = 25) -> list[float]:
+    """0, the current λ, and ``n`` log-spaced values spanning the λ at which picks change
+    in this sample (the 2nd to 98th percentile of pairwise score/cost breakpoints)."""
+    br: list[np.ndarray] = []
+    for i in range(min(len(sp.prompt_tokens), 500)):
+        j = np.flatnonzero(sp.eligible[i])
+        s, c = sp.scores[i, j], sp.costs[i, j]
+        ds, dc = s[:, None] - s[None, :], c[:, None] - c[None, :]
+        ok = (ds > 0) & (dc > 0)
+        br.append(ds[ok] / dc[ok])
+    allb = np.concatenate(br) if br else np.array([])
+    lo, hi = np.percentile(allb, [2, 98]) if allb.size else (1.0, 1000.0)
+    lo, hi = max(lo, 1e-9), max(hi, lo * 10)
+    grid = {0.0, *np.geomspace(lo / 2, hi * 2, n).tolist()}
+    if current is not None:
+        grid.add(float(current))
+    return sorted(grid)
+
+
+def _cost_aware_picks(sp: ScoredPrompts, lam: float, cap: float | None) -> np.ndarray:
+    """Vectorised cost-aware argmax with decide's tie-break (cheaper, then list order);
+    -1 where no candidate fits the cap."""
+    ok = sp.eligible if cap is None else sp.eligible & (sp.costs <= cap)
+    value = np.where(ok, np.round(sp.scores - lam * np.where(ok, sp.costs, 0.0), 12), -np.inf)
+    best = value.max(axis=1, keepdims=True)
+    tied = ok & (value == best)
+    picks = np.argmin(np.where(tied, sp.costs, np.inf), axis=1)
+    picks[~ok.any(axis=1)] = -1
+    return picks
+
+
+def frontier_scored(
+    sp: ScoredPrompts,
+    *,
+    team: TeamPolicy,
+    lambdas: Sequence[float] | None = None,
+    cap_usd: float | None = None,
+) -> list[FrontierPoint]:
+    """(λ, mean score, spend) of cost-aware routing across ``lambdas`` (default:
+    ``lambda_grid`` around the team's λ)."""
+    cap = default_cap(team, cap_usd)
+    grid = list(lambdas) if lambdas is not None else lambda_grid(sp, team.cost_sensitivity)
+    rows = np.arange(len(sp.prompt_tokens))
+    out = []
+    for lam in sorted(grid):
+        picks = _cost_aware_picks(sp, float(lam), cap)
+        ok = picks >= 0
+        if not ok.any():
+            continue
+        r, p = rows[ok], picks[ok]
+        top, k = Counter(p.tolist()).most_common(1)[0]
+        out.append(
+            FrontierPoint(
+                cost_sensitivity=float(lam),
+                mean_score=float(sp.scores[r, p].mean()),
+                spend_usd=float(sp.costs[r, p].sum()),
+                top_model=sp.models[top],
+                top_share=k / ok.sum(),
+            )
+        )
+    return out
+
+
+def frontier(
+    score_fn: ScoreFn,
+    prompts: Sequence[Prompt],
+    *,
+    team: TeamPolicy,
+    catalog: Catalog,
+    head: str,
+    model_list: Sequence[str] | None = None,
+    lambdas: Sequence[float] | None = None,
+    prompt_tokens_fn: Callable[[list[dict]], int] | None = None,
+    cap_usd: float | None = None,
+) -> list[FrontierPoint]:
+    """Score the prompts, then the cost-aware frontier across λ."""
+    sp = score_prompts(
+        score_fn,
+        prompts,
+        team=team,
+        catalog=catalog,
+        head=head,
+        model_list=model_list,
+        prompt_tokens_fn=prompt_tokens_fn,
+    )
+    return frontier_scored(sp, team=team, lambdas=lambdas, cap_usd=cap_usd)
+
+
+def plot_frontier(
+    points: Sequence[FrontierPoint],
+    current: FrontierPoint | SimulationResult | None,
+    out_png: str | Path,
+    *,
+    title: str | None = None,
+    budget_usd: float | None = None,
+) -> Path:
+    """Mean score against spend across λ, the team's current setting starred; ``budget_usd``
+    (drawn as a line) must be in the x axis' units, i.e. scaled to the sample. Needs
+    matplotlib (the ``plot`` extra), imported here so the rest works without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("plotting needs matplotlib: pip install 'p2l-router[plot]'") from exc
+    if not points:
+        raise ValueError("no frontier points to plot")
+    pts = sorted(points, key=lambda p: p.spend_usd)
+    xs = [p.spend_usd for p in pts]
+    ys = [p.mean_score for p in pts]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    ax.plot(xs, ys, "-o", color="#3b6ea8", ms=3.5, lw=1.4, label="cost-aware, λ varied")
+    # label a few λ values, spread along the x axis (points bunch up at both ends)
+    logx = np.log10(np.maximum(xs, 1e-12))
+    gap = (logx[-1] - logx[0]) / 7 if len(pts) > 1 else 1.0
+    last = -np.inf
+    for p, lx in zip(pts, logx, strict=True):
+        if lx - last < gap and p is not pts[-1]:
+            continue
+        last = lx
+        ax.annotate(
+            f"λ={p.cost_sensitivity:.3g}",
+            (p.spend_usd, p.mean_score),
+            textcoords="offset points",
+            xytext=(4, -11),
+            fontsize=7,
+            color="#555555",
+        )
+    if current is not None:
+        lam = current.cost_sensitivity
+        label = "current" + (f" (λ={lam:g})" if lam is not None else "")
+        if isinstance(current, SimulationResult):
+            label = f"current: {current.strategy}" + (f", λ={lam:g}" if lam is not None else "")
+        ax.plot(
+            [current.spend_usd],
+            [current.mean_score],
+            marker="*",
+            ms=16,
+            color="#d1495b",
+            ls="none",
+            label=label,
+            zorder=5,
+        )
+    if budget_usd is not None:
+        ax.axvline(budget_usd, color="#888888", ls="--", lw=1, label=f"budget ${budget_usd:g}")
+    if min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("expected spend over the sample (USD)")
+    ax.set_ylabel("mean route score of the chosen model")
+    ax.set_title(title or "Quality vs spend across cost sensitivity λ")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
