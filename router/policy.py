@@ -31,6 +31,7 @@ may be routed to a mix member above it. Ties are broken by lower cost, then name
 from __future__ import annotations
 
 import math
+import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -313,18 +314,18 @@ def lp_mix(scores: Sequence[float], costs: Sequence[float], cap: float | None) -
     the two hull vertices bracketing the cap. O(M log M); no solver. Raises ValueError when
     the cap is below every cost (infeasible). Ties: lower cost, then lower index.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    c = np.asarray(costs, dtype=np.float64)
-    if s.shape != c.shape or s.ndim != 1 or s.size == 0:
+    s = [float(x) for x in scores]  # plain floats: M is small and numpy scalars are slow
+    c = [float(x) for x in costs]
+    if len(s) != len(c) or not s:
         raise ValueError("scores and costs must be equal-length non-empty vectors")
-    order = sorted(range(s.size), key=lambda i: (-round(s[i], 12), c[i], i))
-    top = order[0]
+    m = len(s)
+    top = min(range(m), key=lambda i: (-round(s[i], 12), c[i], i))
     if cap is None or c[top] <= cap:
         return {top: 1.0}
-    if cap < c.min():
+    if cap < min(c):
         raise ValueError("cap below every cost")
     # Points sorted by cost, best score first within a cost; keep one per cost.
-    by_cost = sorted(range(s.size), key=lambda i: (c[i], -s[i], i))
+    by_cost = sorted(range(m), key=lambda i: (c[i], -s[i], i))
     pts: list[int] = []
     for i in by_cost:
         if pts and c[i] == c[pts[-1]]:
@@ -356,7 +357,7 @@ def lp_mix(scores: Sequence[float], costs: Sequence[float], cap: float | None) -
 
 
 def _sample(mix: dict[int, float], seed: int) -> int:
-    u = np.random.default_rng(seed).random()
+    u = random.Random(seed).random()  # stable across Python versions for int seeds
     acc = 0.0
     items = sorted(mix.items())
     for i, p in items:
