@@ -41,6 +41,22 @@ import numpy as np
 
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, Catalog, ModelConfig, TeamPolicy
 from router.errors import BudgetExceededError, InvalidRequestError, NoCandidateError
+from router.outcomes import route_scores, sigmoid
+
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "Decision",
+    "decide",
+    "eligible_models",
+    "expected_cost_usd",
+    "expected_output_tokens",
+    "lp_mix",
+    "make_candidates",
+    "request_needs",
+    "route_scores",  # re-exported from router.outcomes: σ(β) for GRK, β for BT/RK
+    "win_rates",
+]
 
 # ---------------------------------------------------------------- values
 
@@ -66,28 +82,6 @@ class Decision:
 
 
 # ---------------------------------------------------------------- candidates
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign so that neither branch overflows.
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def route_scores(head: str, coefs: Sequence[float] | np.ndarray) -> np.ndarray:
-    """The per-model routing score of the P2L public code: σ(β) for GRK (P(answer is not
-    bad)), the raw β for BT and RK (a strength on the logit scale)."""
-    b = np.asarray(coefs, dtype=np.float64)
-    if head == "grk":
-        return _sigmoid(b)
-    if head in ("bt", "rk"):
-        return b.copy()
-    raise ValueError(f"unknown P2L head {head!r} (expected grk, rk or bt)")
 
 
 def request_needs(body: Mapping[str, Any]) -> frozenset[str]:
@@ -444,7 +438,7 @@ def win_rates(
     qv = np.array([q[m] for m in names]) / sum(q.values())
     bj = np.array([beta[m] for m in names])
     bi = np.array([c.coef for c in cands])
-    w = _sigmoid(bi[:, None] - bj[None, :]) @ qv
+    w = sigmoid(bi[:, None] - bj[None, :]) @ qv
     return w, note
 
 
