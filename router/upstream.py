@@ -3,14 +3,13 @@
 One pooled HTTP/1.1 transport per provider (``httpx.AsyncHTTPTransport``: keep-alive,
 ``max_connections`` from providers.yaml). Requests go to the transport directly rather
 than through ``httpx.AsyncClient``: a proxy wants none of the client's cookies, redirects
-or auth flows, and skipping them is a third of the per-request CPU (see the README of
-this module's benchmark in the final report). URLs and headers are built once per
-provider.
+or auth flows, and skipping them saved about a third of the per-request CPU in a loopback
+benchmark. URLs and headers are built once per provider.
 
 Timeouts (providers.yaml ``timeouts``) are asyncio deadlines around each phase:
-``first_byte`` until the response headers, ``idle`` between body chunks, ``total`` over
-the whole exchange (every attempt, every back-off sleep, the whole stream); ``connect``
-is handed to the transport.
+``first_byte`` until the response headers (and a stream's first event), ``idle`` between
+body chunks, ``total`` over the whole exchange (every attempt, every back-off sleep, the
+whole stream); ``connect`` is handed to the transport.
 
 Retries: connect errors, disconnects and timeouts before the response headers, and
 statuses 408/409/429/5xx, at most ``max_retries`` times, waiting ``Retry-After`` when
@@ -331,7 +330,7 @@ class UpstreamClient:
     # ------------------------------------------------------------ attempts
 
     async def _call(self, p: _Provider, once: Callable, content: bytes) -> Any:
-        """Run ``once`` (returns ``(result, attempts)`` shape via ``_finish``) with retries."""
+        """Run one attempt, then tenacity-driven retries while the failure is retryable."""
         deadline = asyncio.get_running_loop().time() + p.total
         try:
             return _finish(await once(p, content, deadline), 1)
@@ -418,6 +417,7 @@ class UpstreamClient:
         return out
 
     async def _stream_once(self, p: _Provider, content: bytes, deadline: float) -> UpstreamStream:
+        first_by = asyncio.get_running_loop().time() + p.first_byte
         resp = await self._send(p, content, deadline)
         ctype = resp.headers.get("content-type", "")
         if ctype.startswith("application/json"):  # an answer or an error, but not a stream
@@ -426,7 +426,7 @@ class UpstreamClient:
                 "protocol", f"{p.name}: expected an event stream, got JSON", body=got.body,
                 provider=p.name,
             )  # fmt: skip
-        return UpstreamStream(resp, p, deadline)
+        return UpstreamStream(resp, p, deadline, first_by)
 
 
 def _finish(result: Any, attempts: int) -> Any:
@@ -501,17 +501,21 @@ class UpstreamStream:
 
     ``async for chunk in stream`` yields each ``data:`` JSON object (usage chunks too)
     and ends at ``[DONE]`` (``completed`` is then true) or when the upstream closes.
-    Raises :class:`UpstreamFailure`: ``timeout`` when no chunk comes within ``idle`` or
-    the total deadline passes, ``protocol`` for an error event or a broken connection.
+    Raises :class:`UpstreamFailure`: ``timeout`` when the first event has not come
+    ``first_byte`` after the request (headers often come at once, the first token much
+    later), a later chunk not within ``idle``, or the total deadline passes; ``protocol`` for an error event or a broken connection.
     Always ``aclose()`` it (or use ``async with``): that frees the upstream connection.
     """
 
-    def __init__(self, resp: httpx.Response, p: _Provider, deadline: float) -> None:
+    def __init__(
+        self, resp: httpx.Response, p: _Provider, deadline: float, first_by: float
+    ) -> None:
         self.attempts = 1
         self.completed = False
         self._resp = resp
         self._p = p
         self._deadline = deadline
+        self._first_by: float | None = first_by  # until the first event arrives
         self._raw = resp.aiter_bytes()
         self._decoder = SSEDecoder()
         self._pending: deque[dict] = deque()
@@ -537,13 +541,17 @@ class UpstreamStream:
     async def _read(self) -> None:
         p = self._p
         loop = asyncio.get_running_loop()
+        first = self._first_by
+        when = first if first is not None else loop.time() + p.idle
         try:
-            async with asyncio.timeout_at(min(loop.time() + p.idle, self._deadline)):
+            async with asyncio.timeout_at(min(when, self._deadline)):
                 chunk = await anext(self._raw, None)
         except TimeoutError:
             await self.aclose()
             if loop.time() >= self._deadline:
                 msg = f"{p.name}: total deadline of {p.total:g}s passed mid-stream"
+            elif first is not None:
+                msg = f"{p.name}: no first stream event within {p.first_byte:g}s"
             else:
                 msg = f"{p.name}: no stream chunk within {p.idle:g}s"
             raise UpstreamFailure("timeout", msg, provider=p.name) from None
@@ -555,6 +563,8 @@ class UpstreamStream:
             events = self._decoder.flush()
         else:
             events = self._decoder.feed(chunk)
+        if events:
+            self._first_by = None
         for event, data in events:
             if data == b"[DONE]":
                 self._ended = self.completed = True

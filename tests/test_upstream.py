@@ -359,16 +359,19 @@ async def test_stream_status_error_not_retried(client, up):
 
 
 async def test_stream_idle_timeout(client_for, up):
-    c, cat = client_for(idle=0.15)
-    up.behave("up-m1", chunk_delay_s=0.5)
+    c, cat = client_for(idle=0.15, first_byte=1)
+    up.behave("up-m1", chunk_delay_s=0.4)
     stream = await c.open_stream(cat.models["m1"], {"model": "m1", "messages": MSGS})
     t0 = time.monotonic()
+    got = 0
     with pytest.raises(UpstreamFailure) as info:
         async with stream:
             async for _ in stream:
-                pass
+                got += 1
+    # the first chunk may take up to first_byte; the gap after it is over idle
+    assert got == 1
     assert info.value.kind == "timeout" and "within 0.15s" in str(info.value)
-    assert time.monotonic() - t0 < 0.45
+    assert 0.5 < time.monotonic() - t0 < 0.9
 
 
 async def test_stream_total_deadline(client_for, up):
@@ -490,6 +493,46 @@ async def test_json_instead_of_stream_is_a_protocol_failure(tmp_path):
     assert (
         info.value.kind == "protocol" and info.value.body["error"]["message"] == "no streaming here"
     )
+
+
+def _slow_first_app(first_delay: float):
+    async def app(scope, receive, send):
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+        await asyncio.sleep(first_delay)
+        await send(
+            {"type": "http.response.body", "body": b'data: {"choices":[]}\n\n', "more_body": True}
+        )
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    return app
+
+
+async def test_first_stream_event_waits_first_byte_not_idle(tmp_path):
+    cat = make_catalog(
+        tmp_path, "http://inproc.local/v1", key=None, max_retries=0, first_byte=0.6, idle=0.1
+    )
+    app = _slow_first_app(0.3)
+    async with UpstreamClient(cat, transports={"fake": StreamingASGITransport(app)}) as c:
+        stream = await c.open_stream(cat.models["m1"], {"model": "m1", "messages": MSGS})
+        assert [ch async for ch in stream] == [{"choices": []}] and stream.completed
+        # a keep-alive comment does not count as the first event
+        cat2 = make_catalog(
+            tmp_path, "http://x/v1", key=None, max_retries=0, first_byte=0.15, idle=1
+        )
+    async with UpstreamClient(cat2, transports={"fake": StreamingASGITransport(app)}) as c:
+        stream = await c.open_stream(cat2.models["m1"], {"model": "m1", "messages": MSGS})
+        with pytest.raises(UpstreamFailure) as info:
+            async for _ in stream:
+                pass
+    assert info.value.kind == "timeout" and "first stream event" in str(info.value)
 
 
 async def test_stream_ending_without_done(tmp_path):
