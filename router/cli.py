@@ -345,9 +345,74 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.simulate_cli import run_simulate
+    from router.config import load_config
+    from router.scorer import ModelLoadError, load_p2l
+    from router.serving import message_text
+    from router.simulate import (
+        lambda_grid,
+        load_prompts,
+        plot_frontier,
+        score_prompts,
+        simulate_scored,
+    )
 
-    return run_simulate(args)
+    cfg = load_config(args.providers, args.policies)
+    team = cfg.teams.get(args.team)
+    if team is None:
+        print(
+            f"p2l-router: no team {args.team!r} in {args.policies} (teams: {', '.join(sorted(cfg.teams))})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        prompts = load_prompts(args.prompts)
+        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"p2l-router: {exc}", file=sys.stderr)
+        return 1
+    texts = [model.render(p.messages) for p in prompts]
+    rows = []
+    for i in range(0, len(texts), SIMULATE_BATCH):
+        coefs, _ = model.forward(texts[i : i + SIMULATE_BATCH])
+        rows.extend(coefs)
+    scored = iter(rows)
+    sp = score_prompts(
+        lambda _messages: (next(scored), model.model_list),
+        prompts,
+        team=team,
+        catalog=cfg.catalog,
+        head=model.head,
+        prompt_tokens_fn=lambda messages: model.count_tokens(message_text(messages)),
+    )
+    grid = lambda_grid(sp, team.cost_sensitivity) if args.frontier else None
+    result = simulate_scored(sp, team=team, strategy=args.strategy, lambdas=grid)
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2, default=str))
+    else:
+        print(result.summary())
+    if args.frontier:
+        current = (
+            result
+            if result.strategy == "cost-aware"
+            else simulate_scored(sp, team=team, strategy="cost-aware")
+        )
+        out = plot_frontier(
+            result.frontier or (),
+            current,
+            args.frontier,
+            title=f"team {team.name}: {len(prompts)} prompts",
+        )
+        print(f"frontier ({len(result.frontier or ())} λ values) written to {out}", file=sys.stderr)
+    return 0
+
+
+SIMULATE_BATCH = 16
+
+
+def _as_json(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(result)
 
 
 if __name__ == "__main__":

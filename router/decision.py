@@ -106,6 +106,7 @@ class DecisionRecord:
             "team": self.team,
             "requested_model": self.requested_model,
             "strategy": self.strategy,
+            "cost_sensitivity": self.decision.cost_sensitivity if self.decision else None,
             "candidates": self._candidates(),
             "chosen": self.chosen,
             "reason": self.reason,

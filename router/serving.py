@@ -35,6 +35,7 @@ from router.errors import (
 )
 from router.ledger import InsufficientBudget, Ledger, Reservation, Usage, create_ledger
 from router.metrics import Metrics
+from router.pacing import paced_lambda
 from router.policy import Candidate, Decision, decide, eligible_models, expected_cost_usd
 from router.policy import expected_output_tokens as expected_output
 from router.protocol import ChatRequest, LeaderboardRequest, parse_chat, parse_json_object
@@ -307,11 +308,9 @@ class RouterService:
                     coefs=coefs,
                     opponent_mix=team.opponent_mix,
                 )
-            except BudgetExceededError:
-                need = min(c.expected_cost_usd for c in cands)
-                raise self._budget_error(
-                    Plan(team, req, [], {}, prompt_tokens, {}, key, end, remaining), usage, need
-                ) from None
+            except BudgetExceededError as exc:
+                when = f"; it resets at {end.isoformat()}" if end else ""
+                raise BudgetExceededError(f"team '{team.name}': {exc.message}{when}") from None
             rec.decision = decision
             rec.chosen = decision.chosen
             rec.reason = decision.reason
@@ -371,7 +370,24 @@ class RouterService:
         )
 
     async def cost_sensitivity(self, team: TeamPolicy, usage: Usage, key: str) -> float:
-        return team.cost_sensitivity
+        """The team's λ; with ``budget.pacing`` it adapts so spend tracks the budget."""
+        b = team.budget
+        if not b.pacing or b.usd is None or b.period == "total":
+            return team.cost_sensitivity
+        _, start, end = self.period(team)
+        state_key = f"pacing:{team.name}"
+        state = await self.ledger.get_state(state_key)
+        lam, state = paced_lambda(
+            state,
+            team.cost_sensitivity,
+            usage.spent_usd + usage.reserved_usd,
+            b.usd,
+            start,
+            end,
+            self.clock(),
+        )
+        await self.ledger.set_state(state_key, state)
+        return lam
 
     async def reserve(self, plan: Plan, model: str, rec: DecisionRecord) -> None:
         """Hold the expected cost of ``model``; swap any earlier hold of this request."""

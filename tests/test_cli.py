@@ -253,3 +253,47 @@ def test_serve_reloads_config_on_sighup(tmp_path, fake_upstream_server):
     finally:
         _, err = stop(proc)
     assert "config reload refused" in err and "research.yaml" in err
+
+
+def test_simulate_prints_shares_and_plots_frontier(tmp_path, capsys, monkeypatch):
+    from router.cli import main
+
+    ckpt = tmp_path / "ck"
+    assert main(["tiny-checkpoint", str(ckpt), "--models", ",".join(TINY_MODELS)]) == 0
+    providers, policies, env = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [
+        json.dumps({"prompt": f"question number {i} about {'physics' if i % 2 else 'poetry'}"})
+        for i in range(24)
+    ]
+    lines.append(json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}))
+    prompts.write_text("\n".join(lines) + "\n")
+    png = tmp_path / "frontier.png"
+    capsys.readouterr()
+    args = [
+        "simulate",
+        str(prompts),
+        "--team",
+        "research",
+        "--providers",
+        str(providers),
+        "--policies",
+        str(policies),
+        "--p2l-model",
+        str(ckpt),
+        "--device",
+        "cpu",
+    ]
+    assert main([*args, "--frontier", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompts"] == 25 and out["routed"] == 25
+    assert sum(out["shares"].values()) == pytest.approx(1.0)
+    assert set(out["shares"]) <= set(TINY_MODELS) and out["spend_usd"] > 0
+    lams = [p["cost_sensitivity"] for p in out["frontier"]]
+    assert 0 in lams and 20.0 in lams
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert main([*args, "--strategy", "max-quality"]) == 0
+    assert "25/25 prompts routed" in capsys.readouterr().out
+    assert main([*args[:3], "nobody", *args[4:]]) == 1

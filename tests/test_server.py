@@ -421,3 +421,18 @@ def test_leaderboard_endpoint(make_router):
     )
     bad = r.http().post("/v1/leaderboard", json={"top_k": 3})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
+
+
+def test_pacing_adapts_lambda_and_persists_its_state(make_router):
+    import sqlite3
+
+    r = make_router(team={"budget": {"usd": 0.01, "pacing": True}, "cost_sensitivity": 5})
+    for i in range(3):
+        r.openai().chat.completions.create(
+            model="p2l", messages=[{"role": "user", "content": f"q{i}"}]
+        )
+    lambdas = [ln["cost_sensitivity"] for ln in r.decisions()]
+    assert len(lambdas) == 3 and all(lam > 0 for lam in lambdas)
+    db = sqlite3.connect(r.tmp / "ledger.db")
+    (value,) = db.execute("SELECT value FROM state WHERE key = 'pacing:research'").fetchone()
+    assert json.loads(value)
