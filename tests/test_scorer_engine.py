@@ -87,6 +87,10 @@ def test_plan_batches():
     assert plan_batches([50, 2], 10) == [[1], [0]]  # too long: alone, still scored
     for group in plan_batches([7, 3, 9, 1, 4, 4, 8], 16):
         assert max([7, 3, 9, 1, 4, 4, 8][i] for i in group) * len(group) <= 16 or len(group) == 1
+    # padding 4 short prompts to 1000 tokens costs more than a second forward
+    assert plan_batches([10, 1000, 10, 10, 10], 10**6, overhead_tokens=16) == [[0, 2, 3, 4], [1]]
+    # a dear forward (GPU kernel launches, Python) makes one padded batch cheaper
+    assert plan_batches([10, 1000, 10, 10, 10], 10**6, overhead_tokens=10**4) == [[0, 2, 3, 4, 1]]
 
 
 async def test_cache_hit_is_identical_and_counted(p2l):
@@ -173,10 +177,11 @@ async def test_cancel_during_forward_drops_the_result_but_caches_it(p2l):
 
 
 async def test_warmup_sets_ready_and_close_refuses(p2l):
-    engine = ScoringEngine(p2l)
+    engine = ScoringEngine(p2l, max_batch_tokens=4096)
     assert not engine.ready
     await engine.warmup()
     assert engine.ready and engine.stats()["ready"] == 1
+    assert 16 <= engine.stats()["forward_overhead_tokens"] <= 4096  # calibrated
     await engine.close()
     assert not engine.ready
     with pytest.raises(NotReadyError):
@@ -220,3 +225,13 @@ def test_oom_splits_the_batch_in_halves():
 
     with pytest.raises(torch.OutOfMemoryError):
         forward_splitting_on_oom(always_oom, [[1], [2]])
+
+
+async def test_a_lone_caller_does_not_wait_for_a_batch(p2l):
+    engine = ScoringEngine(p2l, max_wait_ms=2000)
+    try:
+        await engine.score(prompt(1))
+        lone = await engine.score(prompt(2))
+        assert lone.scoring_ms < 1500  # no 2 s batch wait without concurrent traffic
+    finally:
+        await engine.close()

@@ -271,15 +271,13 @@ class P2LModel:
         if self._torch_device.type == "cuda":
             width = -(-width // 8) * 8  # tensor-core friendly; pads after the CLS change nothing
         input_ids = torch.full((batch, width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((batch, width), dtype=torch.long)
         for r, row in enumerate(ids):
             input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[r, : len(row)] = 1
         dev = self._torch_device
-        hidden = self._backbone(
-            input_ids=input_ids.to(dev, non_blocking=True),
-            attention_mask=mask.to(dev, non_blocking=True),
-        ).last_hidden_state
+        # No padding mask, on purpose: padding is on the right and attention is causal, so
+        # no real token (the CLS included) ever sees a pad; the pads' own outputs are never
+        # read. Without a mask SDPA takes its fused causal kernels instead of a dense mask.
+        hidden = self._backbone(input_ids=input_ids.to(dev, non_blocking=True)).last_hidden_state
         pooled = hidden[torch.arange(batch, device=dev), torch.tensor(positions, device=dev)]
         coefs = self._head(pooled).float().cpu().numpy().astype(np.float64)
         if self._eta_head is None:

@@ -70,23 +70,36 @@ def forward_splitting_on_oom(
         return np.concatenate([c1, c2]), eta
 
 
-def plan_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Indices grouped by token length so each group's padded size fits max_batch_tokens.
+def plan_batches(
+    lengths: Sequence[int], max_batch_tokens: int, overhead_tokens: int = 256
+) -> list[list[int]]:
+    """Indices grouped by token length: the cheapest split into forwards.
 
-    Sorting by length keeps padding small; a prompt longer than the budget runs alone.
+    Cost of a forward = ``overhead_tokens`` (fixed cost of one forward, in tokens) +
+    rows x padded width; each group's padded size stays within ``max_batch_tokens`` (a
+    prompt longer than that runs alone). Exact dynamic programme over the lengths sorted
+    ascending, where the best groups are contiguous; n is at most max_batch_size.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sizes = [lengths[i] for i in order]
+    n = len(sizes)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the j shortest
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        width = sizes[j - 1]  # the longest of any group ending at j
+        for i in range(j - 1, -1, -1):
+            padded = (j - i) * width
+            if padded > max_batch_tokens and j - i > 1:
+                break
+            cost = best[i] + overhead_tokens + padded
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
     groups: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # sorted ascending, so lengths[i] is the padded width if i joins
-        if current and lengths[i] * (len(current) + 1) > max_batch_tokens:
-            groups.append(current)
-            current = []
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
+    j = n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
 
 
 class ScoringEngine:
@@ -101,6 +114,7 @@ class ScoringEngine:
         max_wait_ms: float = 2.0,
         max_queue: int = 256,
         cache_size: int = 8192,
+        forward_overhead_tokens: int = 256,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_batch_tokens < 1:
             raise ValueError("max_batch_size, max_batch_tokens and max_queue must be >= 1")
@@ -110,6 +124,7 @@ class ScoringEngine:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.cache_size = cache_size
+        self.forward_overhead_tokens = forward_overhead_tokens
         self.ready = False
         self._pending: deque[_Request] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -131,6 +146,7 @@ class ScoringEngine:
         }
         self._forward_s = 0.0
         self._in_flight = 0
+        self._last_batch_size = 0
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -144,14 +160,43 @@ class ScoringEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2l-forward")
         self._task = asyncio.create_task(self._batcher(), name="p2l-batcher")
 
-    async def warmup(self) -> None:
-        """One forward through the worker thread (allocations, kernels); then ``ready``."""
+    async def warmup(self, *, calibrate: bool = True) -> None:
+        """Forwards through the worker thread (allocations, kernels); then ``ready``.
+
+        With ``calibrate``, also times a short and a long forward to learn what one
+        forward costs in token-equivalents, which decides how batches are split.
+        """
         await self.start()
         assert self._executor is not None
         text = self.model.render([{"role": "user", "content": "Hello! Warm up, please."}])
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._run_batch, [text])
+        if calibrate:
+            overhead = await loop.run_in_executor(self._executor, self._calibrate, text)
+            if overhead is not None:
+                self.forward_overhead_tokens = overhead
         self.ready = True
+
+    def _calibrate(self, text: str) -> int | None:
+        """Fixed cost of one forward, in tokens: t(1 short row) against t(rows of 1024 tokens)."""
+        row = self.model.encode([text])[0][0]
+        long_row = (row * (256 // len(row) + 1))[-256:]
+        long_row[-1] = row[-1]  # ends in the CLS
+
+        def best_of(ids: list[list[int]]) -> float:
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                self.model.forward_ids(ids)
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        short_s, long_s = best_of([row]), best_of([long_row] * 4)
+        per_token = (long_s - short_s) / (4 * 256 - len(row))
+        if per_token <= 0:
+            return None
+        overhead = round(short_s / per_token) - len(row)
+        return int(min(max(overhead, 16), self.max_batch_tokens))
 
     async def close(self) -> None:
         """Stop batching; queued callers get NotReadyError; the forward thread is released."""
@@ -217,6 +262,7 @@ class ScoringEngine:
             "forward_seconds_total": round(self._forward_s, 6),
             "avg_batch_size": self._stats["prompts_scored"] / forwards if forwards else 0.0,
             "ready": int(self.ready),
+            "forward_overhead_tokens": self.forward_overhead_tokens,
         }
 
     # internals -------------------------------------------------------------------------
@@ -254,8 +300,10 @@ class ScoringEngine:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # let a burst gather: until max_wait after the oldest request, or a full batch
-            deadline = self._pending[0].enqueued + self.max_wait_s
+            # Let a burst gather (until max_wait after the oldest request, or a full batch),
+            # but only under concurrent load: a lone caller should not pay the wait.
+            wait_s = self.max_wait_s if self._last_batch_size > 1 else 0.0
+            deadline = self._pending[0].enqueued + wait_s
             while len(self._pending) < self.max_batch_size:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
@@ -270,7 +318,7 @@ class ScoringEngine:
                     batch.append(req)
             if not batch:
                 continue
-            self._in_flight = len(batch)
+            self._in_flight = self._last_batch_size = len(batch)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_batch, [r.text for r in batch]
@@ -295,7 +343,9 @@ class ScoringEngine:
         t0 = time.perf_counter()
         ids, full_lengths = self.model.encode(texts)
         results: list[Result | None] = [None] * len(texts)
-        for group in plan_batches([len(x) for x in ids], self.max_batch_tokens):
+        for group in plan_batches(
+            [len(x) for x in ids], self.max_batch_tokens, self.forward_overhead_tokens
+        ):
             coefs, eta = forward_splitting_on_oom(
                 self.model.forward_ids, [ids[i] for i in group], self._count_split
             )
