@@ -15,7 +15,8 @@ import yaml
 
 from router.config import Catalog, load_providers
 from router.echo import StreamingASGITransport, create_echo_app
-from router.upstream import SSEDecoder, UpstreamClient, UpstreamFailure, _retry_after
+from router.sse import SSEDecoder
+from router.upstream import UpstreamClient, UpstreamFailure, _retry_after
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_upstream import FakeUpstream  # noqa: E402
