@@ -6,7 +6,6 @@ left out unless the operator opts in (``--log-prompts``).
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from router._json import dumps
 from router.policy import Decision
 
 TOP_CANDIDATES_LOGGED = 5
@@ -149,7 +149,7 @@ class DecisionLog:
     def write(self, record: DecisionRecord) -> None:
         if self._fh is None:
             return
-        text = json.dumps(record.log_line(), separators=(",", ":"), default=str) + "\n"
+        text = dumps(record.log_line()).decode() + "\n"
         with self._lock:
             self._fh.write(text)
 

@@ -27,19 +27,7 @@ from typing import Any
 
 import httpx
 
-try:  # orjson is optional; the stdlib is the fallback
-    import orjson
-
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    loads = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-    loads = json.loads
+from router._json import dumps, loads  # noqa: F401 - re-exported for the test fake
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

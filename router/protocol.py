@@ -7,11 +7,11 @@ verbatim (``extra="allow"``) and forwarded unchanged. Validation failures become
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router._json import JSONDecodeError, loads
 from router.config import Strategy
 from router.errors import InvalidRequestError
 
@@ -100,11 +100,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise InvalidRequestError("request body is empty; send a JSON object")
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(
-            f"request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
-        ) from exc
+        data = loads(raw)
+    except JSONDecodeError as exc:
+        raise InvalidRequestError(f"request body is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
     return data

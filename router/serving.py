@@ -8,19 +8,19 @@ thin; every resource used here is created in ``start()`` (the app's lifespan).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import anyio
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
+from router._json import JSONResponse, dumps
 from router.budget import period_bounds, period_key
 from router.config import ROUTER_ALIASES, Catalog, ModelConfig, RouterConfig, TeamPolicy
 from router.decision import DecisionLog, DecisionRecord
@@ -46,10 +46,6 @@ log = logging.getLogger("router")
 # Upstream statuses that mean "the client's request is wrong": passed through, no fallback.
 CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def new_decision_id() -> str:
@@ -465,14 +461,17 @@ class RouterService:
 
     # ------------------------------------------------------------ chat completions
 
-    async def chat(self, raw: bytes, authorization: str | None) -> Response:
+    async def chat(
+        self, read_body: Callable[[], Awaitable[bytes]], authorization: str | None
+    ) -> Response:
+        """One chat completion; ``read_body`` raises BodyTooLargeError past the limit."""
         rec = DecisionRecord(decision_id=new_decision_id())
         plan: Plan | None = None
         streaming = False
         try:
             team = self.authenticate(authorization)
             rec.team = team.name
-            data = parse_json_object(raw)
+            data = parse_json_object(await read_body())
             req = parse_chat(data, max_n=self.max_n)
             rec.requested_model = req.model
             rec.stream = req.stream
@@ -610,21 +609,21 @@ class RouterService:
                     if "error" in chunk and "choices" not in chunk:
                         rec.status = 502
                         rec.error = str(chunk["error"])[:300]
-                        yield b"data: " + _dumps(chunk) + b"\n\n"
+                        yield b"data: " + dumps(chunk) + b"\n\n"
                         continue
                     if not chunk.get("choices") and "usage" in chunk and not wants_usage:
                         continue
                     if not wants_usage:
                         chunk.pop("usage", None)
                     chunk["model"] = model
-                    yield b"data: " + _dumps(chunk) + b"\n\n"
+                    yield b"data: " + dumps(chunk) + b"\n\n"
             except UpstreamFailure as exc:
                 rec.status = 502
                 rec.error = exc.message
                 err = UpstreamError(
                     f"the upstream stream from '{model}' broke: {exc.message}", code=exc.kind
                 )
-                yield b"data: " + _dumps(err.body()) + b"\n\n"
+                yield b"data: " + dumps(err.body()) + b"\n\n"
             rec.upstream_ms += (time.perf_counter() - t0) * 1000
             with anyio.CancelScope(shield=True):
                 await self.settle(plan, model, usage, rec)
@@ -637,7 +636,7 @@ class RouterService:
                 "choices": [],
                 "router": rec.summary(),
             }
-            yield b"data: " + _dumps(final) + b"\n\n"
+            yield b"data: " + dumps(final) + b"\n\n"
             yield b"data: [DONE]\n\n"
         except BaseException:
             if rec.status == 200:

@@ -337,6 +337,8 @@ def test_body_too_large_is_413(make_router):
         json={"model": "p2l", "messages": [{"role": "user", "content": "x" * 2000}]},
     )
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "body_too_large"
+    (line,) = r.decisions()
+    assert line["status"] == 413 and line["team"] == "research"
 
 
 def test_unknown_route_and_method_errors_are_openai_shaped(make_router):
