@@ -7,8 +7,8 @@ temporary folder (WAL, synchronous=NORMAL: the production settings); Redis runs 
 
     python bench/ledger.py [--tasks 64] [--ops 5000] [--redis redis://127.0.0.1:6379/0]
 
-The pacing benchmark is a separate section (see SECTIONS at the bottom); this file owns
-only the ledger numbers.
+A second section replays a simulated day with pacing on and prints final spend and mean
+score against the best fixed λ in hindsight (``--only pacing`` runs just that).
 """
 
 from __future__ import annotations
@@ -101,8 +101,36 @@ async def ledger_section(args: argparse.Namespace) -> None:
 
 
 # Sections run in order by ``main``; the pacing benchmark adds its own entry here.
+async def pacing_section(args: argparse.Namespace) -> None:
+    """A simulated day of cost-aware routing with pacing on: final spend and mean score
+    against the best fixed λ chosen in hindsight (router/pacing.py's replay, the same
+    ``paced_lambda`` the server calls per request)."""
+    from router.pacing import fixed_lambda, hindsight_lambda, replay, synthetic_day
+
+    print("\npacing: one simulated day, 2,000 requests, 8 models, ~6x afternoon peak")
+    print(f"{'seed':>4} {'budget':>9} {'start λ':>10} {'day':>6} {'spend/budget':>13} "
+          f"{'score/hindsight':>16} {'fixed-λ spend/budget':>21}")  # fmt: skip
+    for seed in range(args.pacing_seeds):
+        stream = synthetic_day(2000, seed=seed)
+        full, _ = fixed_lambda(stream, 0.0)
+        for share in (0.2, 0.5):
+            budget = share * full
+            lam_h, _, score_h = hindsight_lambda(stream, budget)
+            for factor in (0.3, 3.0):
+                base = lam_h * factor
+                state = None
+                for day in (1, 2):  # day 2 starts with what day 1 learned
+                    res = replay(stream, budget, base, state=state)
+                    state = res.state
+                    fixed_spend, _ = fixed_lambda(stream, base)
+                    print(f"{seed:>4} {budget:>9.3f} {base:>10.4g} {day:>6} "
+                          f"{res.spent_usd / budget:>13.3f} {res.mean_score / score_h:>16.3f} "
+                          f"{fixed_spend / budget:>21.2f}")  # fmt: skip
+
+
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], object]]] = [
     ("ledger", ledger_section),
+    ("pacing", pacing_section),
 ]
 
 
@@ -111,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=64, help="concurrent asyncio tasks")
     parser.add_argument("--ops", type=int, default=5000, help="reserve+settle pairs in all")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--pacing-seeds", type=int, default=3, help="simulated days per setting")
     parser.add_argument("--only", choices=[n for n, _ in SECTIONS], help="run one section")
     args = parser.parse_args(argv)
     for name, section in SECTIONS:
