@@ -110,6 +110,9 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
+_OVERHEAD: dict[int, int] = {}  # calibrated forward cost per model, measured once
+
+
 async def run_level(
     model: P2LModel, name: str, prompts: list[list[dict]], concurrency: int, batched: bool
 ) -> Result:
@@ -121,7 +124,13 @@ async def run_level(
         max_queue=4096,
         cache_size=0,
     )
-    await engine.warmup()
+    known = _OVERHEAD.get(id(model))
+    await engine.warmup(calibrate=known is None)
+    if known is None:
+        _OVERHEAD[id(model)] = engine.forward_overhead_tokens
+        print(f"  {name}: one forward costs as much as {engine.forward_overhead_tokens} tokens")
+    else:
+        engine.forward_overhead_tokens = known
     latencies: list[float] = []
     queue = iter(prompts)
 

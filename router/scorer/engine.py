@@ -178,9 +178,9 @@ class ScoringEngine:
         self.ready = True
 
     def _calibrate(self, text: str) -> int | None:
-        """Fixed cost of one forward, in tokens: t(1 short row) against t(rows of 1024 tokens)."""
+        """Fixed cost of one forward, in tokens: t(1 short row) against t(2 rows of 128)."""
         row = self.model.encode([text])[0][0]
-        long_row = (row * (256 // len(row) + 1))[-256:]
+        long_row = (row * (128 // len(row) + 1))[-128:]
         long_row[-1] = row[-1]  # ends in the CLS
 
         def best_of(ids: list[list[int]]) -> float:
@@ -191,8 +191,8 @@ class ScoringEngine:
                 times.append(time.perf_counter() - t0)
             return min(times)
 
-        short_s, long_s = best_of([row]), best_of([long_row] * 4)
-        per_token = (long_s - short_s) / (4 * 256 - len(row))
+        short_s, long_s = best_of([row]), best_of([long_row] * 2)
+        per_token = (long_s - short_s) / (2 * 128 - len(row))
         if per_token <= 0:
             return None
         overhead = round(short_s / per_token) - len(row)
