@@ -49,8 +49,9 @@ def _content_text(content: Any, where: str) -> str:
 def user_turns(messages: Any, *, cls_tokens: tuple[str, ...] = (CLS_TEXT,)) -> list[dict[str, str]]:
     """The user messages, in order, as ``{"role": "user", "content": text}``.
 
-    System, assistant and tool turns are dropped; a literal CLS token in user text
-    becomes ``<cls>`` so each scorer row holds exactly one CLS.
+    System, assistant and tool turns are dropped, and so are user turns without text
+    (image-only); a literal CLS token in user text becomes ``<cls>`` so each scorer row
+    holds exactly one CLS.
     """
     if not isinstance(messages, list):
         raise _bad("'messages' must be an array of message objects")
