@@ -530,7 +530,8 @@ class _Pool:
                 fut.set_exception(httpx.ConnectError("the transport is closed"))
         self.waiters.clear()
         for conn in list(self.open):
-            conn.closed = True
+            conn.closed = conn.dropped = True
+            conn.in_pool = False
             if conn.transport is not None:
                 conn.transport.close()
         self.open.clear()
@@ -592,16 +593,21 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         if timeouts and "connect" in timeouts:
             connect_t = timeouts["connect"]
         head, chunked = _encode_head(request)
-        try:
-            body: bytes | None = request.content
-        except httpx.RequestNotRead:
-            body = None
+        stream = request.stream
+        body: bytes | None
+        if isinstance(stream, httpx.ByteStream):  # bytes in memory: one write
+            body = b"".join(stream)
+        else:
+            try:
+                body = request.content
+            except httpx.RequestNotRead:
+                body = None
         head_request = request.method == "HEAD"
         for attempt in (1, 2):
             conn, reused = await pool.acquire(timeouts, connect_t)
             try:
                 await conn.send(
-                    head, body, request.stream, chunked, timeouts,
+                    head, body, stream, chunked, timeouts,
                     reused=reused, head_request=head_request,
                 )  # fmt: skip
             except _StaleConnection:

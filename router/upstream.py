@@ -34,7 +34,7 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -145,10 +145,13 @@ class _Provider:
         self.max_retries = cfg.max_retries
 
     def request(self, content: bytes) -> httpx.Request:
-        headers = [*self.headers, (b"content-length", str(len(content)).encode())]
+        # stream= rather than content=: httpx then adds no headers of its own (ours are
+        # complete), which halves the cost of building the request.
+        headers = [*self.headers, (b"content-length", b"%d" % len(content))]
         return httpx.Request(
-            "POST", self.url, headers=headers, content=content, extensions=self.extensions
-        )
+            "POST", self.url, headers=headers, stream=httpx.ByteStream(content),
+            extensions=self.extensions,
+        )  # fmt: skip
 
     def scrub(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key and self.key in text else text
@@ -173,6 +176,15 @@ def _default_transport(cfg: ProviderConfig, tls: ssl.SSLContext | None) -> httpx
         verify = tls or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         return httpx.AsyncHTTPTransport(verify=verify, limits=limits, http1=True, http2=False)
     raise ValueError(f"{TRANSPORT_ENV}={kind!r}: expected 'http1' (the default) or 'httpx'")
+
+
+def _body(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives. Uncompressed (we send no Accept-Encoding) it is the raw
+    stream, without the three generator layers of ``aiter_bytes``."""
+    for name, _ in resp.headers.raw:
+        if name.lower() == b"content-encoding":
+            return resp.aiter_bytes()
+    return aiter(resp.stream)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- failure translation
@@ -223,7 +235,7 @@ async def _status_failure(resp: httpx.Response, p: _Provider) -> UpstreamFailure
     """Read (a bounded part of) an error answer and describe it."""
     raw = b""
     try:
-        async for part in resp.aiter_bytes():
+        async for part in _body(resp):
             raw += part
             if len(raw) >= ERROR_BODY_LIMIT:
                 break
@@ -416,7 +428,7 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(min(loop.time() + p.idle, deadline)):
-                data = await resp.aread()
+                data = b"".join([part async for part in _body(resp)])
         except TimeoutError:
             raise UpstreamFailure(
                 "timeout", f"{p.name}: response body stalled", provider=p.name
@@ -478,7 +490,7 @@ class UpstreamStream:
         self._p = p
         self._deadline = deadline
         self._first_by: float | None = first_by  # until the first event arrives
-        self._raw = resp.aiter_bytes()
+        self._raw = _body(resp)
         self._decoder = SSEDecoder()
         self._pending: deque[dict] = deque()
         self._ended = False
@@ -564,8 +576,10 @@ class UpstreamStream:
             return
         self._closed = True
         self._ended = True
+        close = getattr(self._raw, "aclose", None)  # a generator's, or the stream's own
         try:
-            await self._raw.aclose()
+            if close is not None:
+                await close()
         finally:
             await self._resp.aclose()
 
