@@ -123,6 +123,7 @@ class RouterService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.ledger = create_ledger(self.ledger_url)
         self.upstream = UpstreamClient(self.config.catalog, transports=self.transports)
         self.decisions = DecisionLog(self.decision_log_target)

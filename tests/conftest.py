@@ -3,6 +3,7 @@ real router served by uvicorn on a free port in a thread."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -124,6 +125,10 @@ class RouterHandle:
     service: Any
     log_path: Path
     tmp: Path
+
+    def run(self, coro: Any, timeout: float = 10) -> Any:
+        """Run a coroutine on the router's own event loop (where its ledger lives)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.service.loop).result(timeout)
 
     def decisions(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():
