@@ -202,10 +202,16 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
-def _reserved(file: str, prefix: str, body: Mapping[str, Any], keys: tuple[str, ...]) -> list[ConfigProblem]:
+def _reserved(
+    file: str, prefix: str, body: Mapping[str, Any], keys: tuple[str, ...]
+) -> list[ConfigProblem]:
     """Fields the loader sets itself (the name is the mapping key or the file name)."""
     where = f"{prefix}." if prefix else ""
-    return [ConfigProblem(file, f"{where}{k}", "unknown field (set by the loader)") for k in keys if k in body]
+    return [
+        ConfigProblem(file, f"{where}{k}", "unknown field (set by the loader)")
+        for k in keys
+        if k in body
+    ]
 
 
 def _read_yaml(path: Path) -> Any:
@@ -243,7 +249,9 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
     file = str(path)
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError([ConfigProblem(file, "", "must be a mapping with 'providers' and 'models'")])
+        raise ConfigError(
+            [ConfigProblem(file, "", "must be a mapping with 'providers' and 'models'")]
+        )
     problems: list[ConfigProblem] = []
     unknown = set(raw) - {"providers", "models"}
     problems += [ConfigProblem(file, k, "unknown top-level field") for k in sorted(unknown)]
@@ -280,7 +288,11 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
         if m.provider not in declared:
             known = ", ".join(sorted(declared)) or "none"
             problems.append(
-                ConfigProblem(file, f"models.{name}.provider", f"unknown provider {m.provider!r} (known: {known})")
+                ConfigProblem(
+                    file,
+                    f"models.{name}.provider",
+                    f"unknown provider {m.provider!r} (known: {known})",
+                )
             )
         models[m.name] = m
     if not providers and not problems:
@@ -298,7 +310,9 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
     return Catalog(providers=providers, models=models, skipped=skipped, source=file)
 
 
-def load_policies(directory: str | Path, env: Mapping[str, str] | None = None) -> dict[str, TeamPolicy]:
+def load_policies(
+    directory: str | Path, env: Mapping[str, str] | None = None
+) -> dict[str, TeamPolicy]:
     env = os.environ if env is None else env
     directory = Path(directory)
     if not directory.is_dir():
@@ -324,7 +338,11 @@ def load_policies(directory: str | Path, env: Mapping[str, str] | None = None) -
             continue
         name = str(raw.pop("team", None) or path.stem)
         if name in teams:
-            problems.append(ConfigProblem(file, "team", f"team {name!r} is already defined in {teams[name].file}"))
+            problems.append(
+                ConfigProblem(
+                    file, "team", f"team {name!r} is already defined in {teams[name].file}"
+                )
+            )
             continue
         try:
             team = TeamPolicy(name=name, file=file, **raw)
@@ -335,11 +353,17 @@ def load_policies(directory: str | Path, env: Mapping[str, str] | None = None) -
         for i, var in enumerate(team.api_keys_env):
             value = env.get(var)
             if not value:
-                log.warning("%s: api_keys_env[%d]: variable %s is unset; that key is ignored", file, i, var)
+                log.warning(
+                    "%s: api_keys_env[%d]: variable %s is unset; that key is ignored", file, i, var
+                )
                 continue
             if value in owner_of_key and owner_of_key[value] != name:
                 problems.append(
-                    ConfigProblem(file, f"api_keys_env[{i}]", f"the key in {var} is also a key of team {owner_of_key[value]!r}")
+                    ConfigProblem(
+                        file,
+                        f"api_keys_env[{i}]",
+                        f"the key in {var} is also a key of team {owner_of_key[value]!r}",
+                    )
                 )
             owner_of_key[value] = name
             keys.append(value)
@@ -371,14 +395,18 @@ def load_config(
         warnings.append(f"provider {prov!r} skipped: {var} is unset; its models are not candidates")
     auth = any(t.keys for t in teams.values())
     if not auth:
-        warnings.append("no team API key is configured: auth is off, every request is team 'default'")
+        warnings.append(
+            "no team API key is configured: auth is off, every request is team 'default'"
+        )
         if DEFAULT_TEAM not in teams:
             teams[DEFAULT_TEAM] = TeamPolicy(name=DEFAULT_TEAM, file="(built-in)")
     for t in teams.values():
         for field, globs in (("allow", t.allow), ("deny", t.deny)):
             for g in globs:
                 if not any(fnmatch.fnmatchcase(m, g) for m in catalog.models):
-                    warnings.append(f"{t.file}: {field}: {g!r} matches no model in {catalog.source}")
+                    warnings.append(
+                        f"{t.file}: {field}: {g!r} matches no model in {catalog.source}"
+                    )
         if t.opponent_mix:
             for m in t.opponent_mix:
                 if m not in catalog.models:
