@@ -1,10 +1,22 @@
-"""Server-Sent Events decoding for streamed upstream answers.
+"""Streamed upstream answers: Server-Sent Events decoding and :class:`UpstreamStream`.
 
-Kept apart from router/upstream.py: it is pure byte handling, tested on its own (every
-split of a stream, every line ending).
+The stream reads through what router/upstream.py hands it (the response, its raw byte
+iterator, the provider, the exchange's deadlines) and reports failures through the
+provider's ``fail``/``translate``, so this module does not import upstream.py.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httpx
+
+from router.echo import loads
+
+if TYPE_CHECKING:
+    from router.upstream import _Deadline, _Provider
 
 
 class SSEDecoder:
@@ -62,3 +74,128 @@ class SSEDecoder:
                 self._data.append(value)
             elif name == b"event":
                 self._event = value
+
+
+class UpstreamStream:
+    """The chunks of a streamed answer as they arrive.
+
+    ``async for chunk in stream`` yields each ``data:`` JSON object (usage chunks too)
+    and ends at ``[DONE]`` (``completed`` is then true) or when the upstream closes.
+    Raises :class:`router.upstream.UpstreamFailure`: ``timeout`` when the first event
+    has not come ``first_byte`` after the request (headers often come at once, the first
+    token much later), a later chunk not within ``idle``, or the total deadline passes;
+    ``protocol`` for an error event or a broken connection.
+    Always ``aclose()`` it (or use ``async with``): that frees the upstream connection.
+    """
+
+    def __init__(
+        self,
+        resp: httpx.Response,
+        raw: AsyncIterator[bytes],
+        p: _Provider,
+        deadline: _Deadline,
+        first_by: float,
+    ) -> None:
+        self.attempts = 1
+        self.completed = False
+        self._resp = resp
+        self._p = p
+        self._deadline = deadline
+        self._first_by: float | None = first_by  # until the first event arrives
+        self._raw = raw
+        self._decoder = SSEDecoder()
+        self._pending: deque[dict] = deque()
+        self._ended = False
+        self._closed = False
+        self._failure: Exception | None = None
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> dict:
+        while not self._pending:
+            if self._failure is not None:  # after the chunks that came before it
+                failure, self._failure = self._failure, None
+                await self.aclose()
+                raise failure
+            if self._ended:
+                await self.aclose()
+                raise StopAsyncIteration
+            await self._read()
+        return self._pending.popleft()
+
+    async def _read(self) -> None:
+        p = self._p
+        deadline = self._deadline
+        loop = deadline.loop
+        first = self._first_by
+        when = first if first is not None else loop.time() + p.idle
+        try:
+            with deadline.phase(min(when, deadline.total)):
+                chunk = await anext(self._raw, None)
+        except TimeoutError:
+            await self.aclose()
+            if loop.time() >= deadline.total:
+                msg = f"total deadline of {p.total:g}s passed mid-stream"
+            elif first is not None:
+                msg = f"no first stream event within {p.first_byte:g}s"
+            else:
+                msg = f"no stream chunk within {p.idle:g}s"
+            raise p.fail("timeout", msg) from None
+        except httpx.HTTPError as exc:
+            await self.aclose()
+            raise p.translate(exc, before_headers=False) from exc
+        if chunk is None:
+            self._ended = True
+            events = self._decoder.flush()
+        else:
+            events = self._decoder.feed(chunk)
+        if events:
+            self._first_by = None
+        for event, data in events:
+            if data == b"[DONE]":
+                self._ended = self.completed = True
+                return
+            obj = self._parse(event, data)
+            if not isinstance(obj, dict):  # yielded after the chunks before it
+                self._failure = obj
+                self._ended = True
+                return
+            self._pending.append(obj)
+
+    def _parse(self, event: bytes, data: bytes) -> dict | Exception:
+        """The chunk, or the failure it reports (an error event, or not JSON)."""
+        p = self._p
+        try:
+            obj = loads(data)
+        except ValueError:
+            obj = None
+        if event == b"error" or (isinstance(obj, dict) and "error" in obj and "choices" not in obj):
+            err = obj.get("error") if isinstance(obj, dict) else None
+            detail = err.get("message") if isinstance(err, dict) else err
+            detail = p.scrub(str(detail or data[:200].decode("utf-8", "replace")))
+            body = obj if isinstance(obj, dict) else None
+            return p.fail("protocol", f"error event in stream: {detail}", body=body)
+        if not isinstance(obj, dict):
+            return p.fail("protocol", "a stream chunk is not a JSON object")
+        return obj
+
+    async def aclose(self) -> None:
+        """Close the upstream response (idempotent; safe to call from ``finally``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ended = True
+        self._deadline.close()
+        close = getattr(self._raw, "aclose", None)  # a generator's, or the stream's own
+        try:
+            if close is not None:
+                await close()
+        finally:
+            await self._resp.aclose()
+
+    async def __aenter__(self) -> UpstreamStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -33,7 +33,6 @@ import logging
 import os
 import ssl
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -43,7 +42,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exp
 from router._http1 import HTTP1Transport
 from router.config import Catalog, ModelConfig, ProviderConfig
 from router.echo import dumps, loads
-from router.sse import SSEDecoder
+from router.sse import UpstreamStream
 
 log = logging.getLogger("router.upstream")
 
@@ -156,6 +155,13 @@ class _Provider:
     def scrub(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key and self.key in text else text
 
+    def fail(self, kind: str, message: str, **kw: Any) -> UpstreamFailure:
+        """A failure of this provider, its name in front of the message."""
+        return UpstreamFailure(kind, f"{self.name}: {message}", provider=self.name, **kw)
+
+    def translate(self, exc: httpx.HTTPError, *, before_headers: bool) -> UpstreamFailure:
+        return _translate(exc, self, before_headers=before_headers)
+
 
 def _default_transport(cfg: ProviderConfig, tls: ssl.SSLContext | None) -> httpx.AsyncBaseTransport:
     """The provider's pool: :class:`HTTP1Transport`, or httpx's own when the environment
@@ -202,11 +208,9 @@ def _translate(exc: httpx.HTTPError, p: _Provider, *, before_headers: bool) -> U
     elif isinstance(exc, httpx.RemoteProtocolError):
         kind, what = "protocol", f"connection broken: {detail}"
     else:  # LocalProtocolError, UnsupportedProtocol, DecodingError, ...: ours to fix
-        return UpstreamFailure("protocol", f"{p.name}: {detail}", provider=p.name)
+        return p.fail("protocol", detail)
     where = "" if before_headers else " after the response started"
-    return UpstreamFailure(
-        kind, f"{p.name}: {what}{where}", retryable=before_headers, provider=p.name
-    )
+    return p.fail(kind, f"{what}{where}", retryable=before_headers)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -295,6 +299,72 @@ def _stop(max_retries: int, deadline: float) -> Callable[[RetryCallState], bool]
     return stop
 
 
+# ---------------------------------------------------------------- deadlines
+
+
+class _Deadline:
+    """The deadlines of one exchange's phases (headers, body, each stream chunk) on one
+    lazily re-armed timer, plus the ``total`` deadline.
+
+    ``asyncio.timeout`` arms and cancels a timer per phase (~10 µs each on the benchmark
+    VM; a stream has a phase per chunk). Here a phase only records its deadline; the
+    timer, armed for the earliest one, re-arms itself when it fires before the running
+    phase is due. A late phase cancels its task, and ``with`` turns that cancellation
+    into ``TimeoutError``, with ``asyncio.timeout``'s rules for other cancellations.
+    """
+
+    __slots__ = ("loop", "total", "_handle", "_when", "_at", "_task", "_cancelling", "_expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, total: float) -> None:
+        self.loop = loop
+        self.total = total
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0  # when the armed timer fires
+        self._at = 0.0  # when the running phase is due
+        self._task: asyncio.Task | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    def phase(self, at: float) -> _Deadline:
+        """``with deadline.phase(when): ...`` raises TimeoutError after ``when``."""
+        task = self._task = asyncio.current_task()
+        self._cancelling = task.cancelling()  # type: ignore[union-attr]
+        self._at = at
+        self._expired = False
+        if self._handle is None or at < self._when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._when = at
+            self._handle = self.loop.call_at(at, self._fire)
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type | None, exc: BaseException | None, tb: object) -> None:
+        task, self._task = self._task, None
+        if self._expired:
+            self._expired = False
+            if task.uncancel() <= self._cancelling and et is asyncio.CancelledError:  # type: ignore[union-attr]
+                raise TimeoutError from exc
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._task is None:  # between phases: the next one arms again
+            return
+        if self._at <= self._when:
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._when = self._at
+            self._handle = self.loop.call_at(self._at, self._fire)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -361,8 +431,21 @@ class UpstreamClient:
     # ------------------------------------------------------------ attempts
 
     async def _call(self, p: _Provider, once: Callable, content: bytes) -> Any:
+        """Run the attempts; the deadlines end with them, or with the stream they open."""
+        loop = asyncio.get_running_loop()
+        deadline = _Deadline(loop, loop.time() + p.total)
+        result = None
+        try:
+            result = await self._attempts(p, once, content, deadline)
+            return result
+        finally:
+            if not isinstance(result, UpstreamStream):
+                deadline.close()
+
+    async def _attempts(
+        self, p: _Provider, once: Callable, content: bytes, deadline: _Deadline
+    ) -> Any:
         """Run one attempt, then tenacity-driven retries while the failure is retryable."""
-        deadline = asyncio.get_running_loop().time() + p.total
         try:
             return _finish(await once(p, content, deadline), 1)
         except UpstreamFailure as exc:
@@ -386,7 +469,7 @@ class UpstreamClient:
                      p.max_retries, rs.upcoming_sleep, exc)  # fmt: skip
 
         retrying = AsyncRetrying(
-            stop=_stop(p.max_retries, deadline),
+            stop=_stop(p.max_retries, deadline.total),
             wait=_wait,
             retry=retry_if_exception(_retryable),
             before_sleep=before_sleep,
@@ -400,41 +483,32 @@ class UpstreamClient:
             raise
         return _finish(result, attempts)
 
-    async def _send(self, p: _Provider, content: bytes, deadline: float) -> httpx.Response:
+    async def _send(self, p: _Provider, content: bytes, deadline: _Deadline) -> httpx.Response:
         """One request until 2xx response headers (body unread), within ``first_byte``."""
-        loop = asyncio.get_running_loop()
+        loop = deadline.loop
         try:
-            async with asyncio.timeout_at(min(loop.time() + p.first_byte, deadline)):
+            with deadline.phase(min(loop.time() + p.first_byte, deadline.total)):
                 resp = await p.transport.handle_async_request(p.request(content))
                 if resp.status_code >= 300:
                     raise await _status_failure(resp, p)
         except TimeoutError:
-            if loop.time() >= deadline:
-                raise UpstreamFailure(
-                    "timeout", f"{p.name}: total deadline of {p.total:g}s passed", provider=p.name
-                ) from None
-            raise UpstreamFailure(
-                "timeout",
-                f"{p.name}: no response headers within {p.first_byte:g}s",
-                retryable=True,
-                provider=p.name,
-            ) from None
+            if loop.time() >= deadline.total:
+                raise p.fail("timeout", f"total deadline of {p.total:g}s passed") from None
+            msg = f"no response headers within {p.first_byte:g}s"
+            raise p.fail("timeout", msg, retryable=True) from None
         except httpx.HTTPError as exc:
-            raise _translate(exc, p, before_headers=True) from exc
+            raise p.translate(exc, before_headers=True) from exc
         return resp
 
-    async def _complete_once(self, p: _Provider, content: bytes, deadline: float) -> dict:
+    async def _complete_once(self, p: _Provider, content: bytes, deadline: _Deadline) -> dict:
         resp = await self._send(p, content, deadline)
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout_at(min(loop.time() + p.idle, deadline)):
+            with deadline.phase(min(deadline.loop.time() + p.idle, deadline.total)):
                 data = b"".join([part async for part in _body(resp)])
         except TimeoutError:
-            raise UpstreamFailure(
-                "timeout", f"{p.name}: response body stalled", provider=p.name
-            ) from None
+            raise p.fail("timeout", "response body stalled") from None
         except httpx.HTTPError as exc:
-            raise _translate(exc, p, before_headers=False) from exc
+            raise p.translate(exc, before_headers=False) from exc
         finally:
             await resp.aclose()
         try:
@@ -442,22 +516,19 @@ class UpstreamClient:
         except ValueError:
             out = None
         if not isinstance(out, dict):
-            raise UpstreamFailure(
-                "protocol", f"{p.name}: the answer is not a JSON object", provider=p.name
-            )
+            raise p.fail("protocol", "the answer is not a JSON object")
         return out
 
-    async def _stream_once(self, p: _Provider, content: bytes, deadline: float) -> UpstreamStream:
-        first_by = asyncio.get_running_loop().time() + p.first_byte
+    async def _stream_once(
+        self, p: _Provider, content: bytes, deadline: _Deadline
+    ) -> UpstreamStream:
+        first_by = deadline.loop.time() + p.first_byte
         resp = await self._send(p, content, deadline)
         ctype = resp.headers.get("content-type", "")
         if ctype.startswith("application/json"):  # an answer or an error, but not a stream
             got = await _status_failure(resp, p)
-            raise UpstreamFailure(
-                "protocol", f"{p.name}: expected an event stream, got JSON", body=got.body,
-                provider=p.name,
-            )  # fmt: skip
-        return UpstreamStream(resp, p, deadline, first_by)
+            raise p.fail("protocol", "expected an event stream, got JSON", body=got.body)
+        return UpstreamStream(resp, _body(resp), p, deadline, first_by)
 
 
 def _finish(result: Any, attempts: int) -> Any:
@@ -465,126 +536,3 @@ def _finish(result: Any, attempts: int) -> Any:
         result.attempts = attempts
         return result
     return result, attempts
-
-
-# ---------------------------------------------------------------- streams
-
-
-class UpstreamStream:
-    """The chunks of a streamed answer as they arrive.
-
-    ``async for chunk in stream`` yields each ``data:`` JSON object (usage chunks too)
-    and ends at ``[DONE]`` (``completed`` is then true) or when the upstream closes.
-    Raises :class:`UpstreamFailure`: ``timeout`` when the first event has not come
-    ``first_byte`` after the request (headers often come at once, the first token much
-    later), a later chunk not within ``idle``, or the total deadline passes; ``protocol`` for an error event or a broken connection.
-    Always ``aclose()`` it (or use ``async with``): that frees the upstream connection.
-    """
-
-    def __init__(
-        self, resp: httpx.Response, p: _Provider, deadline: float, first_by: float
-    ) -> None:
-        self.attempts = 1
-        self.completed = False
-        self._resp = resp
-        self._p = p
-        self._deadline = deadline
-        self._first_by: float | None = first_by  # until the first event arrives
-        self._raw = _body(resp)
-        self._decoder = SSEDecoder()
-        self._pending: deque[dict] = deque()
-        self._ended = False
-        self._closed = False
-        self._failure: UpstreamFailure | None = None
-
-    def __aiter__(self) -> UpstreamStream:
-        return self
-
-    async def __anext__(self) -> dict:
-        while not self._pending:
-            if self._failure is not None:  # after the chunks that came before it
-                failure, self._failure = self._failure, None
-                await self.aclose()
-                raise failure
-            if self._ended:
-                await self.aclose()
-                raise StopAsyncIteration
-            await self._read()
-        return self._pending.popleft()
-
-    async def _read(self) -> None:
-        p = self._p
-        loop = asyncio.get_running_loop()
-        first = self._first_by
-        when = first if first is not None else loop.time() + p.idle
-        try:
-            async with asyncio.timeout_at(min(when, self._deadline)):
-                chunk = await anext(self._raw, None)
-        except TimeoutError:
-            await self.aclose()
-            if loop.time() >= self._deadline:
-                msg = f"{p.name}: total deadline of {p.total:g}s passed mid-stream"
-            elif first is not None:
-                msg = f"{p.name}: no first stream event within {p.first_byte:g}s"
-            else:
-                msg = f"{p.name}: no stream chunk within {p.idle:g}s"
-            raise UpstreamFailure("timeout", msg, provider=p.name) from None
-        except httpx.HTTPError as exc:
-            await self.aclose()
-            raise _translate(exc, p, before_headers=False) from exc
-        if chunk is None:
-            self._ended = True
-            events = self._decoder.flush()
-        else:
-            events = self._decoder.feed(chunk)
-        if events:
-            self._first_by = None
-        for event, data in events:
-            if data == b"[DONE]":
-                self._ended = self.completed = True
-                return
-            try:
-                self._pending.append(self._parse(event, data))
-            except UpstreamFailure as exc:
-                self._failure = exc
-                self._ended = True
-                return
-
-    def _parse(self, event: bytes, data: bytes) -> dict:
-        p = self._p
-        try:
-            obj = loads(data)
-        except ValueError:
-            obj = None
-        if event == b"error" or (isinstance(obj, dict) and "error" in obj and "choices" not in obj):
-            err = obj.get("error") if isinstance(obj, dict) else None
-            detail = err.get("message") if isinstance(err, dict) else err
-            detail = p.scrub(str(detail or data[:200].decode("utf-8", "replace")))
-            body = obj if isinstance(obj, dict) else None
-            raise UpstreamFailure(
-                "protocol", f"{p.name}: error event in stream: {detail}", body=body, provider=p.name
-            )
-        if not isinstance(obj, dict):
-            raise UpstreamFailure(
-                "protocol", f"{p.name}: a stream chunk is not a JSON object", provider=p.name
-            )
-        return obj
-
-    async def aclose(self) -> None:
-        """Close the upstream response (idempotent; safe to call from ``finally``)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._ended = True
-        close = getattr(self._raw, "aclose", None)  # a generator's, or the stream's own
-        try:
-            if close is not None:
-                await close()
-        finally:
-            await self._resp.aclose()
-
-    async def __aenter__(self) -> UpstreamStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
