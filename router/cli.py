@@ -185,6 +185,7 @@ def run_server(
         port=args.port,
         log_level=str(args.log_level).lower(),
         access_log=False,
+        proxy_headers=False,  # the router is addressed directly; no X-Forwarded-* rewriting
         http="httptools",
         loop="uvloop",
         timeout_graceful_shutdown=10,

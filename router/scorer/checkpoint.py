@@ -235,7 +235,13 @@ class P2LModel:
         return render_input(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of plain text with the scorer's tokenizer (no special tokens added)."""
+        """Tokens of plain text with the scorer's tokenizer (no special tokens added).
+
+        On the request path (every reservation), so it calls the Rust tokenizer directly
+        when there is one: the Python wrapper costs more than the tokenization."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return len(backend.encode(text, add_special_tokens=False).ids)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
