@@ -105,6 +105,8 @@ def rst(writer: asyncio.StreamWriter) -> None:
 @pytest.fixture
 async def make_client():
     clients: list[httpx.AsyncClient] = []
+    errors: list[dict] = []  # exceptions in protocol callbacks land in the loop's handler
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
 
     def make(url: str, **kw) -> httpx.AsyncClient:
         c = httpx.AsyncClient(base_url=url, transport=HTTP1Transport(**kw))
@@ -116,6 +118,7 @@ async def make_client():
         await c.aclose()
     await asyncio.sleep(0.01)
     assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left running
+    assert errors == []
 
 
 # ---------------------------------------------------------------- against uvicorn

@@ -584,3 +584,35 @@ def test_sse_decoder_byte_by_byte_crlf():
     for i in range(len(raw)):
         events += d.feed(raw[i : i + 1])
     assert events == EXPECTED
+
+
+# ---------------------------------------------------------------- phase deadlines
+
+
+async def test_deadline_phases_share_one_timer_and_keep_foreign_cancellations():
+    from router.upstream import _Deadline
+
+    loop = asyncio.get_running_loop()
+    d = _Deadline(loop, loop.time() + 10)
+    with d.phase(loop.time() + 0.05):  # in time: the armed timer stays for later phases
+        await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError), d.phase(loop.time() + 0.1):  # later than the armed one
+        await asyncio.sleep(1)
+    assert 0.08 < time.monotonic() - t0 < 0.5  # fired early, re-armed, then expired
+    with pytest.raises(TimeoutError), d.phase(loop.time() + 0.02):  # earlier: re-armed now
+        await asyncio.sleep(1)
+
+    async def waits() -> None:
+        with d.phase(loop.time() + 5):
+            await asyncio.sleep(1)
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0.01)
+    task.cancel()  # someone else's cancellation stays a cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    d.close()
+    with d.phase(loop.time() + 0.01):  # a phase after close arms a fresh timer
+        pass
+    d.close()
