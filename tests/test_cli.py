@@ -188,6 +188,7 @@ def test_serve_reloads_config_on_sighup(tmp_path, fake_upstream_server):
     assert cli("tiny-checkpoint", str(ckpt), "--models", ",".join(TINY_MODELS)).returncode == 0
     providers, policies, env = write_config(tmp_path, fake_upstream_server.base_url)
     port = free_port()
+    err_log = tmp_path / "stderr.log"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -212,7 +213,7 @@ def test_serve_reloads_config_on_sighup(tmp_path, fake_upstream_server):
         cwd=REPO,
         env={**ENV, **env},
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=err_log.open("w"),
         text=True,
     )
     root = f"http://127.0.0.1:{port}"
@@ -240,7 +241,10 @@ def test_serve_reloads_config_on_sighup(tmp_path, fake_upstream_server):
         )
         research.write_text("budget: [this is not a mapping\n")  # a bad edit is refused
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 10
+        while "config reload refused" not in err_log.read_text():
+            assert time.monotonic() < deadline, "the bad reload was never reported"
+            time.sleep(0.1)
         assert proc.poll() is None
         assert (
             httpx.post(root + "/v1/chat/completions", json=body, headers=headers).status_code == 404
@@ -251,8 +255,8 @@ def test_serve_reloads_config_on_sighup(tmp_path, fake_upstream_server):
             == 200
         )
     finally:
-        _, err = stop(proc)
-    assert "config reload refused" in err and "research.yaml" in err
+        stop(proc)
+    assert "research.yaml" in err_log.read_text().split("config reload refused", 1)[1]
 
 
 def test_simulate_prints_shares_and_plots_frontier(tmp_path, capsys, monkeypatch):
