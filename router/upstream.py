@@ -509,8 +509,8 @@ class UpstreamClient:
             raise p.fail("timeout", "response body stalled") from None
         except httpx.HTTPError as exc:
             raise p.translate(exc, before_headers=False) from exc
-        finally:
-            await resp.aclose()
+        finally:  # the stream's own close: Response.aclose adds a context manager (~5%)
+            await resp.stream.aclose()  # type: ignore[union-attr]
         try:
             out = loads(data)
         except ValueError:
