@@ -1,17 +1,17 @@
 """A lean HTTP/1.1 client transport for httpx: asyncio Protocols + httptools.
 
-Why: httpx's own ``AsyncHTTPTransport`` (httpcore over anyio) cost ~1 ms of CPU per
-request at concurrency 1 and ~2.5 ms at 32 on the benchmark VM, more than the router's
-whole budget. :class:`HTTP1Transport` keeps httpx as the interface (requests in,
-``httpx.Response`` out, httpx exceptions) and does the wire work with callbacks: one
-``transport.write`` per request, the response parsed by httptools (llhttp) as bytes
-arrive, the body handed to the reader through a small buffer.
+httpx's own ``AsyncHTTPTransport`` (httpcore over anyio) cost ~1 ms of CPU per request
+on the benchmark VM (~2 ms at concurrency 32), more than the router's whole budget. This
+one keeps httpx as the interface (httpx requests, responses and exceptions) and does the
+wire work in protocol callbacks: one ``transport.write`` per request, the response parsed
+by httptools as bytes arrive (bench/upstream.py: ~130-210 µs per request, all included).
 
 Connections: one pool per origin (a router provider has one), a LIFO stack of idle
 keep-alive connections and at most ``max_connections`` open; callers beyond that wait
-in FIFO order. A connection goes back to the pool only when its response was read to
-the end and the server did not ask to close; a body closed early, an error or a
-cancellation closes it. An idle connection the server closed is noticed (EOF) and
+in FIFO order. A connection goes back to the pool only when its response arrived to
+the end and the server did not ask to close; a body closed half-received, an error or
+a cancellation closes it. A reader that lags more than :data:`HIGH_WATER` bytes
+pauses reading from the socket until it catches up. An idle connection the server closed is noticed (EOF) and
 dropped before reuse; if a reused connection still breaks before any response byte
 (the close raced the request), the request is sent once more on a fresh connection,
 when its body is in memory.
@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 import httptools
@@ -39,9 +38,7 @@ DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_EXPIRY = 60.0
 HIGH_WATER = 1 << 20  # buffered body bytes above which the socket stops being read
-LOW_WATER = 64 << 10
 _SPLIT_WRITE = 256 << 10  # bodies at least this big are not copied onto the head
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class _StaleConnection(httpx.RemoteProtocolError):
@@ -99,13 +96,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"))
 
-    def eof_received(self) -> None:
-        return None  # close; connection_lost tells the exchange
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.in_pool:
-            self.pool.forget_idle(self)
+        if self.in_pool:  # closed by the server while idle
+            self.pool.discard(self)
             return
         if self.dropped or not self.active or self.complete or self.exc is not None:
             return
@@ -173,11 +167,7 @@ class _Connection(asyncio.Protocol):
         if self.buffered > HIGH_WATER and not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
+        self._wake()
 
     def on_message_complete(self) -> None:
         if self.informational:
@@ -206,43 +196,32 @@ class _Connection(asyncio.Protocol):
         if fut is not None and not fut.done():
             fut.set_exception(exc)
         self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # a request body writer stops at self.exc
         if self.transport is not None:
             self.transport.abort()
 
     def _body_until_close(self) -> bool:
         """Whether the response body is delimited by the end of the connection."""
-        if self.status in _NO_BODY_STATUSES or self.head_request:
+        if self.status in (204, 304) or self.head_request:
             return False
-        for name, value in self.headers:
-            n = name.lower()
-            if n == b"content-length" or (
-                n == b"transfer-encoding" and b"chunked" in value.lower()
-            ):
-                return False
-        return True
+        fields = {name.lower(): value.lower() for name, value in self.headers}
+        return b"content-length" not in fields and b"chunked" not in fields.get(
+            b"transfer-encoding", b""
+        )
 
     async def send(
-        self,
-        head: bytes,
-        body: bytes | None,
-        stream: Any,
-        chunked: bool,
-        timeouts: dict | None,
-        *,
-        reused: bool,
-        head_request: bool,
+        self, request: httpx.Request, head: bytes, body: bytes | None, chunked: bool, reused: bool
     ) -> None:
-        """Write the request and wait for the response headers."""
-        self._reset(reused, head_request)
+        """Write the request (``body``, else its stream) and wait for the response headers."""
+        timeouts = request.extensions.get("timeout")
+        self._reset(reused, request.method == "HEAD")
         self.active = True
         fut = self.headers_fut = self.pool.loop.create_future()
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
-            raise (
-                _StaleConnection("connection closed before the request")
-                if reused
-                else (httpx.RemoteProtocolError("connection closed before the request"))
-            )
+            error = _StaleConnection if reused else httpx.RemoteProtocolError
+            raise error("connection closed before the request")
         if body is not None:
             if chunked:
                 body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
@@ -254,21 +233,14 @@ class _Connection(asyncio.Protocol):
         else:
             write_t = timeouts.get("write") if timeouts else None
             transport.write(head)
-            await self._send_stream(stream, chunked, write_t)
+            await self._send_stream(request.stream, chunked, write_t)
         read_t = timeouts.get("read") if timeouts else None
-        if read_t is None or fut.done():
-            await fut
-        else:
-            try:
-                async with asyncio.timeout(read_t):
-                    await fut
-            except TimeoutError:
-                raise httpx.ReadTimeout(f"no response headers within {read_t:g}s") from None
+        await _wait(fut, read_t, httpx.ReadTimeout, "no response headers")
 
     async def _send_stream(self, stream: Any, chunked: bool, write_t: float | None) -> None:
         transport = self.transport
         assert transport is not None
-        async for part in _iterate(stream):
+        async for part in stream:  # an AsyncByteStream (an AsyncClient checks)
             if self.exc is not None:
                 return  # the response (or the failure) is already here
             if not part:
@@ -283,44 +255,32 @@ class _Connection(asyncio.Protocol):
         while self._write_paused and self.exc is None:
             d = self._drained = self.pool.loop.create_future()
             try:
-                if write_t is None:
-                    await d
-                else:
-                    async with asyncio.timeout(write_t):
-                        await d
-            except TimeoutError:
-                raise httpx.WriteTimeout(f"request body not sent within {write_t:g}s") from None
+                await _wait(d, write_t, httpx.WriteTimeout, "request body not sent")
             finally:
                 self._drained = None
 
     async def wait_body(self, read_t: float | None) -> None:
         w = self.waiter = self.pool.loop.create_future()
-        if read_t is None:
-            await w
-            return
-        try:
-            async with asyncio.timeout(read_t):
-                await w
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no response data within {read_t:g}s") from None
+        await _wait(w, read_t, httpx.ReadTimeout, "no response data")
 
     def resume(self) -> None:
         self.read_paused = False
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.closed and self.exc is None
 
-
-async def _iterate(stream: Any) -> Any:
-    """Chunks of an httpx request stream, async or not."""
-    if isinstance(stream, AsyncIterable):
-        async for part in stream:
-            yield part
-    elif isinstance(stream, Iterable):
-        for part in stream:
-            yield part
+async def _wait(
+    fut: asyncio.Future, timeout: float | None, error: type[httpx.TimeoutException], what: str
+) -> None:
+    """Await ``fut``; past ``timeout`` raise ``error`` (a timer only when one is set)."""
+    if timeout is None or fut.done():
+        await fut
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await fut
+    except TimeoutError:
+        raise error(f"{what} within {timeout:g}s") from None
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -367,9 +327,10 @@ class _ResponseBody(httpx.AsyncByteStream):
         conn = self._conn
         if conn is not None:
             self._conn = None
-            if conn.complete and not conn.chunks:
+            if conn.complete:  # all received, if not all read: the connection is clean
+                conn.chunks.clear()
                 conn.pool.release(conn)
-            else:  # half read: never back to the pool
+            else:  # half received: never back to the pool
                 conn.pool.discard(conn)
 
 
@@ -377,18 +338,11 @@ class _Pool:
     """Connections to one origin: idle LIFO stack, a connection cap, FIFO waiters."""
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None,
-        max_connections: int,
-        keepalive_expiry: float | None,
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None, transport: HTTP1Transport
     ) -> None:
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
-        self.max_connections = max_connections
-        self.keepalive_expiry = keepalive_expiry
+        self.host, self.port, self.ssl_context = host, port, ssl_context
+        self.max_connections = transport.max_connections
+        self.keepalive_expiry = transport.keepalive_expiry
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
         self.open: set[_Connection] = set()
@@ -417,10 +371,7 @@ class _Pool:
         got = await self._wait(timeouts.get("pool") if timeouts else None)
         if got is None or got.closed:  # a free slot, handed over: ours to fill
             if got is not None:
-                self.open.discard(got)
-                got.dropped = True
-                if got.transport is not None:
-                    got.transport.abort()
+                self.discard(got, keep_slot=True)
             return await self._connect(connect_t), False
         return got, True
 
@@ -428,21 +379,18 @@ class _Pool:
         fut = self.loop.create_future()
         self.waiters.append(fut)
         try:
-            if pool_t is None:
-                return await fut
-            async with asyncio.timeout(pool_t):
+            async with asyncio.timeout(pool_t):  # None: no timer
                 return await fut
         except BaseException as exc:
-            if fut.done() and not fut.cancelled():  # handed something just as we gave up
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # handed a connection or a slot just as we gave up: pass it on
                 got = fut.result()
                 if got is None:
                     self._free_slot()
                 else:
                     self.release(got)
             else:
-                fut.cancel()
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(fut)
+                fut.cancel()  # skipped (and dropped) when the next one is handed out
             if isinstance(exc, TimeoutError):
                 raise httpx.PoolTimeout(f"no free connection within {pool_t:g}s") from None
             raise
@@ -478,33 +426,35 @@ class _Pool:
         self.open.add(conn)
         return conn
 
-    def _free_slot(self) -> None:
-        """A slot came free: hand it to the first live waiter, else count it free."""
+    def _hand(self, got: _Connection | None) -> bool:
+        """Give a connection (or, None, a free slot) to the first live waiter, if any."""
         waiters = self.waiters
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
-                fut.set_result(None)
-                return
-        self.slots -= 1
+                fut.set_result(got)
+                return True
+        return False
+
+    def _free_slot(self) -> None:
+        if not self._hand(None):
+            self.slots -= 1
 
     def release(self, conn: _Connection) -> None:
         """Back to the pool (or straight to a waiter) if reusable, else closed."""
-        if not conn.reusable() or self.closed:
+        if not (conn.complete and conn.keep_alive) or conn.closed or conn.exc or self.closed:
             self.discard(conn)
             return
         conn.active = False
-        waiters = self.waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return
+        if conn.read_paused:  # the end came with the data that paused it
+            conn.resume()
+        if self._hand(conn):
+            return
         conn.in_pool = True
         conn.idle_since = self.loop.time()
         self.idle.append(conn)
 
-    def discard(self, conn: _Connection) -> None:
+    def discard(self, conn: _Connection, *, keep_slot: bool = False) -> None:
         """Close a connection that must not be reused; its slot comes free."""
         if conn.dropped:
             return
@@ -517,11 +467,8 @@ class _Pool:
         self.open.discard(conn)
         if conn.transport is not None:
             conn.transport.abort()
-        self._free_slot()
-
-    def forget_idle(self, conn: _Connection) -> None:
-        """An idle connection was closed by the server."""
-        self.discard(conn)
+        if not keep_slot:
+            self._free_slot()
 
     def close(self) -> None:
         self.closed = True
@@ -530,6 +477,8 @@ class _Pool:
                 fut.set_exception(httpx.ConnectError("the transport is closed"))
         self.waiters.clear()
         for conn in list(self.open):
+            if conn.active and not conn.complete:  # its request fails, not hangs
+                conn._fail(httpx.ReadError("the transport was closed"))
             conn.closed = conn.dropped = True
             conn.in_pool = False
             if conn.transport is not None:
@@ -557,9 +506,9 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._ssl_context = ssl_context
-        self._max_connections = max_connections
-        self._connect_timeout = connect_timeout
-        self._keepalive_expiry = keepalive_expiry
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self.keepalive_expiry = keepalive_expiry
         self._pools: dict[tuple[bytes, str, int], _Pool] = {}
         self._closed = False
 
@@ -580,16 +529,14 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
                 ctx = None
             else:
                 raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-            pool = self._pools[key] = _Pool(
-                host, port, ctx, self._max_connections, self._keepalive_expiry
-            )
+            pool = self._pools[key] = _Pool(host, port, ctx, self)
         return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         pool = self._pool(url)
         timeouts = request.extensions.get("timeout")
-        connect_t = self._connect_timeout
+        connect_t = self.connect_timeout
         if timeouts and "connect" in timeouts:
             connect_t = timeouts["connect"]
         head, chunked = _encode_head(request)
@@ -602,14 +549,10 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
                 body = request.content
             except httpx.RequestNotRead:
                 body = None
-        head_request = request.method == "HEAD"
         for attempt in (1, 2):
             conn, reused = await pool.acquire(timeouts, connect_t)
             try:
-                await conn.send(
-                    head, body, stream, chunked, timeouts,
-                    reused=reused, head_request=head_request,
-                )  # fmt: skip
+                await conn.send(request, head, body, chunked, reused)
             except _StaleConnection:
                 pool.discard(conn)
                 if attempt == 1 and body is not None:

@@ -469,6 +469,25 @@ async def test_cancellation_closes_the_connection_and_frees_the_slot(make_client
         assert srv.connections == 2
 
 
+async def test_aclose_fails_in_flight_requests_and_waiters():
+    async def handler(reader, writer):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with RawServer(handler) as srv:
+        transport = HTTP1Transport(max_connections=1)
+        async with httpx.AsyncClient(base_url=srv.url, transport=transport) as c:
+            first = asyncio.create_task(c.get("/"))
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(c.get("/"))  # waits for the one connection
+            await asyncio.sleep(0.02)
+            await transport.aclose()
+            r1, r2 = await asyncio.wait_for(
+                asyncio.gather(first, second, return_exceptions=True), 1
+            )
+        assert isinstance(r1, httpx.ReadError) and isinstance(r2, httpx.ConnectError)
+
+
 async def test_closing_a_half_read_body_discards_the_connection(make_client):
     async def handler(reader, writer):
         while await read_request(reader):
@@ -482,6 +501,8 @@ async def test_closing_a_half_read_body_discards_the_connection(make_client):
         async with c.stream("GET", "/") as r:
             assert await anext(r.aiter_raw()) == b"01234"
         assert (await c.get("/")).content == b"0123456789"
+        async with c.stream("GET", "/") as r:
+            await asyncio.sleep(0.1)  # all of it arrived, none of it read: still reusable
         assert (await c.get("/")).content == b"0123456789"
         assert srv.connections == 2
 
