@@ -373,8 +373,8 @@ async def test_slow_body_arrives_incrementally(make_client):
             async for part in r.aiter_raw():
                 got.append(part)
                 when.append(time.monotonic() - t0)
-        assert b"".join(got) == b"0001020304" and len(got) == 5
-        assert min(b - a for a, b in zip(when, when[1:], strict=False)) > 0.03
+        assert b"".join(got) == b"0001020304"
+        assert len(got) >= 4 and when[-1] - when[0] > 0.15  # each as sent, not all at the end
 
 
 async def test_large_body_pauses_reading_until_consumed(make_client):
