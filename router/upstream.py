@@ -8,10 +8,11 @@ own transport (an escape hatch; providers.yaml has no field for it). Requests go
 transport directly rather than through ``httpx.AsyncClient``: a proxy wants none of the
 client's cookies, redirects or auth flows. URLs and headers are built once per provider.
 
-Timeouts (providers.yaml ``timeouts``) are asyncio deadlines around each phase:
-``first_byte`` until the response headers (and a stream's first event), ``idle`` between
-body chunks, ``total`` over the whole exchange (every attempt, every back-off sleep, the
-whole stream); ``connect`` is handed to the transport.
+Timeouts (providers.yaml ``timeouts``) are deadlines on each phase: ``first_byte`` until
+the response headers (and a stream's first event), ``idle`` between body chunks,
+``total`` over the whole exchange (every attempt, every back-off sleep, the whole
+stream); ``connect`` is handed to the transport. One exchange's phases share one lazily
+re-armed timer (:class:`_Deadline`) rather than an ``asyncio.timeout`` each.
 
 Retries: connect errors, disconnects and timeouts before the response headers, and
 statuses 408/409/429/5xx, at most ``max_retries`` times, waiting ``Retry-After`` when
