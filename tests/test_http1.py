@@ -566,3 +566,33 @@ async def test_tls_round_trip_and_verification(make_client, tls_files):
         )
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await make_client(srv.url).get("/")  # the default context does not trust it
+
+
+# ---------------------------------------------------------------- the default in UpstreamClient
+
+
+def test_upstream_client_uses_http1_unless_told_otherwise(monkeypatch, tmp_path):
+    from router.config import load_providers
+    from router.upstream import TRANSPORT_ENV, UpstreamClient
+
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        "providers: {p: {base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {m: {provider: p, input_usd_per_mtok: 1, output_usd_per_mtok: 1}}\n"
+    )
+    cat = load_providers(path, env={})
+    kinds = {}
+    for value in (None, "httpx", "http1"):
+        if value is None:
+            monkeypatch.delenv(TRANSPORT_ENV, raising=False)
+        else:
+            monkeypatch.setenv(TRANSPORT_ENV, value)
+        kinds[value] = type(UpstreamClient(cat)._providers["p"].transport)
+    assert kinds == {
+        None: HTTP1Transport,
+        "httpx": httpx.AsyncHTTPTransport,
+        "http1": HTTP1Transport,
+    }
+    monkeypatch.setenv(TRANSPORT_ENV, "h2")
+    with pytest.raises(ValueError, match=TRANSPORT_ENV):
+        UpstreamClient(cat)
