@@ -431,22 +431,29 @@ class RouterService:
         pt = ct = None
         if usage:
             pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        learn = None
         if isinstance(pt, int) and isinstance(ct, int):
             cost = cfg.cost_usd(pt, ct)
             rec.prompt_tokens, rec.completion_tokens = pt, ct
             n = plan.request.n or 1
+            # An answer cut at max_tokens says nothing about the model's natural length.
             if plan.request.output_token_limit is None or ct < plan.request.output_token_limit * n:
-                self.learned_output[model] = await self.ledger.observe_output_tokens(
-                    model, max(1, ct // n)
-                )
+                learn = max(1, ct // n)
         else:
             # No usage from upstream: charge what was reserved (the conservative estimate).
             cost = plan.costs.get(model, 0.0)
             rec.prompt_tokens = plan.prompt_tokens
         rec.cost_usd = cost
-        if plan.reservation is not None:
-            await self.ledger.settle(plan.reservation, cost, now=self.clock(), ref=rec.decision_id)
-            plan.reservation = None
+        r, plan.reservation = plan.reservation, None
+        now, ref = self.clock(), rec.decision_id
+        if r is not None and learn is not None:  # one ledger transaction for both
+            self.learned_output[model] = await self.ledger.settle_observed(
+                r, cost, now=now, ref=ref, model=model, output_tokens=learn
+            )
+        elif r is not None:
+            await self.ledger.settle(r, cost, now=now, ref=ref)
+        elif learn is not None:
+            self.learned_output[model] = await self.ledger.observe_output_tokens(model, learn)
         if rec.budget_remaining_usd is not None:
             rec.budget_remaining_usd -= cost
         self.metrics.inc("router_spend_usd_total", cost, team=plan.team.name, model=model)

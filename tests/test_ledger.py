@@ -430,3 +430,15 @@ async def test_redis_url_prefix_and_unreachable_server():
     with pytest.raises(LedgerError, match="Redis ledger"):
         await dead.usage("t", P, now=T0)
     await dead.close()
+
+
+async def test_settle_observed_settles_and_learns_in_one_call(ledger):
+    r = await reserve(ledger, 0.5)
+    avg = await ledger.settle_observed(r, 0.25, now=T0, ref="x", model="m", output_tokens=100)
+    assert avg == pytest.approx(100.0)
+    assert await ledger.usage("t", P, now=T0) == Usage(0.25, 0.0)
+    assert await ledger.expected_output_tokens("m") == pytest.approx(100.0)
+    r2 = await reserve(ledger, 0.5)
+    avg = await ledger.settle_observed(r2, 0.25, now=T0, ref="y", model="m", output_tokens=200)
+    assert avg == pytest.approx(110.0)  # EWMA, alpha 0.1
+    assert await ledger.usage("t", P, now=T0) == Usage(0.5, 0.0)

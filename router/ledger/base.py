@@ -149,6 +149,15 @@ class Ledger(ABC):
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
         """Turn the reservation into a spend row of ``actual_usd``; no-op if already closed."""
 
+    async def settle_observed(
+        self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
+        model: str, output_tokens: int, alpha: float = 0.1,
+    ) -> float:  # fmt: skip
+        """``settle`` then ``observe_output_tokens`` (the answered request's completion
+        tokens); returns the new average. A backend may do both in one transaction."""
+        await self.settle(r, actual_usd, now=now, ref=ref)
+        return await self.observe_output_tokens(model, output_tokens, alpha=alpha)
+
     @abstractmethod
     async def release(self, r: Reservation) -> None:
         """Drop the reservation without spend; no-op if already closed."""
