@@ -114,6 +114,7 @@ class RouterService:
         self.clock = clock
         self.metrics = Metrics()
         self.learned_output: dict[str, float] = {}
+        self._periods: dict[tuple[str, str], tuple[str, datetime, datetime | None, float]] = {}
         self.load_error: str | None = None
         self.ledger: Ledger
         self.upstream: UpstreamClient
@@ -201,10 +202,22 @@ class RouterService:
         return team
 
     def period(self, team: TeamPolicy) -> tuple[str, datetime, datetime | None]:
+        """The team's current budget period: (key, start, end); cached until it ends."""
         b = team.budget
-        now = datetime.fromtimestamp(self.clock(), b.tzinfo)
-        start, end = period_bounds(b.period, b.tzinfo, now)
-        return period_key(b.period, b.tzinfo, now), start, end
+        now = self.clock()
+        cached = self._periods.get((b.period, b.timezone))
+        if cached is not None and cached[1].timestamp() <= now < cached[3]:
+            return cached[0], cached[1], cached[2]
+        dt = datetime.fromtimestamp(now, b.tzinfo)
+        start, end = period_bounds(b.period, b.tzinfo, dt)
+        key = period_key(b.period, b.tzinfo, dt)
+        self._periods[(b.period, b.timezone)] = (
+            key,
+            start,
+            end,
+            end.timestamp() if end else math.inf,
+        )
+        return key, start, end
 
     async def budget(self, team: TeamPolicy) -> dict[str, Any]:
         key, start, end = self.period(team)
