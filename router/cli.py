@@ -302,8 +302,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     import time
 
     from router.config import load_providers
+    from router.policy import price_table
     from router.scorer import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
-    from router.serving import message_text, price_table
+    from router.serving import message_text
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     catalog = load_providers(args.providers) if Path(args.providers).exists() else None

@@ -194,16 +194,38 @@ def make_candidates(
     prompt_tokens: int,
     max_tokens: int | None = None,
     learned_output_tokens: Mapping[str, float] | None = None,
+    choices: int = 1,
 ) -> list[Candidate]:
-    """Candidates for ``models`` (eligible names) from the prompt's coefs by model name."""
+    """Candidates for ``models`` (eligible names) from the prompt's coefs by model name;
+    ``choices`` (the request's ``n``) multiplies the expected output."""
     learned = learned_output_tokens or {}
     betas = [float(coefs[m]) for m in models]
     scores = route_scores(head, betas)
     out = []
     for m, b, s in zip(models, betas, scores, strict=True):
         cfg = catalog.models[m]
-        tokens = expected_output_tokens(cfg, max_tokens, learned.get(m))
+        tokens = expected_output_tokens(cfg, max_tokens, learned.get(m)) * choices
         out.append(Candidate(m, b, float(s), expected_cost_usd(cfg, prompt_tokens, tokens)))
+    return out
+
+
+def price_table(
+    catalog: Catalog,
+    models: list[str],
+    prompt_tokens: int,
+    max_tokens: int | None,
+    learned: dict[str, float] | None = None,
+) -> dict[str, tuple[float, float, float]]:
+    """model -> (input $/1M, output $/1M, expected cost of this prompt) for routable models."""
+    out = {}
+    for name in models:
+        cfg = catalog.models[name]
+        tokens = expected_output_tokens(cfg, max_tokens, (learned or {}).get(name))
+        out[name] = (
+            cfg.input_usd_per_mtok,
+            cfg.output_usd_per_mtok,
+            expected_cost_usd(cfg, prompt_tokens, tokens),
+        )
     return out
 
 

@@ -12,7 +12,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 from starlette.responses import Response, StreamingResponse
 
-from router._json import JSONResponse, dumps
+from router._json import JSONResponse
 from router.budget import period_bounds, period_key
-from router.config import ROUTER_ALIASES, Catalog, ModelConfig, RouterConfig, TeamPolicy
+from router.config import ROUTER_ALIASES, ModelConfig, RouterConfig, TeamPolicy
 from router.decision import DecisionLog, DecisionRecord
 from router.errors import (
     AuthenticationError,
@@ -36,9 +36,17 @@ from router.errors import (
 from router.ledger import InsufficientBudget, Ledger, Reservation, Usage, create_ledger
 from router.metrics import Metrics
 from router.pacing import paced_lambda
-from router.policy import Candidate, Decision, decide, eligible_models, expected_cost_usd
+from router.policy import (
+    Decision,
+    decide,
+    eligible_models,
+    expected_cost_usd,
+    make_candidates,
+    price_table,
+)
 from router.policy import expected_output_tokens as expected_output
 from router.protocol import ChatRequest, LeaderboardRequest, parse_chat, parse_json_object
+from router.relay import PassThrough, relay_stream
 from router.upstream import UpstreamClient, UpstreamFailure
 
 log = logging.getLogger("router")
@@ -77,7 +85,6 @@ class Plan:
     order: list[str]
     costs: dict[str, float]
     prompt_tokens: int
-    output_tokens: dict[str, int]
     period_key: str
     resets_at: datetime | None
     remaining: float | None
@@ -291,19 +298,16 @@ class RouterService:
                 scores.models, catalog, team, opts.models if opts else None, req.needs()
             )
             coefs = scores.coef_of()
-            route_score = _route_score(scores.head)
-            out_tokens = {m: self._output_tokens(catalog.models[m], req) for m in names}
-            cands = [
-                Candidate(
-                    model=m,
-                    coef=coefs[m],
-                    score=route_score(coefs[m]),
-                    expected_cost_usd=expected_cost_usd(
-                        catalog.models[m], prompt_tokens, out_tokens[m]
-                    ),
-                )
-                for m in names
-            ]
+            cands = make_candidates(
+                names,
+                coefs,
+                head=scores.head,
+                catalog=catalog,
+                prompt_tokens=prompt_tokens,
+                max_tokens=req.output_token_limit,
+                learned_output_tokens=self.learned_output,
+                choices=req.n or 1,
+            )
             strategy = (opts.strategy if opts else None) or team.strategy
             rec.strategy = strategy
             try:
@@ -332,7 +336,6 @@ class RouterService:
                 order,
                 costs,
                 prompt_tokens,
-                out_tokens,
                 key,
                 end,
                 remaining,
@@ -359,8 +362,7 @@ class RouterService:
         rec.chosen = req.model
         rec.reason = "requested by name"
         prompt_tokens = self.count_prompt_tokens(req.messages)
-        out = self._output_tokens(model, req)
-        cost = expected_cost_usd(model, prompt_tokens, out)
+        cost = expected_cost_usd(model, prompt_tokens, self._output_tokens(model, req))
         if cap is not None and cost > cap:
             raise NoCandidateError(
                 f"expected cost ${cost:.6f} of '{req.model}' is over the cap ${cap:g} per request; "
@@ -373,7 +375,6 @@ class RouterService:
             [req.model],
             {req.model: cost},
             prompt_tokens,
-            {req.model: out},
             key,
             end,
             remaining,
@@ -510,7 +511,7 @@ class RouterService:
             rec.status = exc.status
             rec.error = exc.message
             return self.error_response(exc, rec)
-        except _PassThrough as p:
+        except PassThrough as p:
             rec.status = p.status
             rec.error = p.message
             return JSONResponse(p.body, status_code=p.status, headers=rec.headers())
@@ -519,14 +520,14 @@ class RouterService:
                 with anyio.CancelScope(shield=True):
                     await self.release(plan)
             if not streaming:
-                self._record(rec)
+                self.record(rec)
 
     def error_response(self, exc: RouterError, rec: DecisionRecord | None = None) -> JSONResponse:
         headers = dict(rec.headers()) if rec else {}
         headers.update(exc.headers)
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
-    def _record(self, rec: DecisionRecord) -> None:
+    def record(self, rec: DecisionRecord) -> None:
         self.decisions.write(rec)
         labels = {"team": rec.team or "", "model": rec.served_by or "", "status": str(rec.status)}
         self.metrics.inc("router_requests_total", **labels)
@@ -540,7 +541,7 @@ class RouterService:
 
     def _failure(self, plan: Plan, model: str, exc: UpstreamFailure, rec: DecisionRecord) -> None:
         if not exc.retryable and exc.status in CLIENT_FAULT_STATUSES:
-            raise _PassThrough(exc)
+            raise PassThrough(exc)
         rec.fallbacks.append(
             {
                 "model": model,
@@ -609,69 +610,9 @@ class RouterService:
                 continue
             rec.served_by = model
             headers = {**rec.headers(), **SSE_HEADERS}
-            gen = self._relay(plan, model, stream, rec, t0, t_start)
+            gen = relay_stream(self, plan, model, stream, rec, t0, t_start)
             return StreamingResponse(gen, media_type="text/event-stream", headers=headers)
         raise self._all_failed(plan, last)
-
-    async def _relay(self, plan, model, stream, rec, t0, t_start) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
-        wants_usage = plan.request.wants_usage
-        usage: dict[str, Any] | None = None
-        last_id, created = None, int(time.time())
-        settled = False
-        try:
-            try:
-                async for chunk in stream:
-                    if rec.ttft_ms is None:
-                        rec.ttft_ms = (time.perf_counter() - t_start) * 1000
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    last_id = chunk.get("id", last_id)
-                    created = chunk.get("created", created)
-                    if "error" in chunk and "choices" not in chunk:
-                        rec.status = 502
-                        rec.error = str(chunk["error"])[:300]
-                        yield b"data: " + dumps(chunk) + b"\n\n"
-                        continue
-                    if not chunk.get("choices") and "usage" in chunk and not wants_usage:
-                        continue
-                    if not wants_usage:
-                        chunk.pop("usage", None)
-                    chunk["model"] = model
-                    yield b"data: " + dumps(chunk) + b"\n\n"
-            except UpstreamFailure as exc:
-                rec.status = 502
-                rec.error = exc.message
-                err = UpstreamError(
-                    f"the upstream stream from '{model}' broke: {exc.message}", code=exc.kind
-                )
-                yield b"data: " + dumps(err.body()) + b"\n\n"
-            rec.upstream_ms += (time.perf_counter() - t0) * 1000
-            with anyio.CancelScope(shield=True):
-                await self.settle(plan, model, usage, rec)
-            settled = True
-            final = {
-                "id": last_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [],
-                "router": rec.summary(),
-            }
-            yield b"data: " + dumps(final) + b"\n\n"
-            yield b"data: [DONE]\n\n"
-        except BaseException:
-            if rec.status == 200:
-                rec.status = 499  # client went away mid-stream
-                rec.error = "client disconnected"
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-                if not settled:
-                    if rec.upstream_ms == 0:
-                        rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                    await self.settle(plan, model, usage, rec)
-                self._record(rec)
 
     # ------------------------------------------------------------ leaderboard
 
@@ -726,48 +667,3 @@ class RouterService:
                 for k, v in (self.engine.stats() if self.ready else {}).items()
             },
         )
-
-
-class _PassThrough(Exception):
-    """The upstream refused the client's request (400/422): the client sees that answer."""
-
-    def __init__(self, exc: UpstreamFailure) -> None:
-        self.status = exc.status or 400
-        self.message = exc.message
-        err = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
-        if not isinstance(err, dict):
-            err = {"message": exc.message}
-        self.body = {
-            "error": {
-                "message": err.get("message") or exc.message,
-                "type": err.get("type") or "invalid_request_error",
-                "param": err.get("param"),
-                "code": err.get("code"),
-            }
-        }
-
-
-def price_table(
-    catalog: Catalog,
-    models: list[str],
-    prompt_tokens: int,
-    max_tokens: int | None,
-    learned: dict[str, float] | None = None,
-) -> dict[str, tuple[float, float, float]]:
-    """model -> (input $/1M, output $/1M, expected cost of this prompt) for routable models."""
-    out = {}
-    for name in models:
-        cfg = catalog.models[name]
-        tokens = expected_output(cfg, max_tokens, (learned or {}).get(name))
-        out[name] = (
-            cfg.input_usd_per_mtok,
-            cfg.output_usd_per_mtok,
-            expected_cost_usd(cfg, prompt_tokens, tokens),
-        )
-    return out
-
-
-def _route_score(head: str) -> Callable[[float], float]:
-    if head == "grk":
-        return lambda b: 1.0 / (1.0 + math.exp(-b)) if b > -700 else 0.0
-    return float
