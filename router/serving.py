@@ -22,7 +22,13 @@ from starlette.responses import Response, StreamingResponse
 
 from router._json import JSONResponse
 from router.budget import period_bounds, period_key
-from router.config import ROUTER_ALIASES, ModelConfig, RouterConfig, TeamPolicy
+from router.config import (
+    DEFAULT_EXPECTED_OUTPUT_TOKENS,
+    ROUTER_ALIASES,
+    ModelConfig,
+    RouterConfig,
+    TeamPolicy,
+)
 from router.decision import DecisionLog, DecisionRecord
 from router.errors import (
     AuthenticationError,
@@ -460,14 +466,18 @@ class RouterService:
         rec.cost_usd = cost
         r, plan.reservation = plan.reservation, None
         now, ref = self.clock(), rec.decision_id
+        # The learned average starts from the configured expectation, not one answer.
+        prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
         if r is not None and learn is not None:  # one ledger transaction for both
             self.learned_output[model] = await self.ledger.settle_observed(
-                r, cost, now=now, ref=ref, model=model, output_tokens=learn
+                r, cost, now=now, ref=ref, model=model, output_tokens=learn, prior=prior
             )
         elif r is not None:
             await self.ledger.settle(r, cost, now=now, ref=ref)
         elif learn is not None:
-            self.learned_output[model] = await self.ledger.observe_output_tokens(model, learn)
+            self.learned_output[model] = await self.ledger.observe_output_tokens(
+                model, learn, prior=prior
+            )
         if rec.budget_remaining_usd is not None:
             rec.budget_remaining_usd -= cost
         self.metrics.inc("router_spend_usd_total", cost, team=plan.team.name, model=model)

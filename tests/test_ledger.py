@@ -442,3 +442,9 @@ async def test_settle_observed_settles_and_learns_in_one_call(ledger):
     avg = await ledger.settle_observed(r2, 0.25, now=T0, ref="y", model="m", output_tokens=200)
     assert avg == pytest.approx(110.0)  # EWMA, alpha 0.1
     assert await ledger.usage("t", P, now=T0) == Usage(0.5, 0.0)
+
+
+async def test_learned_output_tokens_start_from_the_prior(ledger):
+    assert await ledger.observe_output_tokens("m", 10, alpha=0.1, prior=500) == pytest.approx(451.0)
+    assert await ledger.observe_output_tokens("m", 10, alpha=0.1, prior=500) == pytest.approx(406.9)
+    assert await ledger.observe_output_tokens("n", 10, alpha=0.1) == pytest.approx(10.0)

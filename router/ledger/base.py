@@ -116,9 +116,11 @@ def check_reserve(amount_usd: float, limit_usd: float | None, ttl_s: float) -> f
     return amount
 
 
-def ewma(previous: float | None, tokens: float, alpha: float) -> float:
-    """The first observation seeds the average; later ones move it by ``alpha``."""
-    return float(tokens) if previous is None else (1.0 - alpha) * previous + alpha * tokens
+def ewma(previous: float | None, tokens: float, alpha: float, prior: float | None = None) -> float:
+    """Each observation moves the average by ``alpha``; with no average yet it starts from
+    ``prior`` (the configured expectation), or from the first observation if none."""
+    start = previous if previous is not None else prior
+    return float(tokens) if start is None else (1.0 - alpha) * start + alpha * tokens
 
 
 def check_alpha(alpha: float) -> None:
@@ -151,12 +153,12 @@ class Ledger(ABC):
 
     async def settle_observed(
         self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
-        model: str, output_tokens: int, alpha: float = 0.1,
+        model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
     ) -> float:  # fmt: skip
         """``settle`` then ``observe_output_tokens`` (the answered request's completion
         tokens); returns the new average. A backend may do both in one transaction."""
         await self.settle(r, actual_usd, now=now, ref=ref)
-        return await self.observe_output_tokens(model, output_tokens, alpha=alpha)
+        return await self.observe_output_tokens(model, output_tokens, alpha=alpha, prior=prior)
 
     @abstractmethod
     async def release(self, r: Reservation) -> None:
@@ -175,7 +177,9 @@ class Ledger(ABC):
         """Replace the document at ``key``; it must be JSON-serialisable."""
 
     @abstractmethod
-    async def observe_output_tokens(self, model: str, tokens: int, *, alpha: float = 0.1) -> float:
+    async def observe_output_tokens(
+        self, model: str, tokens: int, *, alpha: float = 0.1, prior: float | None = None
+    ) -> float:
         """Fold one response's completion tokens into the model's EWMA; return the new value."""
 
     @abstractmethod

@@ -105,8 +105,9 @@ _EWMA = """
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 local tokens = tonumber(ARGV[2])
 local alpha = tonumber(ARGV[3])
+local start = prev or ARGV[4]
 local v = tokens
-if prev then v = (1 - alpha) * tonumber(prev) + alpha * tokens end
+if start and start ~= '' then v = (1 - alpha) * tonumber(start) + alpha * tokens end
 local s = string.format('%.17g', v)
 redis.call('HSET', KEYS[1], ARGV[1], s)
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
@@ -274,11 +275,14 @@ class RedisLedger(Ledger):
         text = json.dumps(value, separators=(",", ":"))
         await self._call(self._redis.set(f"{self.prefix}state:{key}", text))
 
-    async def observe_output_tokens(self, model: str, tokens: int, *, alpha: float = 0.1) -> float:
+    async def observe_output_tokens(
+        self, model: str, tokens: int, *, alpha: float = 0.1, prior: float | None = None
+    ) -> float:
         check_alpha(alpha)
         check_amount("tokens", tokens)
         keys = [f"{self.prefix}tokens", f"{self.prefix}tokens:n"]
-        value = await self._call(self._ewma_lua(keys=keys, args=[model, _num(tokens), _num(alpha)]))
+        args = [model, _num(tokens), _num(alpha), "" if prior is None else _num(prior)]
+        value = await self._call(self._ewma_lua(keys=keys, args=args))
         return float(value)
 
     async def expected_output_tokens(self, model: str) -> float | None:

@@ -370,19 +370,21 @@ class SqliteLedger(Ledger):
 
         await self._run(write)
 
-    async def observe_output_tokens(self, model: str, tokens: int, *, alpha: float = 0.1) -> float:
+    async def observe_output_tokens(
+        self, model: str, tokens: int, *, alpha: float = 0.1, prior: float | None = None
+    ) -> float:
         check_alpha(alpha)
         check_amount("tokens", tokens)
 
         def update() -> float:
             with _transaction(self._db, "IMMEDIATE"):
-                return self._observe_in(model, tokens, alpha)
+                return self._observe_in(model, tokens, alpha, prior)
 
         return await self._run(update)
 
     async def settle_observed(
         self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
-        model: str, output_tokens: int, alpha: float = 0.1,
+        model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
     ) -> float:  # fmt: skip
         """Both in one transaction: one commit per answered request instead of two."""
         actual = check_amount("actual_usd", actual_usd)
@@ -392,14 +394,14 @@ class SqliteLedger(Ledger):
         def both() -> float:
             with _transaction(self._db, "IMMEDIATE"):
                 self._settle_in(r, actual, now, ref)
-                return self._observe_in(model, output_tokens, alpha)
+                return self._observe_in(model, output_tokens, alpha, prior)
 
         return await self._run(both)
 
-    def _observe_in(self, model: str, tokens: int, alpha: float) -> float:
+    def _observe_in(self, model: str, tokens: int, alpha: float, prior: float | None) -> float:
         db = self._db
         row = db.execute("SELECT ewma FROM output_tokens WHERE model = ?", (model,)).fetchone()
-        value = ewma(row[0] if row else None, tokens, alpha)
+        value = ewma(row[0] if row else None, tokens, alpha, prior)
         db.execute(
             "INSERT INTO output_tokens (model, ewma, observations) VALUES (?, ?, 1)"
             " ON CONFLICT (model)"
