@@ -438,3 +438,30 @@ def test_pacing_adapts_lambda_and_persists_its_state(make_router):
     db = sqlite3.connect(r.tmp / "ledger.db")
     (value,) = db.execute("SELECT value FROM state WHERE key = 'pacing:research'").fetchone()
     assert json.loads(value)
+
+
+def test_stream_broken_mid_way_ends_with_in_band_error_and_done(make_router, fake):
+    r = make_router(
+        provider={"timeouts": {"connect": 2, "first_byte": 5, "idle": 0.2, "total": 20}}
+    )
+    fake.behave(f"up-{MINI}", chunk_delay_s=0.5)
+    with httpx.stream(
+        "POST",
+        r.base_url + "/chat/completions",
+        headers={"authorization": f"Bearer {TEAM_KEY}"},
+        json={
+            "model": MINI,
+            "stream": True,
+            "messages": [{"role": "user", "content": "a b c d e f"}],
+        },
+    ) as resp:
+        assert resp.status_code == 200  # the status line went out with the first chunk
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    err = json.loads(events[-3])["error"]
+    assert err["type"] == "upstream_error" and err["code"] == "timeout"
+    assert "router" in json.loads(events[-2])
+    (line,) = r.decisions()
+    assert line["status"] == 502 and line["cost_usd"] > 0  # no usage came: the hold is charged
+    b = r.http().get("/v1/budget").json()
+    assert b["reserved_usd"] == 0 and b["spent_usd"] == pytest.approx(line["cost_usd"], abs=1e-12)
