@@ -89,6 +89,9 @@ async def relay_stream(
         with anyio.CancelScope(shield=True):
             await service.settle(plan, model, usage, rec)
         settled = True
+        # Logged before the last bytes go out: a client that has read [DONE] can rely on
+        # the decision being in the log and the spend in the ledger.
+        service.record(rec)
         final = {
             "id": last_id,
             "object": "chat.completion.chunk",
@@ -100,7 +103,7 @@ async def relay_stream(
         yield b"data: " + dumps(final) + b"\n\n"
         yield b"data: [DONE]\n\n"
     except BaseException:
-        if rec.status == 200:
+        if rec.status == 200 and not settled:
             rec.status = 499  # client went away mid-stream
             rec.error = "client disconnected"
         raise
@@ -111,4 +114,4 @@ async def relay_stream(
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
                 await service.settle(plan, model, usage, rec)
-            service.record(rec)
+                service.record(rec)

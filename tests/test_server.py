@@ -16,6 +16,16 @@ MINI = "gpt-4o-mini-2024-07-18"
 SONNET = "claude-3-5-sonnet-20241022"
 
 
+def stream_post(r, body: dict):  # noqa: ANN201 - a context manager
+    """A raw streaming POST to the router, to read the SSE bytes as a client gets them."""
+    return httpx.stream(
+        "POST",
+        r.base_url + "/chat/completions",
+        headers={"authorization": f"Bearer {TEAM_KEY}"},
+        json=body,
+    )
+
+
 def only(*models: str) -> dict:
     return {"router": {"models": list(models)}}
 
@@ -115,11 +125,9 @@ def test_stream_is_incremental_and_ends_with_router_chunk(make_router, fake):
 
 def test_stream_usage_chunk_then_router_chunk_when_asked(make_router, fake):
     r = make_router()
-    with httpx.stream(
-        "POST",
-        r.base_url + "/chat/completions",
-        headers={"authorization": f"Bearer {TEAM_KEY}"},
-        json={
+    with stream_post(
+        r,
+        {
             "model": "p2l",
             "messages": HELLO,
             "stream": True,
@@ -381,11 +389,9 @@ def test_provider_key_never_leaks(make_router, fake):
 def test_client_disconnect_mid_stream_settles_and_logs(make_router, fake):
     r = make_router()
     fake.behave(f"up-{MINI}", chunk_delay_s=0.2)
-    with httpx.stream(
-        "POST",
-        r.base_url + "/chat/completions",
-        headers={"authorization": f"Bearer {TEAM_KEY}"},
-        json={
+    with stream_post(
+        r,
+        {
             "model": MINI,
             "stream": True,
             "messages": [{"role": "user", "content": "a b c d e f g h"}],
@@ -445,11 +451,9 @@ def test_stream_broken_mid_way_ends_with_in_band_error_and_done(make_router, fak
         provider={"timeouts": {"connect": 2, "first_byte": 5, "idle": 0.2, "total": 20}}
     )
     fake.behave(f"up-{MINI}", chunk_delay_s=0.5)
-    with httpx.stream(
-        "POST",
-        r.base_url + "/chat/completions",
-        headers={"authorization": f"Bearer {TEAM_KEY}"},
-        json={
+    with stream_post(
+        r,
+        {
             "model": MINI,
             "stream": True,
             "messages": [{"role": "user", "content": "a b c d e f"}],
