@@ -83,6 +83,35 @@ def message_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+USAGE_REFRESH_S = 1.0
+
+
+class UsageView:
+    """Each team's period usage as this process last saw it: read from the ledger at most
+    every ``USAGE_REFRESH_S`` and moved meanwhile by this process's own holds and
+    settlements. It saves a ledger read per request; it only steers the choice of model
+    and the budget header, while the ledger's atomic reserve is what enforces the limit
+    (and a refusal based on it is re-checked against the ledger)."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, list[Any]] = {}  # team -> [period_key, spent, reserved, read_at]
+
+    def get(self, team: str, key: str) -> Usage | None:
+        v = self._views.get(team)
+        if v is None or v[0] != key or time.monotonic() - v[3] > USAGE_REFRESH_S:
+            return None
+        return Usage(v[1], max(0.0, v[2]))
+
+    def put(self, team: str, key: str, usage: Usage) -> None:
+        self._views[team] = [key, usage.spent_usd, usage.reserved_usd, time.monotonic()]
+
+    def move(self, team: str, key: str, *, spent: float = 0.0, reserved: float = 0.0) -> None:
+        v = self._views.get(team)
+        if v is not None and v[0] == key:
+            v[1] += spent
+            v[2] += reserved
+
+
 @dataclass
 class Plan:
     """What to call, in order, and what has been reserved for it."""
@@ -128,6 +157,7 @@ class RouterService:
         self.clock = clock
         self.metrics = Metrics()
         self.learned_output: dict[str, float] = {}
+        self.usage_view = UsageView()
         self._periods: dict[tuple[str, str], tuple[str, datetime, datetime | None, float]] = {}
         self.load_error: str | None = None
         self.ledger: Ledger
@@ -260,6 +290,11 @@ class RouterService:
             "cost_sensitivity": team.cost_sensitivity,
         }
 
+    async def read_usage(self, team: str, key: str) -> Usage:
+        usage = await self.ledger.usage(team, key, now=self.clock())
+        self.usage_view.put(team, key, usage)
+        return usage
+
     def _budget_error(self, plan: Plan, usage: Usage | None, need: float) -> BudgetExceededError:
         team = plan.team
         limit = team.budget.usd or 0.0
@@ -296,7 +331,8 @@ class RouterService:
             c for c in (team.max_cost_per_request_usd, opts.max_cost_usd if opts else None) if c
         ]
         cap = min(caps) if caps else None
-        usage = await self.ledger.usage(team.name, key, now=self.clock())
+        cached = self.usage_view.get(team.name, key)
+        usage = cached or await self.read_usage(team.name, key)
         limit = team.budget.usd
         remaining = None if limit is None else limit - usage.spent_usd - usage.reserved_usd
         rec.budget_remaining_usd = remaining
@@ -322,11 +358,13 @@ class RouterService:
             )
             strategy = (opts.strategy if opts else None) or team.strategy
             rec.strategy = strategy
-            try:
-                decision = decide(
+            lam = await self.cost_sensitivity(team, usage, key)
+
+            def choose(remaining: float | None) -> Decision:
+                return decide(
                     cands,
                     strategy=strategy,
-                    cost_sensitivity=await self.cost_sensitivity(team, usage, key),
+                    cost_sensitivity=lam,
                     cap_usd=cap,
                     budget_remaining_usd=remaining,
                     on_exhausted=team.budget.on_exhausted,
@@ -334,6 +372,17 @@ class RouterService:
                     coefs=coefs,
                     opponent_mix=team.opponent_mix,
                 )
+
+            try:
+                try:
+                    decision = choose(remaining)
+                except BudgetExceededError:
+                    if cached is None or limit is None:
+                        raise
+                    fresh = await self.read_usage(team.name, key)  # the view may be stale
+                    remaining = limit - fresh.spent_usd - fresh.reserved_usd
+                    rec.budget_remaining_usd = remaining
+                    decision = choose(remaining)
             except BudgetExceededError as exc:
                 when = f"; it resets at {end.isoformat()}" if end else ""
                 raise BudgetExceededError(f"team '{team.name}': {exc.message}{when}") from None
@@ -415,8 +464,7 @@ class RouterService:
     async def reserve(self, plan: Plan, model: str, rec: DecisionRecord) -> None:
         """Hold the expected cost of ``model``; swap any earlier hold of this request."""
         if plan.reservation is not None:
-            await self.ledger.release(plan.reservation)
-            plan.reservation = None
+            await self.release(plan)
         amount = plan.costs[model]
         b = plan.team.budget
         try:
@@ -430,7 +478,9 @@ class RouterService:
                 ref=rec.decision_id,
             )
         except InsufficientBudget as exc:
+            self.usage_view.put(plan.team.name, plan.period_key, exc.usage)
             raise self._budget_error(plan, exc.usage, amount) from None
+        self.usage_view.move(plan.team.name, plan.period_key, reserved=amount)
         plan.reserved_model = model
         rec.expected_cost_usd = amount
 
@@ -471,6 +521,8 @@ class RouterService:
             rec.prompt_tokens = plan.prompt_tokens
         rec.cost_usd = cost
         r, plan.reservation = plan.reservation, None
+        if r is not None:
+            self.usage_view.move(r.team, r.period_key, spent=cost, reserved=-r.amount_usd)
         now, ref = self.clock(), rec.decision_id
         # The learned average starts from the configured expectation, not one answer.
         prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
@@ -495,6 +547,7 @@ class RouterService:
     async def release(self, plan: Plan) -> None:
         if plan.reservation is not None:
             r, plan.reservation = plan.reservation, None
+            self.usage_view.move(r.team, r.period_key, reserved=-r.amount_usd)
             await self.ledger.release(r)
 
     # ------------------------------------------------------------ chat completions

@@ -153,3 +153,28 @@ async def test_redis_ledger_through_the_router(make_router, redis_url):
     assert budget["reserved_usd"] == 0
     assert budget["spent_usd"] == pytest.approx(sum(ln["cost_usd"] or 0 for ln in lines), abs=1e-9)
     assert budget["spent_usd"] <= limit + max(ln["expected_cost_usd"] or 0 for ln in lines)
+
+
+def test_stale_usage_view_never_refuses_what_the_ledger_allows(make_router):
+    now = [1_800_000_000.0]
+    r = make_router(clock=lambda: now[0], team={"budget": {"usd": 1.0, "reservation_ttl_s": 30}})
+    service = r.service
+
+    async def hold() -> None:  # another router process holds most of the budget
+        key, _, _ = service.period(service.config.teams["research"])
+        await service.ledger.reserve(
+            "research", 0.95, limit_usd=1.0, period_key=key, ttl_s=30, now=now[0]
+        )
+
+    r.run(hold())
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 20_000,
+        "extra_body": {"router": {"models": [O1]}},
+    }
+    with pytest.raises(openai.RateLimitError):
+        r.openai().chat.completions.create(model="p2l", **body)
+    now[0] += 31  # that hold expires; this router's cached view still counts it
+    resp = r.openai().chat.completions.create(model="p2l", **body)
+    assert resp.model == O1
+    assert r.http().get("/v1/budget").json()["reserved_usd"] == 0
