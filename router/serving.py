@@ -40,7 +40,14 @@ from router.errors import (
     RouterError,
     UpstreamError,
 )
-from router.ledger import InsufficientBudget, Ledger, Reservation, Usage, create_ledger
+from router.ledger import (
+    InsufficientBudget,
+    Ledger,
+    LedgerError,
+    Reservation,
+    Usage,
+    create_ledger,
+)
 from router.metrics import Metrics
 from router.pacing import paced_lambda
 from router.policy import (
@@ -584,10 +591,29 @@ class RouterService:
             rec.status = p.status
             rec.error = p.message
             return JSONResponse(p.body, status_code=p.status, headers=rec.headers())
+        except LedgerError as exc:
+            # Without the ledger no budget can be enforced: refuse rather than overspend.
+            log.error("ledger unavailable: %s", exc)
+            err = NotReadyError(
+                "the router cannot reach its spend ledger, so it cannot enforce budgets; "
+                "retry shortly",
+                code="ledger_unavailable",
+                headers={"retry-after": "2"},
+            )
+            rec.status, rec.error = err.status, err.message
+            return self.error_response(err, rec)
+        except BaseException as exc:
+            rec.status, rec.error = 500, f"internal error: {type(exc).__name__}"
+            if isinstance(exc, asyncio.CancelledError):
+                rec.status, rec.error = 499, "client disconnected"
+            raise
         finally:
             if plan is not None and not streaming:
                 with anyio.CancelScope(shield=True):
-                    await self.release(plan)
+                    try:
+                        await self.release(plan)
+                    except LedgerError as exc:  # the hold lapses after its TTL
+                        log.error("could not release a reservation: %s", exc)
             if not streaming:
                 self.record(rec)
 

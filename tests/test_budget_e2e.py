@@ -178,3 +178,26 @@ def test_stale_usage_view_never_refuses_what_the_ledger_allows(make_router):
     resp = r.openai().chat.completions.create(model="p2l", **body)
     assert resp.model == O1
     assert r.http().get("/v1/budget").json()["reserved_usd"] == 0
+
+
+def test_ledger_outage_refuses_with_503_and_recovers(make_router, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    r = make_router(ledger=f"sqlite:///{db}?busy_timeout=0.3")
+    body = {"model": MINI, "messages": [{"role": "user", "content": "x"}]}
+    assert r.http().post("/v1/chat/completions", json=body).status_code == 200
+    other = sqlite3.connect(db, isolation_level=None)  # another process holding the write lock
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        resp = r.http().post("/v1/chat/completions", json=body)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert resp.status_code == 503
+    err = resp.json()["error"]
+    assert err["type"] == "not_ready" and err["code"] == "ledger_unavailable"
+    assert resp.headers["retry-after"] == "2"
+    assert r.decisions()[-1]["status"] == 503
+    assert r.http().post("/v1/chat/completions", json=body).status_code == 200
+    assert r.http().get("/v1/budget").json()["reserved_usd"] == 0

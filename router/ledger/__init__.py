@@ -7,7 +7,7 @@ Public surface: ``create_ledger(url)``, ``Ledger`` (the abstract API; its semant
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from router.ledger.base import (
     CLOSED_RETENTION_S,
@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 ACCEPTED_URLS = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:,"
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:"
+    " (optionally ?busy_timeout=SECONDS, how long to wait for another process's lock),"
     " redis://host:port/db (optionally ?prefix=KEY_PREFIX; rediss:// for TLS)"
 )
 
@@ -48,9 +49,15 @@ def create_ledger(url: str) -> Ledger:
         raise ValueError(f"ledger URL must be a string (got {url!r}); accepted: {ACCEPTED_URLS}")
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
-        path = rest[1:]
-        if "?" not in path and not path.endswith("/"):
-            return SqliteLedger(path, url=url)
+        path, _, query = rest[1:].partition("?")
+        options = parse_qs(query, keep_blank_values=True)
+        if path and not path.endswith("/") and set(options) <= {"busy_timeout"}:
+            try:
+                timeout = float(options.get("busy_timeout", ["30"])[-1])
+            except ValueError:
+                timeout = -1.0
+            if timeout > 0:
+                return SqliteLedger(path, busy_timeout_s=timeout, url=url)
     elif scheme in ("redis", "rediss") and urlsplit(url).hostname:
         from router.ledger.redis import RedisLedger
 
