@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from router._json import JSONDecodeError, loads
 from router.config import Strategy
 from router.errors import InvalidRequestError
+from router.policy import request_needs
 
 
 class RouterOptions(BaseModel):
@@ -51,18 +52,9 @@ class ChatRequest(BaseModel):
 
     def needs(self) -> frozenset[str]:
         """Capabilities the request needs of a model (matched against ``supports``)."""
-        out = set()
-        if self.tools or self.functions:
-            out.add("tools")
-        for m in self.messages:
-            content = m.get("content")
-            if isinstance(content, list) and any(
-                isinstance(p, dict) and p.get("type") in ("image_url", "input_image")
-                for p in content
-            ):
-                out.add("vision")
-                break
-        return frozenset(out)
+        return request_needs(
+            {"messages": self.messages, "tools": self.tools, "functions": self.functions}
+        )
 
 
 class LeaderboardRequest(BaseModel):
