@@ -42,6 +42,7 @@ class DecisionRecord:
     completion_tokens: int | None = None
     expected_cost_usd: float | None = None
     cost_usd: float | None = None
+    usage_source: str | None = None  # upstream | estimated (stream cut short) | reserved
     budget_remaining_usd: float | None = None
     scoring_ms: float = 0.0
     upstream_ms: float = 0.0
@@ -117,6 +118,7 @@ class DecisionRecord:
             "completion_tokens": self.completion_tokens,
             "expected_cost_usd": _r(self.expected_cost_usd),
             "cost_usd": _r(self.cost_usd, 12),
+            "usage_source": self.usage_source,
             "budget_remaining_usd": _r(self.budget_remaining_usd),
             "scoring_ms": round(self.scoring_ms, 3),
             "upstream_ms": round(self.upstream_ms, 3),

@@ -56,6 +56,7 @@ async def relay_stream(
     client that leaves, the spend is settled and the decision logged exactly once."""
     wants_usage = plan.request.wants_usage
     usage: dict[str, Any] | None = None
+    relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
     last_id, created = None, int(time.time())
     settled = False
     try:
@@ -76,6 +77,8 @@ async def relay_stream(
                     continue
                 if not wants_usage:
                     chunk.pop("usage", None)
+                for choice in chunk.get("choices") or ():
+                    _collect_text(choice.get("delta"), relayed)
                 chunk["model"] = model
                 yield b"data: " + dumps(chunk) + b"\n\n"
         except UpstreamFailure as exc:
@@ -87,7 +90,7 @@ async def relay_stream(
             yield b"data: " + dumps(err.body()) + b"\n\n"
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
-            await service.settle(plan, model, usage, rec)
+            await service.settle(plan, model, usage, rec, streamed="".join(relayed))
         settled = True
         # Logged before the last bytes go out: a client that has read [DONE] can rely on
         # the decision being in the log and the spend in the ledger.
@@ -113,5 +116,18 @@ async def relay_stream(
             if not settled:
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await service.settle(plan, model, usage, rec)
+                await service.settle(plan, model, usage, rec, streamed="".join(relayed))
                 service.record(rec)
+
+
+def _collect_text(delta: Any, out: list[str]) -> None:
+    """Content and tool-call argument text of one streamed delta."""
+    if not isinstance(delta, dict):
+        return
+    content = delta.get("content")
+    if isinstance(content, str):
+        out.append(content)
+    for call in delta.get("tool_calls") or ():
+        args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+        if isinstance(args, str):
+            out.append(args)

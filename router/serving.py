@@ -319,10 +319,13 @@ class RouterService:
     # ------------------------------------------------------------ planning
 
     def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        text = message_text(messages)
+        return self.count_text_tokens(message_text(messages)) + 4 * len(messages)
+
+    def count_text_tokens(self, text: str) -> int:
+        """The scorer's tokenizer when loaded, else about four characters a token."""
         if self.ready:
-            return self.engine.model.count_tokens(text) + 4 * len(messages)
-        return len(text) // 4 + 4 * len(messages)
+            return self.engine.model.count_tokens(text)
+        return (len(text) + 3) // 4
 
     def _output_tokens(self, model: ModelConfig, req: ChatRequest) -> int:
         per_choice = expected_output(
@@ -508,8 +511,17 @@ class RouterService:
             )
 
     async def settle(
-        self, plan: Plan, model: str, usage: dict[str, Any] | None, rec: DecisionRecord
+        self,
+        plan: Plan,
+        model: str,
+        usage: dict[str, Any] | None,
+        rec: DecisionRecord,
+        *,
+        streamed: str | None = None,
     ) -> None:
+        """Charge the actual cost: the upstream's ``usage``; without it (a stream cut
+        short), the prompt plus the ``streamed`` text counted with the scorer's tokenizer;
+        without either, what was reserved."""
         cfg = self.config.catalog.models[model]
         pt = ct = None
         if usage:
@@ -522,10 +534,16 @@ class RouterService:
             # An answer cut at max_tokens says nothing about the model's natural length.
             if plan.request.output_token_limit is None or ct < plan.request.output_token_limit * n:
                 learn = max(1, ct // n)
+            rec.usage_source = "upstream"
+        elif streamed is not None:
+            ct = self.count_text_tokens(streamed)
+            cost = cfg.cost_usd(plan.prompt_tokens, ct)
+            rec.prompt_tokens, rec.completion_tokens = plan.prompt_tokens, ct
+            rec.usage_source = "estimated"
         else:
-            # No usage from upstream: charge what was reserved (the conservative estimate).
             cost = plan.costs.get(model, 0.0)
             rec.prompt_tokens = plan.prompt_tokens
+            rec.usage_source = "reserved"
         rec.cost_usd = cost
         r, plan.reservation = plan.reservation, None
         if r is not None:

@@ -121,6 +121,7 @@ def test_stream_is_incremental_and_ends_with_router_chunk(make_router, fake):
     assert sent["stream_options"]["include_usage"] is True  # forced upstream
     line = r.decisions()[-1]
     assert line["stream"] is True and line["ttft_ms"] is not None and line["completion_tokens"] > 0
+    assert line["usage_source"] == "upstream"
 
 
 def test_stream_usage_chunk_then_router_chunk_when_asked(make_router, fake):
@@ -404,7 +405,8 @@ def test_client_disconnect_mid_stream_settles_and_logs(make_router, fake):
     while not r.decisions() and time.monotonic() < deadline:
         time.sleep(0.05)
     (line,) = r.decisions()
-    assert line["status"] == 499
+    assert line["status"] == 499 and line["usage_source"] == "estimated"
+    assert 0 < line["cost_usd"] < line["expected_cost_usd"]
     b = r.http().get("/v1/budget").json()
     assert b["reserved_usd"] == 0 and b["spent_usd"] == pytest.approx(line["cost_usd"], abs=1e-12)
 
@@ -466,6 +468,8 @@ def test_stream_broken_mid_way_ends_with_in_band_error_and_done(make_router, fak
     assert err["type"] == "upstream_error" and err["code"] == "timeout"
     assert "router" in json.loads(events[-2])
     (line,) = r.decisions()
-    assert line["status"] == 502 and line["cost_usd"] > 0  # no usage came: the hold is charged
+    # No usage came: the prompt and the relayed text are counted and charged.
+    assert line["status"] == 502 and line["usage_source"] == "estimated"
+    assert line["completion_tokens"] >= 1 and 0 < line["cost_usd"] < line["expected_cost_usd"]
     b = r.http().get("/v1/budget").json()
     assert b["reserved_usd"] == 0 and b["spent_usd"] == pytest.approx(line["cost_usd"], abs=1e-12)
