@@ -55,8 +55,9 @@ for dtype, tol in (("float32", 1e-4), ("bfloat16", 0.1)):
     assert d <= tol, "coefs differ between devices"
 
 # 2. Qwen2-7B-shape P2L model, random weights, built on the device --------------------------------
-from transformers import AutoModel, AutoTokenizer, Qwen2Config
-from transformers.initialization import no_init_weights
+from transformers import AutoTokenizer, Qwen2Config
+
+from router.scorer.tiny import random_backbone
 
 if SMOKE:
     shape = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
@@ -67,17 +68,8 @@ else:
 config = Qwen2Config(**shape, max_position_embeddings=32768, rope_theta=1e6,
                      tie_word_embeddings=False)
 t0 = time.perf_counter()
-with DEV, no_init_weights():
-    backbone = AutoModel.from_config(config, dtype=DT, attn_implementation="sdpa")
-gen = torch.Generator(device=DEV).manual_seed(0)
+backbone = random_backbone(config, device=DEV, dtype=DT)
 with torch.no_grad():
-    for name, p in backbone.named_parameters():
-        if name.endswith("norm.weight"):
-            p.fill_(1.0)
-        elif name.endswith(".bias"):
-            p.zero_()
-        else:
-            p.normal_(0.0, 0.02, generator=gen)
     head = torch.nn.Linear(shape["hidden_size"], len(names), device=DEV, dtype=DT)
     eta = torch.nn.Linear(shape["hidden_size"], 1, device=DEV, dtype=DT)
 sync()

@@ -159,8 +159,9 @@ async def run_level(
 
 def random_qwen2_05b(tokenizer_dir: Path, num_models: int = 64) -> P2LModel:
     """A Qwen2.5-0.5B-shaped P2L model with random weights, built in memory on CPU."""
-    from transformers import AutoModel, AutoTokenizer, Qwen2Config
-    from transformers.initialization import no_init_weights
+    from transformers import AutoTokenizer, Qwen2Config
+
+    from router.scorer.tiny import random_backbone
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.truncation_side, tokenizer.padding_side = "left", "right"
@@ -174,21 +175,11 @@ def random_qwen2_05b(tokenizer_dir: Path, num_models: int = 64) -> P2LModel:
         max_position_embeddings=32768,
         tie_word_embeddings=False,
     )
-    gen = torch.Generator().manual_seed(0)
-    with no_init_weights():
-        backbone = AutoModel.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
-    with torch.no_grad():
-        for name, p in backbone.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
+    backbone = random_backbone(config)
     head = torch.nn.Linear(896, num_models).requires_grad_(False)
     eta = torch.nn.Linear(896, 1).requires_grad_(False)
     return P2LModel(
-        backbone=backbone.eval().requires_grad_(False),
+        backbone=backbone,
         head=head,
         eta_head=eta,
         tokenizer=tokenizer,

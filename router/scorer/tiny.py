@@ -173,3 +173,27 @@ def write_tiny_checkpoint(
         tensors["head.eta_head.bias"] = torch.zeros(1)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     return path
+
+
+def random_backbone(
+    config, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+):  # type: ignore[no-untyped-def]
+    """A backbone of ``config``'s shape with random weights (normal 0.02, unit norms, zero
+    biases), allocated straight on ``device``: full-size shapes for benchmarks, with no
+    checkpoint and no download."""
+    from transformers import AutoModel
+    from transformers.initialization import no_init_weights
+
+    device = torch.device(device)
+    with device, no_init_weights():
+        backbone = AutoModel.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in backbone.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+    return backbone.eval().requires_grad_(False)
