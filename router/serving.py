@@ -165,7 +165,10 @@ class RouterService:
         self.metrics = Metrics()
         self.learned_output: dict[str, float] = {}
         self.usage_view = UsageView()
-        self._periods: dict[tuple[str, str], tuple[str, datetime, datetime | None, float]] = {}
+        # (period, timezone) -> (key, start, end, start_ts, end_ts)
+        self._periods: dict[
+            tuple[str, str], tuple[str, datetime, datetime | None, float, float]
+        ] = {}
         self.load_error: str | None = None
         self.ledger: Ledger
         self.upstream: UpstreamClient
@@ -262,7 +265,7 @@ class RouterService:
         b = team.budget
         now = self.clock()
         cached = self._periods.get((b.period, b.timezone))
-        if cached is not None and cached[1].timestamp() <= now < cached[3]:
+        if cached is not None and cached[3] <= now < cached[4]:
             return cached[0], cached[1], cached[2]
         dt = datetime.fromtimestamp(now, b.tzinfo)
         start, end = period_bounds(b.period, b.tzinfo, dt)
@@ -271,6 +274,7 @@ class RouterService:
             key,
             start,
             end,
+            start.timestamp(),
             end.timestamp() if end else math.inf,
         )
         return key, start, end
