@@ -14,7 +14,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -130,11 +130,7 @@ class Plan:
     prompt_tokens: int
     period_key: str
     resets_at: datetime | None
-    remaining: float | None
     reservation: Reservation | None = None
-    reserved_model: str | None = None
-    decision: Decision | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class RouterService:
@@ -413,8 +409,6 @@ class RouterService:
                 prompt_tokens,
                 key,
                 end,
-                remaining,
-                decision=decision,
             )
 
         model = catalog.models.get(req.model)
@@ -452,7 +446,6 @@ class RouterService:
             prompt_tokens,
             key,
             end,
-            remaining,
         )
 
     async def cost_sensitivity(self, team: TeamPolicy, usage: Usage, key: str) -> float:
@@ -495,7 +488,6 @@ class RouterService:
             self.usage_view.put(plan.team.name, plan.period_key, exc.usage)
             raise self._budget_error(plan, exc.usage, amount) from None
         self.usage_view.move(plan.team.name, plan.period_key, reserved=amount)
-        plan.reserved_model = model
         rec.expected_cost_usd = amount
 
     async def reserve_first(self, plan: Plan, rec: DecisionRecord) -> None:
