@@ -23,7 +23,7 @@ sys.path.insert(0, os.getcwd())
 import numpy as np
 import torch
 
-from router.scorer import P2LModel, ScoringEngine, load_p2l, write_tiny_checkpoint
+from router.scoring import P2LModel, ScoringEngine, load_p2l, write_tiny_checkpoint
 
 SMOKE = "--cpu-smoke" in sys.argv
 PEAK_FLOPS = 790e12  # dense bf16 figure this project uses for MFU
@@ -57,7 +57,7 @@ for dtype, tol in (("float32", 1e-4), ("bfloat16", 0.1)):
 # 2. Qwen2-7B-shape P2L model, random weights, built on the device --------------------------------
 from transformers import AutoTokenizer, Qwen2Config
 
-from router.scorer.tiny import random_backbone
+from router.scoring.tiny import random_backbone
 
 if SMOKE:
     shape = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,

@@ -105,7 +105,7 @@ async def pacing_section(args: argparse.Namespace) -> None:
     """A simulated day of cost-aware routing with pacing on: final spend and mean score
     against the best fixed λ chosen in hindsight (router/pacing.py's replay, the same
     ``paced_lambda`` the server calls per request)."""
-    from router.pacing import fixed_lambda, hindsight_lambda, replay, synthetic_day
+    from router.policy.pacing import fixed_lambda, hindsight_lambda, replay, synthetic_day
 
     print("\npacing: one simulated day, 2,000 requests, 8 models, ~6x afternoon peak")
     print(f"{'seed':>4} {'budget':>9} {'start λ':>10} {'day':>6} {'spend/budget':>13} "

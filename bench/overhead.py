@@ -202,7 +202,7 @@ def main() -> None:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "router.echo:create_echo_app",
+                "router.offline.echo:create_echo_app",
                 "--port",
                 str(up_port),
                 "--http",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from router.scorer import P2LModel, ScoringEngine, load_p2l, write_tiny_checkpoint  # noqa: E402
+from router.scoring import P2LModel, ScoringEngine, load_p2l, write_tiny_checkpoint  # noqa: E402
 
 WORDS = [
     "write",
@@ -161,7 +161,7 @@ def random_qwen2_05b(tokenizer_dir: Path, num_models: int = 64) -> P2LModel:
     """A Qwen2.5-0.5B-shaped P2L model with random weights, built in memory on CPU."""
     from transformers import AutoTokenizer, Qwen2Config
 
-    from router.scorer.tiny import random_backbone
+    from router.scoring.tiny import random_backbone
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.truncation_side, tokenizer.padding_side = "left", "right"

@@ -28,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from router.config import load_providers  # noqa: E402
-from router.upstream import TRANSPORT_ENV, UpstreamClient  # noqa: E402
+from router.upstream.client import TRANSPORT_ENV, UpstreamClient  # noqa: E402
 
 PRICE = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Summarise Hamlet in a line."}]}
@@ -43,7 +43,7 @@ def free_port() -> int:
 def start_echo(port: int, core: str) -> subprocess.Popen:
     cmd = [
         "taskset", "-c", core, sys.executable, "-m", "uvicorn", "--factory",
-        "router.echo:create_echo_app", "--http", "httptools", "--loop", "uvloop",
+        "router.offline.echo:create_echo_app", "--http", "httptools", "--loop", "uvloop",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)

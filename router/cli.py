@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def load_engine(args: argparse.Namespace, model: str) -> Any:
-    from router.scorer import ModelLoadError, ScoringEngine, load_p2l
+    from router.scoring import ModelLoadError, ScoringEngine, load_p2l
 
     log.info("loading P2L model %s on %s ...", model, args.device)
     try:
@@ -176,7 +176,7 @@ def run_server(
 ) -> int:
     import uvicorn
 
-    from router.server import create_app
+    from router.api.app import create_app
 
     app = create_app(service, reload_config=reload_config)
     uvicorn.run(
@@ -195,7 +195,7 @@ def run_server(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.serving import RouterService
+    from router.serving.service import RouterService
 
     def reload() -> Any:
         return load_config(args.providers, args.policies)
@@ -230,11 +230,11 @@ def _warn_unscored(config: Any, model_list: Sequence[str]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from router.demo import prepare_demo
+    from router.offline.demo import prepare_demo
 
     demo = prepare_demo(Path(args.cache_dir))
     engine = load_engine(args, str(demo.checkpoint))
-    from router.serving import RouterService
+    from router.serving.service import RouterService
 
     service = RouterService(
         demo.config,
@@ -254,8 +254,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    from router.demo import DEMO_MODELS
-    from router.scorer import write_tiny_checkpoint
+    from router.offline.demo import DEMO_MODELS
+    from router.scoring import write_tiny_checkpoint
 
     models = (
         [m.strip() for m in args.models.split(",") if m.strip()]
@@ -302,9 +302,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     import time
 
     from router.config import load_providers
-    from router.policy import price_table
-    from router.scorer import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
-    from router.serving import message_text
+    from router.policy.strategies import price_table
+    from router.scoring import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
+    from router.serving.service import message_text
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     catalog = load_providers(args.providers) if Path(args.providers).exists() else None
@@ -348,9 +348,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.scorer import ModelLoadError, load_p2l
-    from router.serving import message_text
-    from router.simulate import (
+    from router.scoring import ModelLoadError, load_p2l
+    from router.serving.service import message_text
+    from router.offline.simulate import (
         lambda_grid,
         load_prompts,
         plot_frontier,

@@ -55,14 +55,14 @@ PROVIDER_KEY = "sk-provider-secret-123"
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from router.scorer import write_tiny_checkpoint
+    from router.scoring import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("p2l") / "tiny", list(TINY_MODELS))
 
 
 @pytest.fixture(scope="session")
 def p2l_model(tiny_checkpoint: Path) -> Any:
-    from router.scorer import load_p2l
+    from router.scoring import load_p2l
 
     return load_p2l(str(tiny_checkpoint), device="cpu")
 
@@ -218,9 +218,9 @@ def make_router(
 ) -> Iterator[Callable[..., RouterHandle]]:
     """Start a real router against the fake upstream; options shape the team and catalog."""
     from router.config import load_config
-    from router.scorer import ScoringEngine
-    from router.server import create_app
-    from router.serving import RouterService
+    from router.scoring import ScoringEngine
+    from router.api.app import create_app
+    from router.serving.service import RouterService
 
     servers: list[ThreadServer] = []
 

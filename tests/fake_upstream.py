@@ -24,7 +24,7 @@ from typing import Any
 
 import uvicorn
 
-from router.echo import (
+from router.offline.echo import (
     DONE,
     SSE_HEADERS,
     completion_for,

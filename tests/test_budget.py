@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from router.budget import PERIODS, current_window, period_bounds, period_key
+from router.serving.periods import PERIODS, current_window, period_bounds, period_key
 
 PARIS = ZoneInfo("Europe/Paris")
 NY = ZoneInfo("America/New_York")

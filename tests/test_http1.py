@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router._http1 import HIGH_WATER, HTTP1Transport
+from router.upstream._http1 import HIGH_WATER, HTTP1Transport
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_upstream import FakeUpstream  # noqa: E402
@@ -573,7 +573,7 @@ async def test_tls_round_trip_and_verification(make_client, tls_files):
 
 def test_upstream_client_uses_http1_unless_told_otherwise(monkeypatch, tmp_path):
     from router.config import load_providers
-    from router.upstream import TRANSPORT_ENV, UpstreamClient
+    from router.upstream.client import TRANSPORT_ENV, UpstreamClient
 
     path = tmp_path / "providers.yaml"
     path.write_text(

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from router.outcomes import grk_theta, p_not_bad, pairwise, rk_eta, route_scores, sigmoid
-from router.scorer.leaderboard import format_table, leaderboard_rows, pairwise_matrix
-from router.scorer.types import Scores
+from router.policy.outcomes import grk_theta, p_not_bad, pairwise, rk_eta, route_scores, sigmoid
+from router.scoring.leaderboard import format_table, leaderboard_rows, pairwise_matrix
+from router.scoring.types import Scores
 
 BETA = np.array([1.2, -0.3, 0.0, 2.5, -1.7])
 

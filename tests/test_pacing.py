@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from router.pacing import (
+from router.policy.pacing import (
     DEFAULT_PACING,
     fixed_lambda,
     hindsight_lambda,

@@ -11,7 +11,7 @@ from scipy.optimize import linprog
 
 from router.config import Catalog, ModelConfig, ProviderConfig, TeamPolicy
 from router.errors import BudgetExceededError, InvalidRequestError, NoCandidateError
-from router.policy import (
+from router.policy.strategies import (
     STRATEGIES,
     Candidate,
     decide,

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from router.errors import InvalidRequestError
-from router.scorer import ModelLoadError, load_p2l, user_turns, write_tiny_checkpoint
-from router.scorer.checkpoint import resolve_head
+from router.scoring import ModelLoadError, load_p2l, user_turns, write_tiny_checkpoint
+from router.scoring.checkpoint import resolve_head
 
 MODELS = ["gpt-4o-2024-08-06", "claude-3-5-sonnet-20241022", "llama-3.1-8b", "gemini-1.5-pro"]
 PROMPTS = [
@@ -103,7 +103,7 @@ def reference_probs(head: str, beta: np.ndarray, eta: float | None, i: int, j: i
 @pytest.mark.parametrize("backbone", ["qwen2", "llama"])
 @pytest.mark.parametrize("head", ["bt", "rk", "grk"])
 def test_scorer_matches_independent_reference(checkpoints, backbone, head):
-    from router.outcomes import pairwise
+    from router.policy.outcomes import pairwise
 
     folder = checkpoints[backbone, head]
     model = load_p2l(str(folder), device="cpu")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from router.errors import InvalidRequestError, NotReadyError, OverloadedError
-from router.scorer import ScoringEngine, load_p2l, write_tiny_checkpoint
-from router.scorer.engine import cache_key, forward_splitting_on_oom, plan_batches
+from router.scoring import ScoringEngine, load_p2l, write_tiny_checkpoint
+from router.scoring.engine import cache_key, forward_splitting_on_oom, plan_batches
 
 MODELS = ["model-a", "model-b", "model-c", "model-d", "model-e"]
 

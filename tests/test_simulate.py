@@ -10,8 +10,8 @@ import pytest
 
 from router.config import Catalog, ModelConfig, ProviderConfig, TeamPolicy
 from router.errors import NoCandidateError
-from router.policy import decide
-from router.simulate import (
+from router.policy.strategies import decide
+from router.offline.simulate import (
     Prompt,
     frontier,
     lambda_grid,
@@ -200,7 +200,7 @@ def test_simulation_uses_the_servers_decide():
     t = team(strategy="cost-aware", cost_sensitivity=80)
     sp = score_prompts(score_fn, prompts(1), team=t, catalog=catalog(), head="grk")
     r = simulate_scored(sp, team=t)
-    from router.simulate import _candidates
+    from router.offline.simulate import _candidates
 
     d = decide(_candidates(sp, 0), strategy="cost-aware", cost_sensitivity=80)
     assert r.shares == {d.chosen: 1.0}

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from router.config import Catalog, load_providers
-from router.echo import StreamingASGITransport, create_echo_app
-from router.sse import SSEDecoder
-from router.upstream import UpstreamClient, UpstreamFailure, _Deadline, _retry_after
+from router.offline.echo import StreamingASGITransport, create_echo_app
+from router.upstream.sse import SSEDecoder
+from router.upstream.client import UpstreamClient, UpstreamFailure, _Deadline, _retry_after
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_upstream import FakeUpstream  # noqa: E402

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from router._json import JSONDecodeError, loads
+from router.jsonio import JSONDecodeError, loads
 from router.config import Strategy
 from router.errors import InvalidRequestError
-from router.policy import request_needs
+from router.policy.strategies import request_needs
 
 
 class RouterOptions(BaseModel):

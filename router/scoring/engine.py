@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from router.errors import NotReadyError, OverloadedError
-from router.scorer.checkpoint import P2LModel
-from router.scorer.types import Scores
+from router.scoring.checkpoint import P2LModel
+from router.scoring.types import Scores
 
-log = logging.getLogger("router.scorer")
+log = logging.getLogger("router.scoring")
 
 Result = tuple[np.ndarray, float | None, int]  # coefs (M,), eta_raw, prompt tokens
 ForwardFn = Callable[[Sequence[Sequence[int]]], tuple[np.ndarray, np.ndarray | None]]

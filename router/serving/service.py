@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 from starlette.responses import Response, StreamingResponse
 
-from router._json import JSONResponse
-from router.budget import period_bounds, period_key
+from router.jsonio import JSONResponse
+from router.serving.periods import period_bounds, period_key
 from router.config import (
     DEFAULT_EXPECTED_OUTPUT_TOKENS,
     ROUTER_ALIASES,
@@ -30,7 +30,7 @@ from router.config import (
     RouterConfig,
     TeamPolicy,
 )
-from router.decision import DecisionLog, DecisionRecord
+from router.observability.decisions import DecisionLog, DecisionRecord
 from router.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -48,9 +48,9 @@ from router.ledger import (
     Usage,
     create_ledger,
 )
-from router.metrics import Metrics
-from router.pacing import paced_lambda
-from router.policy import (
+from router.observability.metrics import Metrics
+from router.policy.pacing import paced_lambda
+from router.policy.strategies import (
     Decision,
     decide,
     eligible_models,
@@ -58,10 +58,10 @@ from router.policy import (
     make_candidates,
     price_table,
 )
-from router.policy import expected_output_tokens as expected_output
-from router.protocol import ChatRequest, LeaderboardRequest, parse_chat, parse_json_object
-from router.relay import PassThrough, relay_stream
-from router.upstream import UpstreamClient, UpstreamFailure
+from router.policy.strategies import expected_output_tokens as expected_output
+from router.api.protocol import ChatRequest, LeaderboardRequest, parse_chat, parse_json_object
+from router.api.relay import PassThrough, relay_stream
+from router.upstream.client import UpstreamClient, UpstreamFailure
 
 log = logging.getLogger("router")
 
@@ -726,7 +726,7 @@ class RouterService:
     # ------------------------------------------------------------ leaderboard
 
     async def leaderboard(self, team: TeamPolicy, req: LeaderboardRequest) -> dict[str, Any]:
-        from router.scorer.leaderboard import leaderboard_rows, pairwise_matrix
+        from router.scoring.leaderboard import leaderboard_rows, pairwise_matrix
 
         engine = self.require_ready()
         messages = req.chat_messages()

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from router._json import dumps
-from router.policy import Decision
+from router.jsonio import dumps
+from router.policy.strategies import Decision
 
 TOP_CANDIDATES_LOGGED = 5
 

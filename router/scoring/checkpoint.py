@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from router.scorer.inputs import render as render_input
-from router.scorer.types import HEADS, ModelLoadError
+from router.scoring.inputs import render as render_input
+from router.scoring.types import HEADS, ModelLoadError
 
-log = logging.getLogger("router.scorer")
+log = logging.getLogger("router.scoring")
 
 _DTYPES = {
     "float32": torch.float32,

@@ -40,12 +40,12 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from router._http1 import HTTP1Transport
+from router.upstream._http1 import HTTP1Transport
 from router.config import Catalog, ModelConfig, ProviderConfig
-from router.echo import dumps, loads
-from router.sse import UpstreamStream
+from router.offline.echo import dumps, loads
+from router.upstream.sse import UpstreamStream
 
-log = logging.getLogger("router.upstream")
+log = logging.getLogger("router.upstream.client")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 RETRY_AFTER_CAP_S = 10.0

@@ -2,7 +2,7 @@
 
 Pure on purpose (no torch, no httpx, no I/O, no clock): the server scores the prompt,
 asks the ledger what is left, and hands both here; whatever this module decides can be
-replayed offline (``router.simulate``) and tested as a table.
+replayed offline (``router.offline.simulate``) and tested as a table.
 
 Pipeline, as the server uses it::
 
@@ -41,7 +41,7 @@ import numpy as np
 
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, Catalog, ModelConfig, TeamPolicy
 from router.errors import BudgetExceededError, InvalidRequestError, NoCandidateError
-from router.outcomes import route_scores, sigmoid
+from router.policy.outcomes import route_scores, sigmoid
 
 __all__ = [
     "STRATEGIES",
@@ -54,7 +54,7 @@ __all__ = [
     "lp_mix",
     "make_candidates",
     "request_needs",
-    "route_scores",  # re-exported from router.outcomes: σ(β) for GRK, β for BT/RK
+    "route_scores",  # re-exported from router.policy.outcomes: σ(β) for GRK, β for BT/RK
     "win_rates",
 ]
 

@@ -71,8 +71,8 @@ class Demo:
 
 def prepare_demo(root: Path) -> Demo:
     """Write (once) the checkpoint and config files the demo serves from."""
-    from router.echo import StreamingASGITransport, create_echo_app
-    from router.scorer import write_tiny_checkpoint
+    from router.offline.echo import StreamingASGITransport, create_echo_app
+    from router.scoring import write_tiny_checkpoint
 
     root.mkdir(parents=True, exist_ok=True)
     ckpt = root / "p2l-tiny"

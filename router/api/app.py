@@ -19,11 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from router._json import JSONResponse
+from router.jsonio import JSONResponse
 from router.config import ROUTER_ALIASES, RouterConfig
 from router.errors import BodyTooLargeError, ConfigError, InvalidRequestError, RouterError
-from router.protocol import parse_json_object, parse_leaderboard
-from router.serving import RouterService
+from router.api.protocol import parse_json_object, parse_leaderboard
+from router.serving.service import RouterService
 
 log = logging.getLogger("router")
 

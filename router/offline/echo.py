@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from router._json import dumps, loads  # noqa: F401 - re-exported for the test fake
+from router.jsonio import dumps, loads  # noqa: F401 - re-exported for the test fake
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

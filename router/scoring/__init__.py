@@ -3,7 +3,7 @@
 Public surface: ``load_p2l`` / ``P2LModel`` (checkpoint), ``ScoringEngine`` (asyncio
 batching, cache), ``Scores``, ``ModelLoadError``, ``write_tiny_checkpoint``, the
 leaderboard helpers. torch is imported only when a torch-backed name is first used, so
-``from router.scorer import Scores, leaderboard_rows`` stays light.
+``from router.scoring import Scores, leaderboard_rows`` stays light.
 """
 
 from __future__ import annotations
@@ -11,20 +11,20 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from router.scorer.inputs import render, user_turns
-from router.scorer.leaderboard import format_table, leaderboard_rows, pairwise_matrix
-from router.scorer.types import DEFAULT_P2L_MODEL, HEADS, ModelLoadError, Scores
+from router.scoring.inputs import render, user_turns
+from router.scoring.leaderboard import format_table, leaderboard_rows, pairwise_matrix
+from router.scoring.types import DEFAULT_P2L_MODEL, HEADS, ModelLoadError, Scores
 
 if TYPE_CHECKING:
-    from router.scorer.checkpoint import P2LModel, load_p2l
-    from router.scorer.engine import ScoringEngine
-    from router.scorer.tiny import write_tiny_checkpoint
+    from router.scoring.checkpoint import P2LModel, load_p2l
+    from router.scoring.engine import ScoringEngine
+    from router.scoring.tiny import write_tiny_checkpoint
 
 _LAZY = {
-    "P2LModel": "router.scorer.checkpoint",
-    "load_p2l": "router.scorer.checkpoint",
-    "ScoringEngine": "router.scorer.engine",
-    "write_tiny_checkpoint": "router.scorer.tiny",
+    "P2LModel": "router.scoring.checkpoint",
+    "load_p2l": "router.scoring.checkpoint",
+    "ScoringEngine": "router.scoring.engine",
+    "write_tiny_checkpoint": "router.scoring.tiny",
 }
 
 __all__ = [
@@ -47,4 +47,4 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'router.scorer' has no attribute {name!r}")
+    raise AttributeError(f"module 'router.scoring' has no attribute {name!r}")

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from router._json import dumps
-from router.decision import DecisionRecord
+from router.jsonio import dumps
+from router.observability.decisions import DecisionRecord
 from router.errors import UpstreamError
-from router.sse import UpstreamStream
-from router.upstream import UpstreamFailure
+from router.upstream.sse import UpstreamStream
+from router.upstream.client import UpstreamFailure
 
 if TYPE_CHECKING:
-    from router.serving import Plan, RouterService
+    from router.serving.service import Plan, RouterService
 
 
 class PassThrough(Exception):

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from router.echo import loads
+from router.offline.echo import loads
 
 if TYPE_CHECKING:
-    from router.upstream import _Deadline, _Provider
+    from router.upstream.client import _Deadline, _Provider
 
 
 class SSEDecoder:

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from router.outcomes import p_not_bad, pairwise
-from router.scorer.types import Scores
+from router.policy.outcomes import p_not_bad, pairwise
+from router.scoring.types import Scores
 
 # model -> (input USD per 1M tokens, output USD per 1M tokens, expected cost USD or None)
 Prices = Mapping[str, tuple[float, float, float | None]]
