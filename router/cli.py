@@ -304,7 +304,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from router.config import load_providers
     from router.policy.strategies import price_table
     from router.scoring import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
-    from router.serving.service import message_text
+    from router.serving.tokens import message_text
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     catalog = load_providers(args.providers) if Path(args.providers).exists() else None
@@ -348,8 +348,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.scoring import ModelLoadError, load_p2l
-    from router.serving.service import message_text
     from router.offline.simulate import (
         lambda_grid,
         load_prompts,
@@ -357,6 +355,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         score_prompts,
         simulate_scored,
     )
+    from router.scoring import ModelLoadError, load_p2l
+    from router.serving.tokens import message_text
 
     cfg = load_config(args.providers, args.policies)
     team = cfg.teams.get(args.team)

@@ -9,7 +9,8 @@ RouterError                      -> an OpenAI-style error body with an HTTP stat
  ├── BudgetExceededError          429 budget_exceeded
  ├── UpstreamError                502 upstream_error (code: last upstream status or error kind)
  ├── NotReadyError                503 not_ready
- └── OverloadedError              503 overloaded (retry_after seconds)
+ ├── OverloadedError              503 overloaded (retry_after seconds)
+ └── ProviderRejectedError        the provider's own 400/413/422, passed through
 ConfigError                      a bad providers.yaml / policies file; lists file, field, problem
 
 Third-party errors (httpx, sqlite3, redis, torch) are translated into these at one
@@ -137,3 +138,26 @@ class ConfigError(Exception):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class ProviderRejectedError(RouterError):
+    """The provider refused the client's request (400/413/422): its answer goes back to
+    the client as it was, in OpenAI's error shape, and no other candidate is tried."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str, error: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        err = error or {}
+        self._body = {
+            "error": {
+                "message": err.get("message") or message,
+                "type": err.get("type") or self.type,
+                "param": err.get("param"),
+                "code": err.get("code"),
+            }
+        }
+
+    def body(self) -> dict[str, Any]:
+        return self._body

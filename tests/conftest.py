@@ -217,9 +217,9 @@ def make_router(
     tmp_path: Path, p2l_model: Any, fake: FakeUpstream
 ) -> Iterator[Callable[..., RouterHandle]]:
     """Start a real router against the fake upstream; options shape the team and catalog."""
+    from router.api.app import create_app
     from router.config import load_config
     from router.scoring import ScoringEngine
-    from router.api.app import create_app
     from router.serving.service import RouterService
 
     servers: list[ThreadServer] = []

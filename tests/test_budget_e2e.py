@@ -109,7 +109,7 @@ def test_crashed_reservation_is_released_after_ttl(make_router):
     service = r.service
 
     async def hold() -> None:  # what a router killed mid-request leaves behind
-        key, _, _ = service.period(service.config.teams["research"])
+        key = service.accounts.period(service.config.teams["research"]).key
         await service.ledger.reserve(
             "research", 0.9, limit_usd=1.0, period_key=key, ttl_s=30, now=now[0]
         )
@@ -161,7 +161,7 @@ def test_stale_usage_view_never_refuses_what_the_ledger_allows(make_router):
     service = r.service
 
     async def hold() -> None:  # another router process holds most of the budget
-        key, _, _ = service.period(service.config.teams["research"])
+        key = service.accounts.period(service.config.teams["research"]).key
         await service.ledger.reserve(
             "research", 0.95, limit_usd=1.0, period_key=key, ttl_s=30, now=now[0]
         )

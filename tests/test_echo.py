@@ -9,7 +9,12 @@ import time
 import httpx
 import pytest
 
-from router.offline.echo import StreamingASGITransport, completion_for, create_echo_app, stream_chunks_for
+from router.offline.echo import (
+    StreamingASGITransport,
+    completion_for,
+    create_echo_app,
+    stream_chunks_for,
+)
 
 MSGS = [
     {"role": "system", "content": "be brief"},

@@ -10,7 +10,6 @@ import pytest
 
 from router.config import Catalog, ModelConfig, ProviderConfig, TeamPolicy
 from router.errors import NoCandidateError
-from router.policy.strategies import decide
 from router.offline.simulate import (
     Prompt,
     frontier,
@@ -22,6 +21,7 @@ from router.offline.simulate import (
     simulate,
     simulate_scored,
 )
+from router.policy.strategies import decide
 
 MODELS = ("big", "mid", "small", "tiny")
 PRICES = {"big": (5.0, 20.0), "mid": (1.0, 4.0), "small": (0.2, 0.8), "tiny": (0.05, 0.1)}

@@ -15,8 +15,8 @@ import yaml
 
 from router.config import Catalog, load_providers
 from router.offline.echo import StreamingASGITransport, create_echo_app
-from router.upstream.sse import SSEDecoder
 from router.upstream.client import UpstreamClient, UpstreamFailure, _Deadline, _retry_after
+from router.upstream.sse import SSEDecoder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_upstream import FakeUpstream  # noqa: E402

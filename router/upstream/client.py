@@ -40,9 +40,9 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from router.upstream._http1 import HTTP1Transport
 from router.config import Catalog, ModelConfig, ProviderConfig
 from router.offline.echo import dumps, loads
+from router.upstream._http1 import HTTP1Transport
 from router.upstream.sse import UpstreamStream
 
 log = logging.getLogger("router.upstream.client")

@@ -1,5 +1,11 @@
-"""Relaying one upstream answer to the client: the SSE stream, or the upstream's own
-refusal of the request (passed through as it is)."""
+"""A streamed answer, chunk by chunk as the upstream sends it.
+
+Each chunk is renamed to the catalog model; the usage chunk (always asked of the
+upstream) reaches the client only if it asked for it; after the stream ends comes the
+``router`` chunk (the decision). An upstream failure mid-stream becomes an in-band error
+chunk (the status line is long gone). Whatever happens, including a client that leaves,
+the spend is settled and the decision recorded exactly once, before the last chunk.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from router.jsonio import dumps
-from router.observability.decisions import DecisionRecord
+from router.config import ModelConfig
 from router.errors import UpstreamError
-from router.upstream.sse import UpstreamStream
 from router.upstream.client import UpstreamFailure
+from router.upstream.sse import UpstreamStream
 
 if TYPE_CHECKING:
-    from router.serving.service import Plan, RouterService
+    from router.serving.chat import ChatFlow
 
 
-class PassThrough(Exception):
-    """The upstream refused the client's request (400/422): the client sees that answer."""
-
-    def __init__(self, exc: UpstreamFailure) -> None:
-        self.status = exc.status or 400
-        self.message = exc.message
-        err = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
-        if not isinstance(err, dict):
-            err = {"message": exc.message}
-        self.body = {
-            "error": {
-                "message": err.get("message") or exc.message,
-                "type": err.get("type") or "invalid_request_error",
-                "param": err.get("param"),
-                "code": err.get("code"),
-            }
-        }
-
-
-async def relay_stream(
-    service: RouterService,
-    plan: Plan,
-    model: str,
-    stream: UpstreamStream,
-    rec: DecisionRecord,
-    t0: float,
-    t_start: float,
-) -> AsyncIterator[bytes]:
-    """The client's SSE bytes, chunk by chunk as the upstream sends them.
-
-    Each chunk is renamed to the catalog model; the usage chunk (always asked of the
-    upstream) reaches the client only if it asked for it; after the stream ends come the
-    ``router`` chunk (the decision) and ``[DONE]``. An upstream failure mid-stream becomes
-    an in-band error event (the status line is long gone). Whatever happens, including a
-    client that leaves, the spend is settled and the decision logged exactly once."""
-    wants_usage = plan.request.wants_usage
+async def relay_chunks(
+    flow: ChatFlow, cfg: ModelConfig, stream: UpstreamStream, t0: float, t_start: float
+) -> AsyncIterator[dict[str, Any]]:
+    rec, model = flow.rec, cfg.name
+    wants_usage = flow.request().wants_usage
     usage: dict[str, Any] | None = None
     relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
     last_id, created = None, int(time.time())
@@ -71,7 +45,7 @@ async def relay_stream(
                 if "error" in chunk and "choices" not in chunk:
                     rec.status = 502
                     rec.error = str(chunk["error"])[:300]
-                    yield b"data: " + dumps(chunk) + b"\n\n"
+                    yield chunk
                     continue
                 if not chunk.get("choices") and "usage" in chunk and not wants_usage:
                     continue
@@ -80,22 +54,22 @@ async def relay_stream(
                 for choice in chunk.get("choices") or ():
                     _collect_text(choice.get("delta"), relayed)
                 chunk["model"] = model
-                yield b"data: " + dumps(chunk) + b"\n\n"
+                yield chunk
         except UpstreamFailure as exc:
             rec.status = 502
             rec.error = exc.message
             err = UpstreamError(
                 f"the upstream stream from '{model}' broke: {exc.message}", code=exc.kind
             )
-            yield b"data: " + dumps(err.body()) + b"\n\n"
+            yield err.body()
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
-            await service.settle(plan, model, usage, rec, streamed="".join(relayed))
+            await flow.settle(cfg, usage, "".join(relayed))
         settled = True
-        # Logged before the last bytes go out: a client that has read [DONE] can rely on
-        # the decision being in the log and the spend in the ledger.
-        service.record(rec)
-        final = {
+        # Recorded before the last chunk goes out: a client that has read [DONE] can rely
+        # on the decision being in the log and the spend in the ledger.
+        flow.record()
+        yield {
             "id": last_id,
             "object": "chat.completion.chunk",
             "created": created,
@@ -103,12 +77,9 @@ async def relay_stream(
             "choices": [],
             "router": rec.summary(),
         }
-        yield b"data: " + dumps(final) + b"\n\n"
-        yield b"data: [DONE]\n\n"
-    except BaseException:
+    except BaseException as exc:
         if rec.status == 200 and not settled:
-            rec.status = 499  # client went away mid-stream
-            rec.error = "client disconnected"
+            flow.mark_interrupted(exc)
         raise
     finally:
         with anyio.CancelScope(shield=True):
@@ -116,8 +87,8 @@ async def relay_stream(
             if not settled:
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await service.settle(plan, model, usage, rec, streamed="".join(relayed))
-                service.record(rec)
+                await flow.settle(cfg, usage, "".join(relayed))
+                flow.record()
 
 
 def _collect_text(delta: Any, out: list[str]) -> None:

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from router.jsonio import JSONDecodeError, loads
 from router.config import Strategy
 from router.errors import InvalidRequestError
+from router.jsonio import JSONDecodeError, loads
 from router.policy.strategies import request_needs
 
 

@@ -1,0 +1,299 @@
+"""One chat completion as small steps, with no HTTP types:
+
+authenticate → parse → plan (score, decide) → reserve → forward with fallback → settle
+→ record. The result is an :class:`Answer`, a :class:`StreamedAnswer` (chunks as dicts;
+the api layer frames them as SSE) or a :class:`Refusal`; the api layer turns each into a
+response. Exactly one decision record per request, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
+from router.errors import (
+    BudgetExceededError,
+    NotReadyError,
+    ProviderRejectedError,
+    RouterError,
+    UpstreamError,
+)
+from router.ledger import LedgerError
+from router.observability.decisions import DecisionRecord
+from router.protocol import ChatRequest, parse_chat, parse_json_object
+from router.serving.accounting import Accounts, Charge
+from router.serving.generations import Generation
+from router.serving.planning import Planner, RoutePlan
+from router.serving.tokens import TokenCounter
+from router.upstream.client import UpstreamFailure
+
+log = logging.getLogger("router")
+
+# Upstream statuses that mean "the client's request is wrong": passed through, no fallback.
+CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
+
+
+def new_decision_id() -> str:
+    return "dec_" + secrets.token_hex(12)
+
+
+@dataclass
+class Answer:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class StreamedAnswer:
+    chunks: AsyncIterator[dict[str, Any]]  # the relayed chunks, then the ``router`` chunk
+    headers: dict[str, str]
+
+
+@dataclass
+class Refusal:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+ChatResult = Answer | StreamedAnswer | Refusal
+
+
+@dataclass
+class ChatParts:
+    """What every chat request uses; owned by the service."""
+
+    accounts: Accounts
+    planner: Planner
+    tokens: TokenCounter
+    authenticate: Callable[[Generation, str | None], TeamPolicy]
+    record: Callable[[DecisionRecord], None]
+    max_n: int
+    log_prompts: bool
+    shutting_down: Callable[[], bool]
+
+
+def refusal(exc: RouterError, rec: DecisionRecord | None = None) -> Refusal:
+    headers = rec.headers() if rec is not None else {}
+    headers.update(exc.headers)
+    return Refusal(exc.status, exc.body(), headers)
+
+
+class ChatFlow:
+    """The life of one chat request."""
+
+    def __init__(self, parts: ChatParts, gen: Generation) -> None:
+        self.parts = parts
+        self.gen = gen
+        self.rec = DecisionRecord(decision_id=new_decision_id())
+        self.plan: RoutePlan | None = None
+
+    async def run(self, read_body: Callable[[], Awaitable[bytes]], authorization: str | None):
+        """A :data:`ChatResult`; a stream owns the rest of the request (and its record)."""
+        rec, parts = self.rec, self.parts
+        streaming = False
+        try:
+            team = parts.authenticate(self.gen, authorization)
+            rec.team = team.name
+            data = parse_json_object(await read_body())
+            req = parse_chat(data, max_n=parts.max_n)
+            rec.requested_model = req.model
+            rec.stream = req.stream
+            if parts.log_prompts or team.log_prompts:
+                rec.prompt = req.messages
+            body = {k: v for k, v in data.items() if k != "router"}
+            self.plan = await parts.planner.plan(self.gen.config, team, req, rec)
+            await self._reserve_first(self.plan)
+            if req.stream:
+                answer = await self._open_stream(self.plan, body)
+                streaming = True
+                return answer
+            return await self._complete(self.plan, body)
+        except RouterError as exc:
+            rec.status, rec.error = exc.status, exc.message
+            return refusal(exc, rec)
+        except LedgerError as exc:
+            # Without the ledger no budget can be enforced: refuse rather than overspend.
+            log.error("ledger unavailable: %s", exc)
+            err = NotReadyError(
+                "the router cannot reach its spend ledger, so it cannot enforce budgets; "
+                "retry shortly",
+                code="ledger_unavailable",
+                headers={"retry-after": "2"},
+            )
+            rec.status, rec.error = err.status, err.message
+            return refusal(err, rec)
+        except BaseException as exc:
+            self.mark_interrupted(exc)
+            raise
+        finally:
+            if not streaming:
+                await self._release()
+                parts.record(rec)
+
+    def mark_interrupted(self, exc: BaseException) -> None:
+        rec = self.rec
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            if self.parts.shutting_down():
+                rec.status, rec.error = 503, "router shutting down"
+            else:
+                rec.status, rec.error = 499, "client disconnected"
+        else:
+            rec.status, rec.error = 500, f"internal error: {type(exc).__name__}"
+
+    async def _release(self) -> None:
+        if self.plan is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.parts.accounts.release(self.plan.hold)
+            except LedgerError as exc:  # the hold lapses after its TTL
+                log.error("could not release a reservation: %s", exc)
+
+    # ------------------------------------------------------------ reserve
+
+    async def _reserve(self, plan: RoutePlan, model: str) -> None:
+        amount = plan.expected_cost_usd[model]
+        await self.parts.accounts.reserve(plan.hold, amount, ref=self.rec.decision_id)
+        self.rec.expected_cost_usd = amount
+
+    async def _reserve_first(self, plan: RoutePlan) -> None:
+        """Reserve for the chosen model; under ``on_exhausted: cheapest`` a lost race for the
+        last of the budget moves to the cheapest candidate that still fits."""
+        try:
+            await self._reserve(plan, plan.candidates[0])
+        except BudgetExceededError:
+            if plan.team.budget.on_exhausted != "cheapest" or len(plan.candidates) < 2:
+                raise
+            cheapest = min(plan.candidates, key=lambda m: (plan.expected_cost_usd[m], m))
+            await self._reserve(plan, cheapest)
+            plan.candidates = [cheapest] + [m for m in plan.candidates if m != cheapest]
+            self.rec.chosen = cheapest
+            self.rec.reason = f"budget nearly exhausted: cheapest candidate {cheapest} instead ({self.rec.reason})"
+
+    # ------------------------------------------------------------ forward with fallback
+
+    async def _each_candidate(self, plan: RoutePlan) -> AsyncIterator[ModelConfig]:
+        """The models to try in order, the reservation moved to the one being tried."""
+        for i, model in enumerate(plan.candidates):
+            if i > 0:
+                try:
+                    await self._reserve(plan, model)
+                except BudgetExceededError:
+                    self.rec.fallbacks.append(
+                        {"model": model, "error": "budget_exceeded", "message": "does not fit"}
+                    )
+                    continue
+            yield self.gen.config.catalog.models[model]
+
+    def _failed(self, model: str, exc: UpstreamFailure) -> None:
+        if not exc.retryable and exc.status in CLIENT_FAULT_STATUSES:
+            err = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
+            raise ProviderRejectedError(
+                exc.status or 400, exc.message, err if isinstance(err, dict) else None
+            )
+        self.rec.fallbacks.append(
+            {
+                "model": model,
+                "error": str(exc.status) if exc.status else exc.kind,
+                "message": exc.message[:300],
+            }
+        )
+
+    def _all_failed(self, plan: RoutePlan, last: UpstreamFailure | None) -> UpstreamError:
+        code = str(last.status) if last and last.status else (last.kind if last else "no_candidate")
+        n = len(plan.candidates)
+        what = "the requested model" if n == 1 else f"all {n} candidates"
+        return UpstreamError(
+            f"{what} failed upstream; last error: {last.message if last else '?'}", code=code
+        )
+
+    async def _complete(self, plan: RoutePlan, body: dict[str, Any]) -> Answer:
+        rec, last = self.rec, None
+        async for cfg in self._each_candidate(plan):
+            t0 = time.perf_counter()
+            try:
+                result, _sent = await self.gen.upstream.complete(cfg, body)
+            except UpstreamFailure as exc:
+                rec.upstream_ms += (time.perf_counter() - t0) * 1000
+                self._failed(cfg.name, exc)
+                last = exc
+                continue
+            rec.upstream_ms += (time.perf_counter() - t0) * 1000
+            rec.served_by = cfg.name
+            await self.settle(cfg, result.get("usage"))
+            result["model"] = cfg.name
+            return Answer(result, rec.headers())
+        raise self._all_failed(plan, last)
+
+    async def _open_stream(self, plan: RoutePlan, body: dict[str, Any]) -> StreamedAnswer:
+        from router.serving.streaming import relay_chunks
+
+        rec, last = self.rec, None
+        t_start = time.perf_counter()
+        async for cfg in self._each_candidate(plan):
+            t0 = time.perf_counter()
+            try:
+                stream = await self.gen.upstream.open_stream(cfg, body)
+            except UpstreamFailure as exc:
+                rec.upstream_ms += (time.perf_counter() - t0) * 1000
+                self._failed(cfg.name, exc)
+                last = exc
+                continue
+            rec.served_by = cfg.name
+            return StreamedAnswer(relay_chunks(self, cfg, stream, t0, t_start), rec.headers())
+        raise self._all_failed(plan, last)
+
+    # ------------------------------------------------------------ settle and record
+
+    def charge(
+        self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None
+    ) -> Charge:
+        """The actual cost: the upstream's ``usage``; without it (a stream cut short), the
+        prompt plus the ``streamed`` text counted with the scorer's tokenizer; without
+        either, what was reserved."""
+        plan = self.plan
+        assert plan is not None
+        pt = ct = None
+        if usage:
+            pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(pt, int) and isinstance(ct, int):
+            n = plan.request.n or 1
+            limit = plan.request.output_token_limit
+            # An answer cut at max_tokens says nothing about the model's natural length.
+            learn = max(1, ct // n) if limit is None or ct < limit * n else None
+            return Charge(cfg.cost_usd(pt, ct), pt, ct, "upstream", learn)
+        if streamed is not None:
+            ct = self.parts.tokens.text_tokens(streamed)
+            return Charge(cfg.cost_usd(plan.prompt_tokens, ct), plan.prompt_tokens, ct, "estimated")
+        cost = plan.expected_cost_usd.get(cfg.name, 0.0)
+        return Charge(cost, plan.prompt_tokens, None, "reserved")
+
+    async def settle(
+        self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None = None
+    ) -> None:
+        plan, rec = self.plan, self.rec
+        assert plan is not None
+        c = self.charge(cfg, usage, streamed)
+        rec.cost_usd, rec.usage_source = c.cost_usd, c.source
+        rec.prompt_tokens, rec.completion_tokens = c.prompt_tokens, c.completion_tokens
+        # The learned average starts from the configured expectation, not one answer.
+        prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
+        await self.parts.accounts.settle(plan.hold, cfg.name, c, ref=rec.decision_id, prior=prior)
+        if rec.budget_remaining_usd is not None:
+            rec.budget_remaining_usd -= c.cost_usd
+
+    def record(self) -> None:
+        self.parts.record(self.rec)
+
+    def request(self) -> ChatRequest:
+        assert self.plan is not None
+        return self.plan.request

@@ -1,0 +1,169 @@
+"""Planning: which models to call for one chat request, in which order, at what expected
+cost. Routed requests are scored by P2L and decided by the team's strategy (pure code in
+``router.policy``); a model requested by name is checked and priced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from router.config import ROUTER_ALIASES, RouterConfig, TeamPolicy
+from router.errors import BudgetExceededError, ModelNotFoundError, NoCandidateError
+from router.observability.decisions import DecisionRecord
+from router.policy.strategies import (
+    Decision,
+    decide,
+    eligible_models,
+    expected_cost_usd,
+    expected_output_tokens,
+    make_candidates,
+)
+from router.protocol import ChatRequest
+from router.serving.accounting import Accounts, Hold
+from router.serving.tokens import TokenCounter
+
+
+@dataclass
+class RoutePlan:
+    """What to call, in order, and what this request holds on the team's budget."""
+
+    team: TeamPolicy
+    request: ChatRequest
+    candidates: list[str]  # models to try, preferred first
+    expected_cost_usd: dict[str, float]
+    prompt_tokens: int
+    hold: Hold
+
+
+class Planner:
+    def __init__(self, accounts: Accounts, tokens: TokenCounter, scorer: Callable[[], Any]) -> None:
+        self.accounts = accounts
+        self.tokens = tokens
+        self.scorer = scorer  # the ready scoring engine, or NotReadyError
+
+    async def plan(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        rec: DecisionRecord,
+    ) -> RoutePlan:
+        period = self.accounts.period(team)
+        usage, from_view = await self.accounts.usage(team.name, period)
+        limit = team.budget.usd
+        rec.budget_remaining_usd = (
+            None if limit is None else limit - usage.spent_usd - usage.reserved_usd
+        )
+        opts = req.router
+        caps = [
+            c for c in (team.max_cost_per_request_usd, opts.max_cost_usd if opts else None) if c
+        ]
+        cap = min(caps) if caps else None
+        hold = Hold(team, period)
+        if req.model not in ROUTER_ALIASES:
+            return self._direct(config, team, req, rec, cap, hold)
+
+        scores = await self.scorer().score(req.messages)
+        rec.scoring_ms = scores.scoring_ms
+        prompt_tokens = self.tokens.prompt_tokens(req.messages)
+        catalog = config.catalog
+        names = eligible_models(
+            scores.models, catalog, team, opts.models if opts else None, req.needs()
+        )
+        coefs = scores.coef_of()
+        cands = make_candidates(
+            names,
+            coefs,
+            head=scores.head,
+            catalog=catalog,
+            prompt_tokens=prompt_tokens,
+            max_tokens=req.output_token_limit,
+            learned_output_tokens=self.accounts.learned_output,
+            choices=req.n or 1,
+        )
+        strategy = (opts.strategy if opts else None) or team.strategy
+        rec.strategy = strategy
+        lam = await self.accounts.cost_sensitivity(team, usage, period)
+
+        def choose(remaining: float | None) -> Decision:
+            return decide(
+                cands,
+                strategy=strategy,
+                cost_sensitivity=lam,
+                cap_usd=cap,
+                budget_remaining_usd=remaining,
+                on_exhausted=team.budget.on_exhausted,
+                seed=opts.seed if opts else None,
+                coefs=coefs,
+                opponent_mix=team.opponent_mix,
+            )
+
+        try:
+            try:
+                decision = choose(rec.budget_remaining_usd)
+            except BudgetExceededError:
+                if not from_view or limit is None:
+                    raise
+                fresh = await self.accounts.read_usage(team.name, period)  # the view was stale
+                rec.budget_remaining_usd = limit - fresh.spent_usd - fresh.reserved_usd
+                decision = choose(rec.budget_remaining_usd)
+        except BudgetExceededError as exc:
+            when = f"; it resets at {period.end.isoformat()}" if period.end else ""
+            raise BudgetExceededError(f"team '{team.name}': {exc.message}{when}") from None
+        rec.decision = decision
+        rec.chosen = decision.chosen
+        rec.reason = decision.reason
+        return RoutePlan(
+            team,
+            req,
+            [c.model for c in decision.ranking],
+            {c.model: c.expected_cost_usd for c in decision.ranking},
+            prompt_tokens,
+            hold,
+        )
+
+    def _direct(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        rec: DecisionRecord,
+        cap: float | None,
+        hold: Hold,
+    ) -> RoutePlan:
+        catalog = config.catalog
+        model = catalog.models.get(req.model)
+        if model is None:
+            raise ModelNotFoundError(
+                f"model '{req.model}' does not exist; use 'p2l' (or 'auto') to let the router "
+                "choose, or a name from GET /v1/models"
+            )
+        if catalog.available(req.model) is None:
+            var = catalog.skipped.get(model.provider, "its key variable")
+            raise ModelNotFoundError(
+                f"model '{req.model}' is not available: provider '{model.provider}' has no API key "
+                f"({var} is unset on the router)"
+            )
+        if not team.allows(req.model):
+            raise ModelNotFoundError(
+                f"model '{req.model}' is not allowed for team '{team.name}' "
+                f"(see allow/deny in {team.file})"
+            )
+        rec.strategy = "direct"
+        rec.chosen = req.model
+        rec.reason = "requested by name"
+        prompt_tokens = self.tokens.prompt_tokens(req.messages)
+        learned = self.accounts.learned_output.get(model.name)
+        output = expected_output_tokens(model, req.output_token_limit, learned) * (req.n or 1)
+        cost = expected_cost_usd(model, prompt_tokens, output)
+        if cap is not None and cost > cap:
+            raise NoCandidateError(
+                f"expected cost ${cost:.6f} of '{req.model}' is over the cap ${cap:g} per request; "
+                "lower max_tokens or raise router.max_cost_usd",
+                param="router.max_cost_usd"
+                if req.router and req.router.max_cost_usd
+                else "max_tokens",
+            )
+        return RoutePlan(team, req, [req.model], {req.model: cost}, prompt_tokens, hold)
