@@ -68,6 +68,13 @@ def _server_flags(p: argparse.ArgumentParser, *, port: int = 8000) -> None:
     _add(p, "max-queue", 256, int, help="prompts waiting for the scorer before 503 overloaded")
     _add(p, "compile", False, _bool, help="torch.compile the P2L backbone (GPU)")
     _add(p, "log-level", "info", help="debug | info | warning | error")
+    _add(
+        p,
+        "shutdown-grace-s",
+        120.0,
+        float,
+        help="on SIGTERM, how long requests and streams in flight may run before they are ended",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,21 +181,17 @@ def load_engine(args: argparse.Namespace, model: str) -> Any:
 def run_server(
     args: argparse.Namespace, service: Any, reload_config: Callable[[], Any] | None
 ) -> int:
-    import uvicorn
-
     from router.api.app import create_app
+    from router.api.server import serve
 
     app = create_app(service, reload_config=reload_config)
-    uvicorn.run(
+    serve(
         app,
+        service,
         host=args.host,
         port=args.port,
-        log_level=str(args.log_level).lower(),
-        access_log=False,
-        proxy_headers=False,  # the router is addressed directly; no X-Forwarded-* rewriting
-        http="httptools",
-        loop="uvloop",
-        timeout_graceful_shutdown=10,
+        log_level=str(args.log_level),
+        grace_s=args.shutdown_grace_s,
     )
     return 0
 

@@ -5,6 +5,7 @@ RouterError                      -> an OpenAI-style error body with an HTTP stat
  │    └── NoCandidateError        400 invalid_request_error, code no_candidate
  ├── AuthenticationError          401 authentication_error
  ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
+ ├── RequestTimeoutError          408 invalid_request_error, code request_timeout
  ├── BodyTooLargeError            413 invalid_request_error, code body_too_large
  ├── BudgetExceededError          429 budget_exceeded
  ├── UpstreamError                502 upstream_error (code: last upstream status or error kind)
@@ -78,6 +79,12 @@ class ModelNotFoundError(RouterError):
     def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("param", "model")
         super().__init__(message, **kw)
+
+
+class RequestTimeoutError(RouterError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class BodyTooLargeError(RouterError):

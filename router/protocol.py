@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from router.config import Strategy
 from router.errors import InvalidRequestError
 from router.jsonio import JSONDecodeError, loads
 from router.policy.strategies import request_needs
+
+# Bounds checked at the edge, before anything walks the body (400, never a 500).
+MAX_JSON_DEPTH = 64
+MAX_MESSAGES = 4096
 
 
 class RouterOptions(BaseModel):
@@ -32,11 +36,13 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    n: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_MESSAGES)
+    # Strict: a field the router acts on must mean to the provider what it meant here
+    # ("stream": "no" would be read as false and forwarded as a string).
+    stream: StrictBool = False
+    n: StrictInt | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
     stream_options: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     functions: list[dict[str, Any]] | None = None
@@ -97,7 +103,28 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(f"request body is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
+    depth = json_depth(data, MAX_JSON_DEPTH)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidRequestError(
+            f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels; flatten it"
+        )
     return data
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar is 0), counted without recursion and given up
+    once past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if deepest > limit:
+                return deepest
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, d + 1) for c in children if isinstance(c, dict | list))
+    return deepest if isinstance(value, dict | list) else 0
 
 
 Kind = Literal["chat", "leaderboard"]

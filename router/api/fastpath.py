@@ -5,18 +5,21 @@ is the same as a route's, errors included."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api.responses import INTERNAL_ERROR, JSONResponse, chat_response
-from router.errors import BodyTooLargeError, InvalidRequestError
+from router.errors import BodyTooLargeError, InvalidRequestError, RequestTimeoutError
 from router.serving.service import RouterService
 
 log = logging.getLogger("router")
 
 CHAT_PATH = "/v1/chat/completions"
+# Longest wait for the next piece of a request body before the request is refused (408).
+BODY_READ_TIMEOUT_S = 30.0
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -30,7 +33,14 @@ async def read_limited(declared: str | None, receive: Receive, limit: int) -> by
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body stalled: nothing arrived for {BODY_READ_TIMEOUT_S:g} s "
+                f"after {size} bytes"
+            ) from None
         if message["type"] == "http.disconnect":
             raise InvalidRequestError("the client disconnected before sending the whole body")
         chunk = message.get("body", b"")

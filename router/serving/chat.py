@@ -79,6 +79,7 @@ class ChatParts:
     max_n: int
     log_prompts: bool
     shutting_down: Callable[[], bool]
+    streams: set[ChatFlow] = field(default_factory=set)  # streams being relayed now
 
 
 def refusal(exc: RouterError, rec: DecisionRecord | None = None) -> Refusal:
@@ -95,6 +96,14 @@ class ChatFlow:
         self.gen = gen
         self.rec = DecisionRecord(decision_id=new_decision_id())
         self.plan: RoutePlan | None = None
+        self.interrupted = False  # set by a shutdown whose grace ran out
+        self.task: asyncio.Task[Any] | None = None  # the task relaying this stream
+
+    def interrupt(self) -> None:
+        """End this stream now (shutdown): the relay emits an error event and settles."""
+        if self.task is not None and not self.interrupted:
+            self.interrupted = True
+            self.task.cancel()
 
     async def run(self, read_body: Callable[[], Awaitable[bytes]], authorization: str | None):
         """A :data:`ChatResult`; a stream owns the rest of the request (and its record)."""

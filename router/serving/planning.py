@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import ROUTER_ALIASES, RouterConfig, TeamPolicy
-from router.errors import BudgetExceededError, ModelNotFoundError, NoCandidateError
+from router.errors import (
+    BudgetExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoCandidateError,
+)
 from router.observability.decisions import DecisionRecord
 from router.policy.strategies import (
     Decision,
@@ -23,6 +28,10 @@ from router.policy.strategies import (
 from router.protocol import ChatRequest
 from router.serving.accounting import Accounts, Hold
 from router.serving.tokens import TokenCounter
+
+# The most prompt tokens one request may carry (400 beyond): a bound on the work a single
+# body can cause, well above every context window in providers.yaml.
+DEFAULT_MAX_PROMPT_TOKENS = 2_000_000
 
 
 @dataclass
@@ -38,7 +47,15 @@ class RoutePlan:
 
 
 class Planner:
-    def __init__(self, accounts: Accounts, tokens: TokenCounter, scorer: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        tokens: TokenCounter,
+        scorer: Callable[[], Any],
+        *,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+    ) -> None:
+        self.max_prompt_tokens = max_prompt_tokens
         self.accounts = accounts
         self.tokens = tokens
         self.scorer = scorer  # the ready scoring engine, or NotReadyError
@@ -62,12 +79,18 @@ class Planner:
         ]
         cap = min(caps) if caps else None
         hold = Hold(team, period)
+        prompt_tokens = await self.tokens.count_prompt(req.messages)
+        if prompt_tokens > self.max_prompt_tokens:
+            raise InvalidRequestError(
+                f"the prompt is about {prompt_tokens} tokens; this router takes at most "
+                f"{self.max_prompt_tokens} per request",
+                param="messages",
+            )
         if req.model not in ROUTER_ALIASES:
-            return self._direct(config, team, req, rec, cap, hold)
+            return self._direct(config, team, req, rec, cap, hold, prompt_tokens)
 
         scores = await self.scorer().score(req.messages)
         rec.scoring_ms = scores.scoring_ms
-        prompt_tokens = self.tokens.prompt_tokens(req.messages)
         catalog = config.catalog
         names = eligible_models(
             scores.models, catalog, team, opts.models if opts else None, req.needs()
@@ -132,6 +155,7 @@ class Planner:
         rec: DecisionRecord,
         cap: float | None,
         hold: Hold,
+        prompt_tokens: int,
     ) -> RoutePlan:
         catalog = config.catalog
         model = catalog.models.get(req.model)
@@ -154,7 +178,6 @@ class Planner:
         rec.strategy = "direct"
         rec.chosen = req.model
         rec.reason = "requested by name"
-        prompt_tokens = self.tokens.prompt_tokens(req.messages)
         learned = self.accounts.learned_output.get(model.name)
         output = expected_output_tokens(model, req.output_token_limit, learned) * (req.n or 1)
         cost = expected_cost_usd(model, prompt_tokens, output)

@@ -141,6 +141,23 @@ class RouterService:
     def _tokenizer(self) -> Callable[[str], int] | None:
         return self.engine.model.count_tokens if self.ready else None
 
+    def begin_shutdown(self, grace_s: float) -> None:
+        """Stop taking chat requests' streams past ``grace_s``: requests in flight finish
+        within the grace, streams still running then are ended in-band and settled."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        log.info(
+            "shutting down: %d request(s) in flight have %gs to finish",
+            self.generations.in_flight,
+            grace_s,
+        )
+        asyncio.get_running_loop().call_later(grace_s, self.interrupt_streams)
+
+    def interrupt_streams(self) -> None:
+        for flow in list(self._parts.streams):
+            flow.interrupt()
+
     async def reload(self, config: RouterConfig) -> None:
         """Swap in a validated config (SIGHUP); requests in flight keep the one they
         started with, and spend lives in the ledger."""

@@ -9,6 +9,7 @@ the spend is settled and the decision recorded exactly once, before the last chu
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from router.config import ModelConfig
-from router.errors import UpstreamError
+from router.errors import NotReadyError, UpstreamError
 from router.upstream.client import UpstreamFailure
 from router.upstream.sse import UpstreamStream
 
@@ -33,6 +34,8 @@ async def relay_chunks(
     relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
     last_id, created = None, int(time.time())
     settled = False
+    flow.task = asyncio.current_task()
+    flow.parts.streams.add(flow)
     try:
         try:
             async for chunk in stream:
@@ -62,6 +65,15 @@ async def relay_chunks(
                 f"the upstream stream from '{model}' broke: {exc.message}", code=exc.kind
             )
             yield err.body()
+        except asyncio.CancelledError:
+            if not flow.interrupted:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            rec.status, rec.error = 503, "router shutting down"
+            yield NotReadyError(
+                "the router is shutting down and ended this stream; the text so far is billed",
+                code="shutting_down",
+            ).body()
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
             await flow.settle(cfg, usage, "".join(relayed))
@@ -82,6 +94,7 @@ async def relay_chunks(
             flow.mark_interrupted(exc)
         raise
     finally:
+        flow.parts.streams.discard(flow)
         with anyio.CancelScope(shield=True):
             await stream.aclose()
             if not settled:

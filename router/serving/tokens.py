@@ -3,6 +3,7 @@ is loaded, else about four characters a token."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,11 @@ def message_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+# Above this many characters, text is tokenized on a worker thread so a huge body does not
+# stall the event loop (and every other request with it).
+OFF_LOOP_CHARS = 64 * 1024
+
+
 class TokenCounter:
     def __init__(self, tokenizer: Callable[[], Callable[[str], int] | None]) -> None:
         self._tokenizer = tokenizer  # the loaded model's count_tokens, or None
@@ -33,3 +39,10 @@ class TokenCounter:
 
     def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         return self.text_tokens(message_text(messages)) + 4 * len(messages)
+
+    async def count_prompt(self, messages: list[dict[str, Any]]) -> int:
+        """:meth:`prompt_tokens`, off the event loop when the text is large."""
+        text = message_text(messages)
+        if len(text) <= OFF_LOOP_CHARS:
+            return self.text_tokens(text) + 4 * len(messages)
+        return await asyncio.to_thread(self.text_tokens, text) + 4 * len(messages)
