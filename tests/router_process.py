@@ -1,0 +1,125 @@
+"""``p2l-router serve`` as a real subprocess on a free port, for tests that need real
+signals (SIGHUP reload, SIGTERM shutdown) and a real exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    from conftest import free_socket
+
+    s = free_socket()
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class RouterProcess:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        checkpoint: Path,
+        providers: Path,
+        policies: Path,
+        env: dict[str, str],
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.ledger_path = tmp / "ledger.db"
+        self.decision_log = tmp / "decisions.jsonl"
+        self.err_log = tmp / "stderr.log"
+        args = [
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--port",
+            str(self.port),
+            "--providers",
+            str(providers),
+            "--policies",
+            str(policies),
+            "--p2l-model",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            "--ledger",
+            f"sqlite:///{self.ledger_path}",
+            "--decision-log",
+            str(self.decision_log),
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env={**ENV, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self.err_log.open("w"),
+        )
+
+    def wait_ready(self, timeout: float = 90) -> RouterProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.err_log.read_text()
+            try:
+                if httpx.get(self.root + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("router never became ready")
+
+    def wait_log(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.err_log.read_text():
+            assert time.monotonic() < deadline, f"{text!r} never appeared in the router's log"
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def decisions(self) -> list[dict[str, Any]]:
+        if not self.decision_log.exists():
+            return []
+        return [json.loads(ln) for ln in self.decision_log.read_text().splitlines() if ln]
+
+    def ledger_spent(self, team: str) -> float:
+        from router.ledger import create_ledger
+
+        async def read() -> float:
+            ledger = create_ledger(f"sqlite:///{self.ledger_path}")
+            try:
+                return await ledger.total_spent(team)
+            finally:
+                await ledger.close()
+
+        return asyncio.run(read())
