@@ -88,17 +88,24 @@ def free_socket() -> socket.socket:
     return sock
 
 
+@pytest.fixture(scope="session")
+def event_loop_policy() -> Any:
+    """Async tests run on uvloop, as the router does in production."""
+    import uvloop
+
+    return uvloop.EventLoopPolicy()
+
+
 class ThreadServer:
     """uvicorn serving an ASGI app on a free loopback port, in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **config_kw: Any) -> None:
+        from router.api.server import uvicorn_config
+
         self.sock = free_socket()
         self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, log_level="warning", lifespan="on", http="httptools", loop="asyncio"
-            )
-        )
+        # The production settings: uvloop, httptools with head deadlines, keep-alive bound.
+        self.server = uvicorn.Server(uvicorn_config(app, log_level="warning", **config_kw))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )
@@ -230,6 +237,7 @@ def make_router(
         wait_ready: bool = True,
         clock: Callable[[], float] | None = None,
         service_kw: dict[str, Any] | None = None,
+        server_kw: dict[str, Any] | None = None,
         engine_kw: dict[str, Any] | None = None,
         **config_kw: Any,
     ) -> RouterHandle:
@@ -248,7 +256,7 @@ def make_router(
             **(service_kw or {}),
         )
         app = create_app(service, reload_config=lambda: load_config(providers, policies, env))
-        srv = ThreadServer(app).__enter__()
+        srv = ThreadServer(app, **(server_kw or {})).__enter__()
         servers.append(srv)
         root_url = f"http://127.0.0.1:{srv.port}"
         if wait_ready:

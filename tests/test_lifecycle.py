@@ -28,7 +28,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
 def start_router(tmp_path, checkpoint, fake, *extra: str) -> RouterProcess:
     providers, policies, env = write_config(tmp_path, fake.base_url)
     r = RouterProcess(
-        tmp_path, checkpoint=checkpoint, providers=providers, policies=policies, env=env, extra=extra
+        tmp_path,
+        checkpoint=checkpoint,
+        providers=providers,
+        policies=policies,
+        env=env,
+        extra=extra,
     )
     r.providers = providers  # type: ignore[attr-defined]
     return r.wait_ready()
@@ -98,9 +103,10 @@ def test_sigterm_lets_short_streams_finish_and_ends_long_ones_in_band(tmp_path, 
     fake.behave(f"up-{FAST}", chunk_delay_s=0.05)  # finishes within it
     r = start_router(tmp_path, checkpoint, fake, "--shutdown-grace-s", "1.5")
     try:
-        with httpx.Client(base_url=r.root, timeout=30) as slow, httpx.Client(
-            base_url=r.root, timeout=30
-        ) as fast:
+        with (
+            httpx.Client(base_url=r.root, timeout=30) as slow,
+            httpx.Client(base_url=r.root, timeout=30) as fast,
+        ):
             long_stream = open_stream(slow, SLOW)
             long_lines = long_stream.iter_lines()
             first = next(ln for ln in long_lines if ln.startswith("data: "))

@@ -102,6 +102,30 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def uvicorn_config(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    grace_s: float = DEFAULT_GRACE_S,
+    protocol: type[HttpToolsProtocol] = BoundedHttpToolsProtocol,
+) -> uvicorn.Config:
+    """The production server settings (tests serve the app with these too)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+        proxy_headers=False,  # the router is addressed directly; no X-Forwarded-* rewriting
+        http=protocol,
+        loop="uvloop",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=grace_s + FLUSH_S,
+    )
+
+
 def serve(
     app: Any,
     service: RouterService,
@@ -111,16 +135,5 @@ def serve(
     log_level: str = "info",
     grace_s: float = DEFAULT_GRACE_S,
 ) -> None:
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        access_log=False,
-        proxy_headers=False,  # the router is addressed directly; no X-Forwarded-* rewriting
-        http=BoundedHttpToolsProtocol,
-        loop="uvloop",
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=grace_s + FLUSH_S,
-    )
+    config = uvicorn_config(app, host=host, port=port, log_level=log_level, grace_s=grace_s)
     GracefulServer(config, service, grace_s).run()
