@@ -76,7 +76,9 @@ class ModelConfig(_Model):
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
     context_window: int | None = Field(None, gt=0)
-    supports: frozenset[str] = frozenset()
+    # None: not declared, so unknown (the model stays a candidate for every request);
+    # a list, even empty, is what the model can do and filters requests that need more.
+    supports: frozenset[str] | None = None
     expected_output_tokens: int | None = Field(None, gt=0)
 
     def model_post_init(self, __context: Any) -> None:
