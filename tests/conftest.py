@@ -205,7 +205,12 @@ def write_config(
     )
     (policies / "other.yaml").write_text(
         yaml.safe_dump(
-            {"api_keys_env": ["OTHER_KEY"], "allow": ["gpt-4o-mini*"], **(other_team or {})}
+            {
+                "api_keys_env": ["OTHER_KEY"],
+                "budget": "none",
+                "allow": ["gpt-4o-mini*"],
+                **(other_team or {}),
+            }
         )
     )
     env = {"FAKE_PROVIDER_KEY": PROVIDER_KEY, "RESEARCH_KEY": TEAM_KEY, "OTHER_KEY": OTHER_KEY}
@@ -217,9 +222,9 @@ def make_router(
     tmp_path: Path, p2l_model: Any, fake: FakeUpstream
 ) -> Iterator[Callable[..., RouterHandle]]:
     """Start a real router against the fake upstream; options shape the team and catalog."""
+    from router.api.app import create_app
     from router.config import load_config
     from router.scoring import ScoringEngine
-    from router.api.app import create_app
     from router.serving.service import RouterService
 
     servers: list[ThreadServer] = []
