@@ -7,7 +7,6 @@ Every flag can also be set by an environment variable ``P2L_ROUTER_<FLAG>``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import ConfigError
+from router.offline.commands import cmd_leaderboard, cmd_simulate
+from router.scoring.types import DEFAULT_P2L_MODEL
 
-DEFAULT_P2L_MODEL = "lmarena-ai/p2l-7b-grk-01112025"
 log = logging.getLogger("router")
 
 
@@ -75,6 +75,18 @@ def _server_flags(p: argparse.ArgumentParser, *, port: int = 8000) -> None:
         float,
         help="on SIGTERM, how long requests and streams in flight may run before they are ended",
     )
+    _add(p, "docs", False, _bool, help="serve the API docs at /docs and /openapi.json")
+
+
+def _auth_flag(p: argparse.ArgumentParser) -> None:
+    _add(
+        p,
+        "allow-unauthenticated",
+        False,
+        _bool,
+        help="with no team key configured, serve every request as team 'default' "
+        "(refused otherwise)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(s, "policies", "policies", help="folder of team policy files")
     _add(s, "p2l-model", DEFAULT_P2L_MODEL, help="hub id or local folder of a P2L checkpoint")
     _add(s, "ledger", "sqlite:///p2l-router.db", help="sqlite:///PATH or redis://HOST:PORT/DB")
+    _auth_flag(s)
 
     d = sub.add_parser("demo", help="serve fully offline: tiny checkpoint + built-in echo provider")
     _server_flags(d)
@@ -121,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(cc, "providers", "providers.yaml")
     _add(cc, "policies", "policies")
+    _auth_flag(cc)
 
     sim = sub.add_parser("simulate", help="route a prompt file without calling upstream")
     sim.add_argument("prompts", help="JSONL: {'messages': [...]} or {'prompt': '...'} per line")
@@ -184,7 +198,7 @@ def run_server(
     from router.api.app import create_app
     from router.api.server import serve
 
-    app = create_app(service, reload_config=reload_config)
+    app = create_app(service, reload_config=reload_config, docs=args.docs)
     serve(
         app,
         service,
@@ -197,15 +211,19 @@ def run_server(
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.config import load_config
+    from router.config import ADMIN_KEY_ENV, load_config
     from router.serving.service import RouterService
 
     def reload() -> Any:
-        return load_config(args.providers, args.policies)
+        return load_config(
+            args.providers, args.policies, allow_unauthenticated=args.allow_unauthenticated
+        )
 
     config = reload()
     for w in config.warnings:
         log.warning("%s", w)
+    if not config.admin_enabled:
+        log.info("%s is unset: the admin endpoints are closed", ADMIN_KEY_ENV)
     engine = load_engine(args, args.p2l_model)
     _warn_unscored(config, engine.model.model_list)
     service = RouterService(
@@ -277,7 +295,9 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from router.config import load_config
 
-    cfg = load_config(args.providers, args.policies)
+    cfg = load_config(
+        args.providers, args.policies, allow_unauthenticated=args.allow_unauthenticated
+    )
     cat = cfg.catalog
     avail = cat.available_models()
     print(f"providers: {len(cat.providers)} in {cat.source}")
@@ -286,138 +306,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         n = sum(1 for m in cat.models.values() if m.provider == name)
         print(f"  {name:<12} {n:>3} models  {p.base_url}  {state}")
     print(f"models: {len(cat.models)} configured, {len(avail)} routable (provider key set)")
-    print(f"auth: {'on' if cfg.auth_enabled else 'off (no team key set)'}")
+    print(f"auth: {'on' if cfg.auth_enabled else 'off (--allow-unauthenticated)'}")
+    print(f"admin: {'on' if cfg.admin_enabled else 'closed (P2L_ROUTER_ADMIN_KEY unset)'}")
     print(f"teams: {len(cfg.teams)}")
     for t in sorted(cfg.teams.values(), key=lambda t: t.name):
         b = t.budget
-        limit = "unlimited" if b.usd is None else f"${b.usd:g}/{b.period} ({b.timezone})"
+        limit = "none" if b.usd is None else f"${b.usd:g}/{b.period} ({b.timezone})"
+        rate = ""
+        if t.rate_limit is not None:
+            r = t.rate_limit
+            rate = f" rate_limit={r.requests_per_minute or '-'}rpm/{r.tokens_per_minute or '-'}tpm"
         allowed = sum(1 for m in avail if t.allows(m))
         print(
-            f"  {t.name:<12} keys={len(t.keys)} budget={limit} on_exhausted={b.on_exhausted} "
-            f"strategy={t.strategy} λ={t.cost_sensitivity:g} allowed_routable={allowed}"
+            f"  {t.name:<12} keys={t.key_count} budget={limit} on_exhausted={b.on_exhausted} "
+            f"strategy={t.strategy} λ={t.cost_sensitivity:g} allowed_routable={allowed}{rate}"
         )
     for w in cfg.warnings:
         print(f"warning: {w}")
     return 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    import time
-
-    from router.config import load_providers
-    from router.policy.strategies import price_table
-    from router.scoring import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
-    from router.serving.tokens import message_text
-
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    catalog = load_providers(args.providers) if Path(args.providers).exists() else None
-    try:
-        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
-    except ModelLoadError as exc:
-        print(f"p2l-router: {exc}", file=sys.stderr)
-        return 1
-    messages = [{"role": "user", "content": prompt}]
-    text = model.render(messages)
-    t0 = time.perf_counter()
-    coefs, eta = model.forward([text])
-    scores = Scores(
-        models=model.model_list,
-        coefs=coefs[0],
-        eta=None if eta is None else float(eta[0]),
-        head=model.head,
-        prompt_tokens=model.count_tokens(text),
-        cached=False,
-        scoring_ms=(time.perf_counter() - t0) * 1000,
-    )
-    prices = None
-    if catalog is not None:
-        routable = [m for m in model.model_list if catalog.available(m)]
-        prices = price_table(
-            catalog, routable, model.count_tokens(message_text(messages)), args.max_tokens
-        )
-    rows = leaderboard_rows(scores, prices)
-    if args.json:
-        board = {
-            "head": scores.head,
-            "eta": scores.eta,
-            "models": rows[: args.top] if args.top else rows,
-        }
-        print(json.dumps(board, indent=2))
-    else:
-        print(f"P2L leaderboard ({model.head} head, {len(rows)} models) for: {prompt[:70]!r}")
-        print(format_table(rows, top=args.top or None))
-    return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.config import load_config
-    from router.offline.simulate import (
-        lambda_grid,
-        load_prompts,
-        plot_frontier,
-        score_prompts,
-        simulate_scored,
-    )
-    from router.scoring import ModelLoadError, load_p2l
-    from router.serving.tokens import message_text
-
-    cfg = load_config(args.providers, args.policies)
-    team = cfg.teams.get(args.team)
-    if team is None:
-        print(
-            f"p2l-router: no team {args.team!r} in {args.policies} (teams: {', '.join(sorted(cfg.teams))})",
-            file=sys.stderr,
-        )
-        return 1
-    try:
-        prompts = load_prompts(args.prompts)
-        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
-    except (ValueError, OSError, ModelLoadError) as exc:
-        print(f"p2l-router: {exc}", file=sys.stderr)
-        return 1
-    texts = [model.render(p.messages) for p in prompts]
-    rows = []
-    for i in range(0, len(texts), SIMULATE_BATCH):
-        coefs, _ = model.forward(texts[i : i + SIMULATE_BATCH])
-        rows.extend(coefs)
-    scored = iter(rows)
-    sp = score_prompts(
-        lambda _messages: (next(scored), model.model_list),
-        prompts,
-        team=team,
-        catalog=cfg.catalog,
-        head=model.head,
-        prompt_tokens_fn=lambda messages: model.count_tokens(message_text(messages)),
-    )
-    grid = lambda_grid(sp, team.cost_sensitivity) if args.frontier else None
-    result = simulate_scored(sp, team=team, strategy=args.strategy, lambdas=grid)
-    if args.json:
-        print(json.dumps(_as_json(result), indent=2, default=str))
-    else:
-        print(result.summary())
-    if args.frontier:
-        current = (
-            result
-            if result.strategy == "cost-aware"
-            else simulate_scored(sp, team=team, strategy="cost-aware")
-        )
-        out = plot_frontier(
-            result.frontier or (),
-            current,
-            args.frontier,
-            title=f"team {team.name}: {len(prompts)} prompts",
-        )
-        print(f"frontier ({len(result.frontier or ())} λ values) written to {out}", file=sys.stderr)
-    return 0
-
-
-SIMULATE_BATCH = 16
-
-
-def _as_json(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(result)
 
 
 if __name__ == "__main__":

@@ -2,33 +2,69 @@
 
 Everything is checked at load time so that a bad file is refused before it can route a
 request; each problem names the file and the dotted field. Secrets (provider keys, team
-client keys) are read from environment variables named in the files and never appear in
-``repr``, logs or errors.
+client keys, the admin key) are read from environment variables named in the files and
+never appear in ``repr``, logs or errors.
+
+Access fails closed: a key variable a team file names must be set; a team file must state
+its budget (``budget: none`` for no limit); with no client key anywhere the router refuses
+to start unless unauthenticated mode is asked for, and then serves every request as the
+team ``default``, which must have its own file. Client and admin keys are kept only as
+SHA-256 digests and compared in constant time.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import hmac
 import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from router.errors import ConfigError, ConfigProblem
+from router.policy.candidates import DEFAULT_EXPECTED_OUTPUT_TOKENS
+from router.policy.strategies import STRATEGY_NAMES
+from router.yaml_files import read_yaml, reserved_fields, validation_problems
 
 log = logging.getLogger("router.config")
 
-ROUTER_ALIASES: tuple[str, ...] = ("p2l", "auto", "router")
-DEFAULT_EXPECTED_OUTPUT_TOKENS = 500
-DEFAULT_TEAM = "default"
+__all__ = [
+    "ADMIN_KEY_ENV",
+    "DEFAULT_EXPECTED_OUTPUT_TOKENS",
+    "DEFAULT_TEAM",
+    "ROUTER_ALIASES",
+    "BudgetConfig",
+    "Catalog",
+    "ModelConfig",
+    "ProviderConfig",
+    "RateLimitConfig",
+    "RouterConfig",
+    "Strategy",
+    "TeamPolicy",
+    "Timeouts",
+    "key_digest",
+    "load_providers",  # load_config and load_policies: see __getattr__ at the end
+]
 
-Strategy = Literal["max-quality", "strict", "cost-aware", "lp", "optimal-lp"]
-STRATEGIES: tuple[str, ...] = ("max-quality", "strict", "cost-aware", "lp", "optimal-lp")
+ROUTER_ALIASES: tuple[str, ...] = ("p2l", "auto", "router")
+DEFAULT_TEAM = "default"
+ADMIN_KEY_ENV = "P2L_ROUTER_ADMIN_KEY"
+
+# The strategy names come from the policy's registry (router.policy.strategies.STRATEGIES).
+Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 Period = Literal["hour", "day", "week", "month", "total"]
 
 
@@ -76,7 +112,9 @@ class ModelConfig(_Model):
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
     context_window: int | None = Field(None, gt=0)
-    supports: frozenset[str] = frozenset()
+    # None: not declared, so unknown (the model stays a candidate for every request);
+    # a list, even empty, is what the model can do and filters requests that need more.
+    supports: frozenset[str] | None = None
     expected_output_tokens: int | None = Field(None, gt=0)
 
     def model_post_init(self, __context: Any) -> None:
@@ -109,7 +147,10 @@ class Catalog(_Model):
 
 
 class BudgetConfig(_Model):
-    usd: float | None = Field(None, ge=0)  # None: no limit (spend is still recorded)
+    """``usd`` is required: None (``budget: none`` in a file) means no limit, said out loud;
+    spend is still recorded per period."""
+
+    usd: float | None = Field(ge=0)
     period: Period = "day"
     timezone: str = "UTC"
     on_exhausted: Literal["reject", "cheapest"] = "reject"
@@ -130,11 +171,33 @@ class BudgetConfig(_Model):
         return ZoneInfo(self.timezone)
 
 
+class RateLimitConfig(_Model):
+    """Per-team request and token rates, counted by the ledger over a sliding minute."""
+
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimitConfig:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValueError("set requests_per_minute and/or tokens_per_minute, or omit rate_limit")
+        return self
+
+
+def key_digest(key: str) -> bytes:
+    """SHA-256 of a client or admin key: what the config keeps instead of the key."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 class TeamPolicy(_Model):
+    """One team. ``budget`` has no default: ``BudgetConfig(usd=None)`` is the explicit way
+    to say "no limit"."""
+
     name: str
     file: str = ""
     api_keys_env: list[str] = Field(default_factory=list)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    budget: BudgetConfig
+    rate_limit: RateLimitConfig | None = None
     allow: list[str] = Field(default_factory=lambda: ["*"])
     deny: list[str] = Field(default_factory=list)
     strategy: Strategy = "cost-aware"
@@ -143,7 +206,18 @@ class TeamPolicy(_Model):
     opponent_mix: dict[str, float] | None = None
     log_prompts: bool = False
 
-    _keys: tuple[str, ...] = PrivateAttr(default=())
+    _key_digests: tuple[bytes, ...] = PrivateAttr(default=())
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "none":
+            return {"usd": None}
+        if v is None:
+            raise ValueError(
+                "is empty; write `budget: none` for no limit, or `budget: {usd: 10, period: day}`"
+            )
+        return v
 
     @field_validator("opponent_mix")
     @classmethod
@@ -153,8 +227,19 @@ class TeamPolicy(_Model):
         return v
 
     @property
-    def keys(self) -> tuple[str, ...]:
-        return self._keys
+    def key_digests(self) -> tuple[bytes, ...]:
+        """SHA-256 digests of the team's client keys (the keys themselves are not kept)."""
+        return self._key_digests
+
+    @property
+    def key_count(self) -> int:
+        return len(self._key_digests)
+
+    def with_key_digests(self, digests: Sequence[bytes]) -> TeamPolicy:
+        """This policy holding these client-key digests (the loader reads the keys)."""
+        team = self.model_copy()
+        team._key_digests = tuple(digests)
+        return team
 
     def allows(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, g) for g in self.allow) and not any(
@@ -163,91 +248,67 @@ class TeamPolicy(_Model):
 
 
 class RouterConfig(_Model):
+    """``auth_enabled`` False only in unauthenticated mode (every request is team
+    ``default``). Admin endpoints are open only to ``P2L_ROUTER_ADMIN_KEY``; unset, they are
+    closed to everyone (``admin_enabled`` False)."""
+
     catalog: Catalog
     teams: dict[str, TeamPolicy]
     auth_enabled: bool
     warnings: tuple[str, ...] = ()
 
-    _by_key: dict[str, str] = PrivateAttr(default_factory=dict)
+    _team_by_digest: dict[bytes, str] = PrivateAttr(default_factory=dict)
+    _admin_digest: bytes | None = PrivateAttr(default=None)
 
     def model_post_init(self, __context: Any) -> None:
-        self._by_key = {k: t.name for t in self.teams.values() for k in t.keys}
+        self._team_by_digest = {d: t.name for t in self.teams.values() for d in t.key_digests}
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        catalog: Catalog,
+        teams: dict[str, TeamPolicy],
+        auth_enabled: bool,
+        warnings: Sequence[str] = (),
+        admin_digest: bytes | None = None,
+    ) -> RouterConfig:
+        """A config whose admin endpoints open to the key with ``admin_digest`` (None: closed)."""
+        cfg = cls(catalog=catalog, teams=teams, auth_enabled=auth_enabled, warnings=tuple(warnings))
+        cfg._admin_digest = admin_digest
+        return cfg
 
     def team_for_key(self, key: str | None) -> TeamPolicy | None:
+        """The team whose client key this is; None for no key or an unknown one."""
         if not self.auth_enabled:
             return self.teams[DEFAULT_TEAM]
-        name = self._by_key.get(key or "")
-        return self.teams[name] if name else None
+        if not key:
+            return None
+        digest = key_digest(key)
+        for known, name in self._team_by_digest.items():
+            if hmac.compare_digest(known, digest):
+                return self.teams[name]
+        return None
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self._admin_digest is not None
+
+    def is_admin(self, key: str | None) -> bool:
+        """True only for the admin key; always False when none is configured."""
+        if self._admin_digest is None or not key:
+            return False
+        return hmac.compare_digest(self._admin_digest, key_digest(key))
 
 
 # ---------------------------------------------------------------- loading
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """safe_load that refuses a key repeated in one mapping (PyYAML keeps the last)."""
-
-
-def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, Hashable) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
-
-
-def _reserved(
-    file: str, prefix: str, body: Mapping[str, Any], keys: tuple[str, ...]
-) -> list[ConfigProblem]:
-    """Fields the loader sets itself (the name is the mapping key or the file name)."""
-    where = f"{prefix}." if prefix else ""
-    return [
-        ConfigProblem(file, f"{where}{k}", "unknown field (set by the loader)")
-        for k in keys
-        if k in body
-    ]
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), "", f"cannot read: {exc.strerror}")]) from exc
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        msg = f"invalid YAML{at}: {getattr(exc, 'problem', None) or exc}"
-        raise ConfigError([ConfigProblem(str(path), "", msg)]) from exc
-
-
-def _problems(file: str, prefix: str, exc: ValidationError) -> list[ConfigProblem]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        elif "input" in err and err["type"] not in ("value_error",):
-            msg = f"{msg} (got {err['input']!r})"
-        out.append(ConfigProblem(file, loc, msg.removeprefix("Value error, ")))
-    return out
 
 
 def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Catalog:
     env = os.environ if env is None else env
     path = Path(path)
     file = str(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(
             [ConfigProblem(file, "", "must be a mapping with 'providers' and 'models'")]
@@ -264,26 +325,26 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
         if not isinstance(body, dict):
             problems.append(ConfigProblem(file, f"providers.{name}", "must be a mapping"))
             continue
-        if bad := _reserved(file, f"providers.{name}", body, ("name",)):
+        if bad := reserved_fields(file, f"providers.{name}", body, ("name",)):
             problems += bad
             continue
         try:
             providers[name] = ProviderConfig(name=name, **body)
         except ValidationError as exc:
-            problems += _problems(file, f"providers.{name}", exc)
+            problems += validation_problems(file, f"providers.{name}", exc)
     declared = set(raw.get("providers") or {})
     models: dict[str, ModelConfig] = {}
     for name, body in (raw.get("models") or {}).items():
         if not isinstance(body, dict):
             problems.append(ConfigProblem(file, f"models.{name}", "must be a mapping"))
             continue
-        if bad := _reserved(file, f"models.{name}", body, ("name",)):
+        if bad := reserved_fields(file, f"models.{name}", body, ("name",)):
             problems += bad
             continue
         try:
             m = ModelConfig(name=str(name), **body)
         except ValidationError as exc:
-            problems += _problems(file, f"models.{name}", exc)
+            problems += validation_problems(file, f"models.{name}", exc)
             continue
         if m.provider not in declared:
             known = ", ".join(sorted(declared)) or "none"
@@ -310,105 +371,11 @@ def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Ca
     return Catalog(providers=providers, models=models, skipped=skipped, source=file)
 
 
-def load_policies(
-    directory: str | Path, env: Mapping[str, str] | None = None
-) -> dict[str, TeamPolicy]:
-    env = os.environ if env is None else env
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ConfigError([ConfigProblem(str(directory), "", "policies folder not found")])
-    teams: dict[str, TeamPolicy] = {}
-    problems: list[ConfigProblem] = []
-    owner_of_key: dict[str, str] = {}
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        file = str(path)
-        try:
-            raw = _read_yaml(path)
-        except ConfigError as exc:
-            problems += exc.problems
-            continue
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            problems.append(ConfigProblem(file, "", "must be a mapping of policy fields"))
-            continue
-        raw = dict(raw)
-        if bad := _reserved(file, "", raw, ("name", "file")):
-            problems += bad
-            continue
-        name = str(raw.pop("team", None) or path.stem)
-        if name in teams:
-            problems.append(
-                ConfigProblem(
-                    file, "team", f"team {name!r} is already defined in {teams[name].file}"
-                )
-            )
-            continue
-        try:
-            team = TeamPolicy(name=name, file=file, **raw)
-        except ValidationError as exc:
-            problems += _problems(file, "", exc)
-            continue
-        keys = []
-        for i, var in enumerate(team.api_keys_env):
-            value = env.get(var)
-            if not value:
-                log.warning(
-                    "%s: api_keys_env[%d]: variable %s is unset; that key is ignored", file, i, var
-                )
-                continue
-            if value in owner_of_key and owner_of_key[value] != name:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"api_keys_env[{i}]",
-                        f"the key in {var} is also a key of team {owner_of_key[value]!r}",
-                    )
-                )
-            owner_of_key[value] = name
-            keys.append(value)
-        team._keys = tuple(keys)
-        teams[name] = team
-    if problems:
-        raise ConfigError(problems)
-    return teams
+def __getattr__(name: str) -> Any:
+    """``load_config`` and ``load_policies`` live in ``router.config_files`` (which builds on
+    this module) and are reached from here too, lazily, so the import has no cycle."""
+    if name in ("load_config", "load_policies"):
+        from router import config_files
 
-
-def load_config(
-    providers: str | Path, policies: str | Path, env: Mapping[str, str] | None = None
-) -> RouterConfig:
-    """Load both files; collect every problem from both before raising."""
-    problems: list[ConfigProblem] = []
-    catalog = teams = None
-    try:
-        catalog = load_providers(providers, env)
-    except ConfigError as exc:
-        problems += exc.problems
-    try:
-        teams = load_policies(policies, env)
-    except ConfigError as exc:
-        problems += exc.problems
-    if problems or catalog is None or teams is None:
-        raise ConfigError(problems)
-    warnings: list[str] = []
-    for prov, var in sorted(catalog.skipped.items()):
-        warnings.append(f"provider {prov!r} skipped: {var} is unset; its models are not candidates")
-    auth = any(t.keys for t in teams.values())
-    if not auth:
-        warnings.append(
-            "no team API key is configured: auth is off, every request is team 'default'"
-        )
-        if DEFAULT_TEAM not in teams:
-            teams[DEFAULT_TEAM] = TeamPolicy(name=DEFAULT_TEAM, file="(built-in)")
-    for t in teams.values():
-        for field, globs in (("allow", t.allow), ("deny", t.deny)):
-            for g in globs:
-                if not any(fnmatch.fnmatchcase(m, g) for m in catalog.models):
-                    warnings.append(
-                        f"{t.file}: {field}: {g!r} matches no model in {catalog.source}"
-                    )
-        if t.opponent_mix:
-            for m in t.opponent_mix:
-                if m not in catalog.models:
-                    warnings.append(f"{t.file}: opponent_mix: {m!r} is not in {catalog.source}")
-    return RouterConfig(catalog=catalog, teams=teams, auth_enabled=auth, warnings=tuple(warnings))
+        return getattr(config_files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -212,7 +212,12 @@ def write_config(
     )
     (policies / "other.yaml").write_text(
         yaml.safe_dump(
-            {"api_keys_env": ["OTHER_KEY"], "allow": ["gpt-4o-mini*"], **(other_team or {})}
+            {
+                "api_keys_env": ["OTHER_KEY"],
+                "budget": "none",
+                "allow": ["gpt-4o-mini*"],
+                **(other_team or {}),
+            }
         )
     )
     env = {"FAKE_PROVIDER_KEY": PROVIDER_KEY, "RESEARCH_KEY": TEAM_KEY, "OTHER_KEY": OTHER_KEY}

@@ -69,7 +69,7 @@ def test_check_config_on_shipped_files():
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**env, "OPENAI_API_KEY": "sk-x"},
+        env={**env, "OPENAI_API_KEY": "sk-x", "RESEARCH_KEY": "r", "P2L_ROUTER_DEFAULT_KEY": "d"},
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
@@ -77,6 +77,94 @@ def test_check_config_on_shipped_files():
     assert "skipped (ANTHROPIC_API_KEY unset)" in res.stdout
     assert "openai" in res.stdout and "ok" in res.stdout
     assert "sk-x" not in res.stdout + res.stderr
+    assert "auth: on" in res.stdout and "admin: closed" in res.stdout
+
+
+def serve_args(providers: Path, policies: Path, *extra: str) -> list[str]:
+    """``serve`` against files that fail before the P2L model is loaded (none is given)."""
+    return [
+        "serve",
+        "--providers",
+        str(providers),
+        "--policies",
+        str(policies),
+        "--p2l-model",
+        "/nonexistent/p2l",
+        "--port",
+        str(free_port()),
+        *extra,
+    ]
+
+
+def test_serve_refuses_to_start_when_a_named_key_is_unset(tmp_path):
+    providers, policies, env = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    del env["OTHER_KEY"]
+    res = cli(*serve_args(providers, policies), env={**env, "OTHER_KEY": ""})
+    assert res.returncode == 1
+    assert f"{policies / 'other.yaml'}: api_keys_env[0]: OTHER_KEY is unset" in res.stderr
+    assert env["RESEARCH_KEY"] not in res.stderr
+
+
+def keyless_policies(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    providers, policies, env = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    (policies / "research.yaml").write_text("budget: {usd: 5}\n")
+    (policies / "other.yaml").unlink()
+    (policies / "default.yaml").write_text("budget: {usd: 2, period: week}\n")
+    return providers, policies, env
+
+
+@pytest.mark.parametrize(("flag", "env_flag"), [((), None), (("--no-allow-unauthenticated",), "1")])
+def test_serve_without_any_client_key_is_refused(tmp_path, flag, env_flag):
+    providers, policies, env = keyless_policies(tmp_path)
+    extra = {"P2L_ROUTER_ALLOW_UNAUTHENTICATED": env_flag} if env_flag else {}
+    res = cli(*serve_args(providers, policies, *flag), env={**env, **extra})
+    assert res.returncode == 1  # the command line wins over the variable
+    assert f"{policies}: api_keys_env: no team file names a client key" in res.stderr
+    assert "--allow-unauthenticated" in res.stderr
+
+
+@pytest.mark.parametrize(("flag", "env_flag"), [(("--allow-unauthenticated",), None), ((), "true")])
+def test_no_client_key_is_accepted_when_allowed(tmp_path, flag, env_flag):
+    """check-config loads exactly as serve does (serve would go on to load the model)."""
+    providers, policies, env = keyless_policies(tmp_path)
+    extra = {"P2L_ROUTER_ALLOW_UNAUTHENTICATED": env_flag} if env_flag else {}
+    args = ("check-config", "--providers", str(providers), "--policies", str(policies), *flag)
+    res = cli(*args, env={**env, **extra})
+    assert res.returncode == 0, res.stderr
+    assert "auth: off (--allow-unauthenticated)" in res.stdout
+    assert "auth is off (allow_unauthenticated)" in res.stdout and "$2 per week" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "allow", "docs"),
+    [
+        (["serve"], {}, False, False),
+        (["serve", "--allow-unauthenticated", "--docs"], {}, True, True),
+        (
+            ["serve"],
+            {"P2L_ROUTER_ALLOW_UNAUTHENTICATED": "1", "P2L_ROUTER_DOCS": "yes"},
+            True,
+            True,
+        ),
+        (["serve", "--no-docs"], {"P2L_ROUTER_DOCS": "1"}, False, False),
+    ],
+)
+def test_serve_flags(monkeypatch, argv, env, allow, docs):
+    from router.cli import build_parser
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = build_parser().parse_args(argv)
+    assert (args.allow_unauthenticated, args.docs) == (allow, docs)
+
+
+def test_check_config_refuses_a_team_without_budget(tmp_path):
+    providers, policies, env = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    (policies / "other.yaml").write_text("api_keys_env: [OTHER_KEY]\n")
+    res = cli("check-config", "--providers", str(providers), "--policies", str(policies), env=env)
+    assert res.returncode == 1
+    assert f"{policies / 'other.yaml'}: budget: required field is missing" in res.stderr
+    assert "budget: none" in res.stderr
 
 
 def test_check_config_errors_name_file_and_field(tmp_path):
@@ -175,10 +263,11 @@ def test_demo_serves_the_sdk(tmp_path):
         assert "".join(p for p in pieces if p).endswith("stream me please")
         assert "p2l" in [m.id for m in client.models.list()]
         budget = httpx.get(root + "/v1/budget", headers={"authorization": "Bearer demo"}).json()
-        assert budget["team"] == "demo" and budget["spent_usd"] > 0
+        assert budget["team"] == "default" and budget["spent_usd"] > 0
     finally:
         out, _ = stop(proc)
     assert f'base_url="{root}/v1"' in out
+    assert "auth: OFF (--allow-unauthenticated)" in out
     lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
     assert len(lines) == 2
 

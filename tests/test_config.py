@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from router.config import (
+    ADMIN_KEY_ENV,
     DEFAULT_TEAM,
-    STRATEGIES,
     load_config,
     load_policies,
     load_providers,
 )
 from router.errors import ConfigError
+from router.policy import STRATEGY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDERS = ROOT / "providers.yaml"
@@ -88,19 +89,33 @@ def _problems(exc: pytest.ExceptionInfo[ConfigError]) -> dict[str, str]:
 # ---------------------------------------------------------------- the shipped files
 
 
-def test_shipped_config_loads_without_keys() -> None:
-    cfg = load_config(PROVIDERS, POLICIES, env={})
+TEAM_KEYS = {"RESEARCH_KEY": "rk-SECRET", "P2L_ROUTER_DEFAULT_KEY": "dk-SECRET"}
+
+
+def test_shipped_config_refuses_to_start_without_its_team_keys() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(PROVIDERS, POLICIES, env={})
+    problems = {(p.file, p.field): p.message for p in exc.value.problems}
+    assert (
+        "P2L_ROUTER_DEFAULT_KEY is unset"
+        in problems[(str(POLICIES / "default.yaml"), "api_keys_env[0]")]
+    )
+    assert "RESEARCH_KEY is unset" in problems[(str(POLICIES / "research.yaml"), "api_keys_env[0]")]
+
+
+def test_shipped_config_loads_without_provider_keys() -> None:
+    cfg = load_config(PROVIDERS, POLICIES, env=TEAM_KEYS)
     assert set(cfg.catalog.skipped) == set(cfg.catalog.providers)
     assert cfg.catalog.available_models() == {}
-    assert not cfg.auth_enabled
+    assert cfg.auth_enabled and not cfg.admin_enabled
     assert {"default", "research"} <= set(cfg.teams)
     # Only the expected start-up warnings: no glob that matches nothing, no stray name.
     for w in cfg.warnings:
-        assert w.startswith("provider ") or w.startswith("no team API key"), w
+        assert w.startswith("provider "), w
 
 
 def test_shipped_config_with_every_key_set() -> None:
-    env = {**ALL_PROVIDER_KEYS, "RESEARCH_KEY": "rk-SECRET", "P2L_ROUTER_DEFAULT_KEY": "dk-SECRET"}
+    env = {**ALL_PROVIDER_KEYS, **TEAM_KEYS, ADMIN_KEY_ENV: "adm-SECRET"}
     cfg = load_config(PROVIDERS, POLICIES, env=env)
     assert cfg.catalog.skipped == {}
     assert set(cfg.catalog.available_models()) == set(cfg.catalog.models)
@@ -109,6 +124,7 @@ def test_shipped_config_with_every_key_set() -> None:
     assert cfg.team_for_key("rk-SECRET").name == "research"
     assert cfg.team_for_key("dk-SECRET").name == "default"
     assert cfg.team_for_key("nope") is None
+    assert cfg.is_admin("adm-SECRET") and not cfg.is_admin("rk-SECRET")
     assert cfg.catalog.providers["openai"].api_key == "sk-openai-SECRET-1"
 
 
@@ -124,7 +140,8 @@ def test_shipped_catalog_is_well_formed() -> None:
         assert m.expected_output_tokens is not None and 100 <= m.expected_output_tokens <= 5000, (
             name
         )
-        assert m.supports <= CAPABILITIES, (name, m.supports)
+        # every shipped model says what it can do (`[]` included): none is left unknown
+        assert m.supports is not None and m.supports <= CAPABILITIES, (name, m.supports)
         # one catalog entry per upstream model of a provider
         other = names_by_upstream.setdefault((m.provider, m.upstream_model), name)
         assert other == name, f"{name} and {other} call the same upstream model"
@@ -154,9 +171,10 @@ def test_shipped_yaml_has_no_duplicate_keys() -> None:
 def test_shipped_policies_values() -> None:
     teams = load_policies(POLICIES, env={"RESEARCH_KEY": "r", "P2L_ROUTER_DEFAULT_KEY": "d"})
     d, r = teams["default"], teams["research"]
-    assert d.api_keys_env == ["P2L_ROUTER_DEFAULT_KEY"] and d.keys == ("d",)
+    assert d.api_keys_env == ["P2L_ROUTER_DEFAULT_KEY"] and d.key_count == 1
     assert d.strategy == "cost-aware" and d.budget.usd and d.budget.usd <= 50
-    assert r.api_keys_env == ["RESEARCH_KEY"] and r.keys == ("r",)
+    assert r.api_keys_env == ["RESEARCH_KEY"] and r.key_count == 1
+    assert r.rate_limit is not None and r.rate_limit.requests_per_minute
     assert r.budget.timezone == "America/New_York" and r.budget.pacing
     assert r.strategy == "cost-aware" and r.max_cost_per_request_usd
     assert r.deny and r.allow != ["*"]
@@ -195,8 +213,8 @@ def test_tsv_names_in_catalog_are_well_formed() -> None:
 
 
 def test_minimal_valid_files(providers_file: Path, tmp_path: Path) -> None:
-    _write(tmp_path / "policies" / "alpha.yaml", "api_keys_env: [ALPHA_KEY]\n")
-    _write(tmp_path / "policies" / "b.yml", "team: beta\nstrategy: strict\n")
+    _write(tmp_path / "policies" / "alpha.yaml", "api_keys_env: [ALPHA_KEY]\nbudget: none\n")
+    _write(tmp_path / "policies" / "b.yml", "team: beta\nstrategy: strict\nbudget: {usd: 1}\n")
     cfg = load_config(
         providers_file, tmp_path / "policies", env={"ALPHA_KEY": "a-key", "ACME_KEY": "k"}
     )
@@ -214,7 +232,8 @@ def test_minimal_valid_files(providers_file: Path, tmp_path: Path) -> None:
         "UTC",
         "cost-aware",
     )
-    assert t.allow == ["*"] and t.deny == []
+    assert t.allow == ["*"] and t.deny == [] and t.rate_limit is None
+    assert cfg.catalog.models["local-small"].supports is None  # not declared: unknown
 
 
 def test_unset_provider_key_skips_provider(providers_file: Path) -> None:
@@ -227,42 +246,79 @@ def test_unset_provider_key_skips_provider(providers_file: Path) -> None:
 
 
 def test_skipped_provider_warns_in_load_config(providers_file: Path, tmp_path: Path) -> None:
-    (tmp_path / "policies").mkdir()
-    cfg = load_config(providers_file, tmp_path / "policies", env={})
+    _write(tmp_path / "policies" / "r.yaml", "api_keys_env: [R_KEY]\nbudget: none\n")
+    cfg = load_config(providers_file, tmp_path / "policies", env={"R_KEY": "r"})
     assert any("'acme'" in w and "ACME_KEY" in w for w in cfg.warnings)
 
 
-def test_no_keys_anywhere_means_auth_off_and_builtin_default(
+@pytest.mark.parametrize("files", [{}, {"research.yaml": "budget: {usd: 5}\n"}])
+def test_no_client_key_anywhere_is_refused(providers_file: Path, tmp_path: Path, files) -> None:
+    (tmp_path / "policies").mkdir()
+    for name, text in files.items():
+        _write(tmp_path / "policies" / name, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(providers_file, tmp_path / "policies", env={})
+    (p,) = exc.value.problems
+    assert (p.file, p.field) == (str(tmp_path / "policies"), "api_keys_env")
+    assert "--allow-unauthenticated" in p.message
+
+
+def test_unauthenticated_mode_serves_team_default_from_its_file(
     providers_file: Path, tmp_path: Path
 ) -> None:
-    _write(tmp_path / "policies" / "research.yaml", "api_keys_env: [RESEARCH_KEY]\n")
-    cfg = load_config(providers_file, tmp_path / "policies", env={})
+    pol = _write(tmp_path / "policies" / "default.yaml", "budget: {usd: 3, period: week}\n")
+    _write(tmp_path / "policies" / "research.yaml", "budget: none\n")
+    cfg = load_config(providers_file, tmp_path / "policies", env={}, allow_unauthenticated=True)
     assert not cfg.auth_enabled
-    assert cfg.teams[DEFAULT_TEAM].file == "(built-in)"
     assert cfg.team_for_key(None) is cfg.teams[DEFAULT_TEAM]
     assert cfg.team_for_key("anything") is cfg.teams[DEFAULT_TEAM]
-    assert any("auth is off" in w for w in cfg.warnings)
+    (w,) = [w for w in cfg.warnings if "auth is off" in w]
+    assert str(pol) in w and "$3 per week" in w
 
 
-def test_empty_policies_folder_gives_builtin_default(providers_file: Path, tmp_path: Path) -> None:
-    (tmp_path / "policies").mkdir()
-    cfg = load_config(providers_file, tmp_path / "policies", env={})
-    assert list(cfg.teams) == [DEFAULT_TEAM] and not cfg.auth_enabled
+def test_unauthenticated_mode_needs_a_default_team_file(
+    providers_file: Path, tmp_path: Path
+) -> None:
+    _write(tmp_path / "policies" / "research.yaml", "budget: none\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(providers_file, tmp_path / "policies", env={}, allow_unauthenticated=True)
+    (p,) = exc.value.problems
+    assert p.file == str(tmp_path / "policies" / "default.yaml") and "budget" in p.message
 
 
 def test_one_key_turns_auth_on(providers_file: Path, tmp_path: Path) -> None:
-    _write(tmp_path / "policies" / "research.yaml", "api_keys_env: [RESEARCH_KEY, SPARE_KEY]\n")
-    cfg = load_config(providers_file, tmp_path / "policies", env={"RESEARCH_KEY": "rk"})
+    _write(tmp_path / "policies" / "research.yaml", "api_keys_env: [RESEARCH_KEY]\nbudget: none\n")
+    _write(tmp_path / "policies" / "open.yaml", "budget: none\n")  # no key: unreachable
+    env = {"RESEARCH_KEY": "rk"}
+    cfg = load_config(providers_file, tmp_path / "policies", env=env, allow_unauthenticated=True)
     assert cfg.auth_enabled and DEFAULT_TEAM not in cfg.teams
+    assert any("auth stays on" in w for w in cfg.warnings)
     assert cfg.team_for_key("rk").name == "research"
     assert cfg.team_for_key(None) is None and cfg.team_for_key("") is None
+    assert cfg.team_for_key("rk ") is None and cfg.team_for_key("RK") is None
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_named_key_variable_unset_or_empty_is_refused(tmp_path: Path, value) -> None:
+    pol = _write(
+        tmp_path / "policies" / "research.yaml",
+        "api_keys_env: [RESEARCH_KEY, SPARE_KEY]\nbudget: none\n",
+    )
+    env = {"RESEARCH_KEY": "rk"} | ({} if value is None else {"SPARE_KEY": value})
+    with pytest.raises(ConfigError) as exc:
+        load_policies(tmp_path / "policies", env=env)
+    (p,) = exc.value.problems
+    assert (p.file, p.field) == (str(pol), "api_keys_env[1]")
+    assert p.message.startswith("SPARE_KEY is unset or empty")
+    assert str(exc.value).startswith(f"{pol}: api_keys_env[1]: SPARE_KEY")
 
 
 def test_unmatched_glob_warns_naming_file(providers_file: Path, tmp_path: Path) -> None:
     pol = _write(
-        tmp_path / "policies" / "t.yaml", 'allow: ["acme-*", "nothing-*"]\ndeny: ["zzz"]\n'
+        tmp_path / "policies" / "default.yaml",
+        'budget: none\nallow: ["acme-*", "nothing-*"]\ndeny: ["zzz"]\n',
     )
-    cfg = load_config(providers_file, tmp_path / "policies", env={})
+    cfg = load_config(providers_file, tmp_path / "policies", env={}, allow_unauthenticated=True)
     joined = "\n".join(cfg.warnings)
     assert f"{pol}: allow: 'nothing-*'" in joined and f"{pol}: deny: 'zzz'" in joined
     assert "'acme-*'" not in joined
@@ -421,10 +477,10 @@ def test_policy_errors_name_file_and_field(
 
 
 def test_every_strategy_name_is_accepted(tmp_path: Path) -> None:
-    for s in STRATEGIES:
-        _write(tmp_path / "policies" / f"{s}.yaml", f"strategy: {s}\n")
+    for s in STRATEGY_NAMES:
+        _write(tmp_path / "policies" / f"{s}.yaml", f"strategy: {s}\nbudget: none\n")
     teams = load_policies(tmp_path / "policies", env={})
-    assert {t.strategy for t in teams.values()} == set(STRATEGIES)
+    assert {t.strategy for t in teams.values()} == set(STRATEGY_NAMES)
 
 
 def test_non_mapping_policy_file(tmp_path: Path) -> None:
@@ -435,7 +491,7 @@ def test_non_mapping_policy_file(tmp_path: Path) -> None:
 
 
 def test_duplicate_team_names_both_files(tmp_path: Path) -> None:
-    first = _write(tmp_path / "policies" / "a.yaml", "team: research\n")
+    first = _write(tmp_path / "policies" / "a.yaml", "team: research\nbudget: none\n")
     second = _write(tmp_path / "policies" / "research.yaml", "budget: {usd: 1}\n")
     with pytest.raises(ConfigError) as exc:
         load_policies(tmp_path / "policies", env={})
@@ -445,11 +501,11 @@ def test_duplicate_team_names_both_files(tmp_path: Path) -> None:
 
 
 def test_duplicate_key_across_teams_is_refused_without_the_key(tmp_path: Path) -> None:
-    _write(tmp_path / "policies" / "a.yaml", "api_keys_env: [A_KEY]\n")
-    b = _write(tmp_path / "policies" / "b.yaml", "api_keys_env: [OTHER, B_KEY]\n")
+    _write(tmp_path / "policies" / "a.yaml", "api_keys_env: [A_KEY]\nbudget: none\n")
+    b = _write(tmp_path / "policies" / "b.yaml", "api_keys_env: [OTHER, B_KEY]\nbudget: none\n")
     secret = "sk-shared-SECRET-999"
     with pytest.raises(ConfigError) as exc:
-        load_policies(tmp_path / "policies", env={"A_KEY": secret, "B_KEY": secret})
+        load_policies(tmp_path / "policies", env={"A_KEY": secret, "B_KEY": secret, "OTHER": "o"})
     (p,) = exc.value.problems
     assert (p.file, p.field) == (str(b), "api_keys_env[1]")
     assert "B_KEY" in p.message and "'a'" in p.message
@@ -457,9 +513,9 @@ def test_duplicate_key_across_teams_is_refused_without_the_key(tmp_path: Path) -
 
 
 def test_same_key_twice_in_one_team_is_fine(tmp_path: Path) -> None:
-    _write(tmp_path / "policies" / "a.yaml", "api_keys_env: [K1, K2]\n")
+    _write(tmp_path / "policies" / "a.yaml", "api_keys_env: [K1, K2]\nbudget: none\n")
     teams = load_policies(tmp_path / "policies", env={"K1": "same", "K2": "same"})
-    assert teams["a"].keys == ("same", "same")
+    assert teams["a"].key_count == 1
 
 
 def test_load_config_collects_problems_from_both_files(tmp_path: Path) -> None:
@@ -475,11 +531,16 @@ def test_load_config_collects_problems_from_both_files(tmp_path: Path) -> None:
 
 
 def test_keys_never_in_repr_dump_or_warnings(providers_file: Path, tmp_path: Path) -> None:
-    _write(tmp_path / "policies" / "research.yaml", "api_keys_env: [RESEARCH_KEY]\n")
-    env = {"ACME_KEY": "sk-acme-SECRET-42", "RESEARCH_KEY": "team-SECRET-77"}
+    _write(tmp_path / "policies" / "research.yaml", "api_keys_env: [RESEARCH_KEY]\nbudget: none\n")
+    env = {
+        "ACME_KEY": "sk-acme-SECRET-42",
+        "RESEARCH_KEY": "team-SECRET-77",
+        ADMIN_KEY_ENV: "admin-SECRET-88",
+    }
     cfg = load_config(providers_file, tmp_path / "policies", env=env)
     assert cfg.catalog.providers["acme"].api_key == "sk-acme-SECRET-42"
-    assert cfg.teams["research"].keys == ("team-SECRET-77",)
+    assert cfg.team_for_key("team-SECRET-77") is cfg.teams["research"]
+    assert cfg.is_admin("admin-SECRET-88")
     views = [
         repr(cfg),
         str(cfg),
@@ -544,3 +605,102 @@ def test_duplicate_model_key_is_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="line 5, column 3: duplicate key 'm'"):
         load_providers(path, env={})
+
+
+# ---------------------------------------------------------------- budget, rate limit, admin
+
+
+@pytest.mark.parametrize(
+    ("policy", "field", "message"),
+    [
+        ("strategy: strict", "budget", "`budget: none` for no limit"),
+        ("budget:", "budget", "is empty; write `budget: none`"),
+        ("budget: {period: week}", "budget.usd", "`budget: none` for no limit"),
+        ("budget: unlimited", "budget", "valid dictionary"),
+        ("budget: none\nrate_limit: {}", "rate_limit", "set requests_per_minute and/or"),
+        (
+            "budget: none\nrate_limit: {requests_per_minute: 0}",
+            "rate_limit.requests_per_minute",
+            "greater than 0",
+        ),
+        (
+            "budget: none\nrate_limit: {tokens_per_minute: -5}",
+            "rate_limit.tokens_per_minute",
+            "greater than 0",
+        ),
+        (
+            "budget: none\nrate_limit: {tokens_per_minute: 1.5}",
+            "rate_limit.tokens_per_minute",
+            "integer",
+        ),
+        ("budget: none\nrate_limit: {rpm: 10}", "rate_limit.rpm", "unknown field"),
+        ("budget: none\nrate_limit: 100", "rate_limit", "valid dictionary"),
+    ],
+)
+def test_budget_and_rate_limit_errors_name_file_and_field(
+    tmp_path: Path, policy: str, field: str, message: str
+) -> None:
+    path = _write(tmp_path / "policies" / "team.yaml", policy + "\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policies(tmp_path / "policies", env={})
+    problems = _problems(exc)
+    assert field in problems, problems
+    assert problems[field].startswith(f"{path}: ") and message in problems[field], problems[field]
+
+
+@pytest.mark.parametrize(
+    ("policy", "usd", "rpm", "tpm"),
+    [
+        ("budget: none", None, None, None),
+        ("budget: None", None, None, None),
+        ("budget: {usd: null, period: week}", None, None, None),
+        ("budget: {usd: 0}", 0.0, None, None),
+        ("budget: {usd: 12.5}\nrate_limit: {requests_per_minute: 60}", 12.5, 60, None),
+        ("budget: none\nrate_limit: {tokens_per_minute: 90000}", None, None, 90000),
+        (
+            "budget: none\nrate_limit: {requests_per_minute: 5, tokens_per_minute: 7}",
+            None,
+            5,
+            7,
+        ),
+    ],
+)
+def test_budget_and_rate_limit_values(tmp_path: Path, policy: str, usd, rpm, tpm) -> None:
+    _write(tmp_path / "policies" / "team.yaml", policy + "\n")
+    t = load_policies(tmp_path / "policies", env={})["team"]
+    assert t.budget.usd == usd
+    rate = t.rate_limit
+    got = None if rate is None else (rate.requests_per_minute, rate.tokens_per_minute)
+    assert got == (None if rpm is None and tpm is None else (rpm, tpm))
+
+
+@pytest.mark.parametrize(
+    ("admin", "key", "want"),
+    [
+        (None, "anything", False),  # unset: closed to everyone
+        ("", "", False),
+        ("", "anything", False),
+        ("adm-1", "adm-1", True),
+        ("adm-1", "adm-2", False),
+        ("adm-1", "adm-1 ", False),
+        ("adm-1", "", False),
+        ("adm-1", None, False),
+        ("adm-1", "rk", False),  # a team key is not the admin key
+    ],
+)
+def test_admin_key(providers_file: Path, tmp_path: Path, admin, key, want) -> None:
+    _write(tmp_path / "policies" / "r.yaml", "api_keys_env: [R_KEY]\nbudget: none\n")
+    env = {"R_KEY": "rk"} | ({} if admin is None else {ADMIN_KEY_ENV: admin})
+    cfg = load_config(providers_file, tmp_path / "policies", env=env)
+    assert cfg.admin_enabled == bool(admin)
+    assert cfg.is_admin(key) is want
+
+
+def test_admin_key_may_not_be_a_team_key(providers_file: Path, tmp_path: Path) -> None:
+    pol = _write(tmp_path / "policies" / "r.yaml", "api_keys_env: [R_KEY]\nbudget: none\n")
+    env = {"R_KEY": "same-SECRET", ADMIN_KEY_ENV: "same-SECRET"}
+    with pytest.raises(ConfigError) as exc:
+        load_config(providers_file, tmp_path / "policies", env=env)
+    (p,) = exc.value.problems
+    assert p.file == str(pol) and ADMIN_KEY_ENV in p.message
+    assert "same-SECRET" not in str(exc.value)

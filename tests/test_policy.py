@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from router.config import Catalog, ModelConfig, ProviderConfig, TeamPolicy
+from router.config import BudgetConfig, Catalog, ModelConfig, ProviderConfig, TeamPolicy
 from router.errors import BudgetExceededError, InvalidRequestError, NoCandidateError
-from router.policy.strategies import (
+from router.policy import (
     STRATEGIES,
+    STRATEGY_NAMES,
     Candidate,
+    check_fits,
     decide,
     eligible_models,
     expected_cost_usd,
@@ -59,9 +61,14 @@ def catalog(skip: bool = False) -> Catalog:
             output_usd_per_mtok=0.6,
             supports=frozenset({"tools"}),
             expected_output_tokens=300,
+            context_window=4096,
         ),
-        "llama-3-8b": ModelConfig(
-            name="llama-3-8b", provider="local", input_usd_per_mtok=0.05, output_usd_per_mtok=0.1
+        "llama-3-8b": ModelConfig(  # no `supports`: unknown, so a candidate for anything
+            name="llama-3-8b",
+            provider="local",
+            input_usd_per_mtok=0.05,
+            output_usd_per_mtok=0.1,
+            context_window=8192,
         ),
         "not-in-p2l": ModelConfig(
             name="not-in-p2l", provider="local", input_usd_per_mtok=0, output_usd_per_mtok=0
@@ -75,6 +82,7 @@ P2L = ["claude-3-5-sonnet", "gpt-4o", "gpt-4o-mini", "llama-3-8b"]
 
 
 def team(**kw) -> TeamPolicy:
+    kw.setdefault("budget", BudgetConfig(usd=None))
     return TeamPolicy(name="research", file="policies/research.yaml", **kw)
 
 
@@ -163,8 +171,8 @@ def test_request_needs(body, needs):
         ({"team": team(allow=["gpt-4o*"])}, ["gpt-4o", "gpt-4o-mini"]),
         ({"team": team(deny=["gpt-4o"])}, ["gpt-4o-mini", "llama-3-8b"]),
         ({"requested": ["llama-3-8b", "gpt-4o", "nope"]}, ["gpt-4o", "llama-3-8b"]),
-        ({"needs": frozenset({"tools"})}, ["gpt-4o", "gpt-4o-mini"]),
-        ({"needs": frozenset({"tools", "vision"})}, ["gpt-4o"]),
+        ({"needs": frozenset({"tools"})}, ["gpt-4o", "gpt-4o-mini", "llama-3-8b"]),
+        ({"needs": frozenset({"tools", "vision"})}, ["gpt-4o", "llama-3-8b"]),  # mini: no vision
         ({"catalog": catalog(skip=True)}, ["llama-3-8b"]),
     ],
 )
@@ -204,8 +212,8 @@ def test_eligible_models(kw, want):
         ),
         (
             P2L,
-            {"team": team(deny=["gpt-4o"]), "needs": frozenset({"vision"})},
-            r"needs vision and no candidate \[gpt-4o-mini, llama-3-8b\] declares it",
+            {"team": team(deny=["gpt-4o", "llama*"]), "needs": frozenset({"vision"})},
+            r"needs vision and no candidate \[gpt-4o-mini\] declares it .*gpt-4o-mini \['tools'\]",
         ),
     ],
 )
@@ -214,6 +222,105 @@ def test_eligible_models_names_the_empty_filter(model_list, kw, message):
     with pytest.raises(NoCandidateError, match=message) as err:
         eligible_models(model_list, args["catalog"], args["team"], args["requested"], args["needs"])
     assert err.value.status == 400 and err.value.code == "no_candidate"
+
+
+# ---------------------------------------------------------------- context windows
+
+# gpt-4o: no context_window (fits anything); gpt-4o-mini: 4096; llama-3-8b: 8192.
+# Expected output without max_tokens: gpt-4o 500 (default), mini 300 (configured), llama 500.
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "max_tokens", "learned", "want"),
+    [
+        (100, None, None, ["gpt-4o", "gpt-4o-mini", "llama-3-8b"]),
+        (3796, None, None, ["gpt-4o", "gpt-4o-mini", "llama-3-8b"]),  # 3796 + 300 = 4096 fits
+        (3797, None, None, ["gpt-4o", "llama-3-8b"]),
+        (3000, 1097, None, ["gpt-4o", "llama-3-8b"]),  # max_tokens wins over the 300 figure
+        (3000, 1096, None, ["gpt-4o", "gpt-4o-mini", "llama-3-8b"]),
+        (3700, None, {"gpt-4o-mini": 400.0}, ["gpt-4o", "llama-3-8b"]),  # learned: 4100
+        (3700, None, {"gpt-4o-mini": 396.0}, ["gpt-4o", "gpt-4o-mini", "llama-3-8b"]),
+        (8200, None, None, ["gpt-4o"]),
+        (None, 10**9, None, ["gpt-4o", "gpt-4o-mini", "llama-3-8b"]),  # no prompt size: no filter
+    ],
+)
+def test_context_window_filter(prompt_tokens, max_tokens, learned, want):
+    got = eligible_models(
+        P2L,
+        catalog(),
+        team(),
+        None,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        learned_output_tokens=learned,
+    )
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "max_tokens", "param", "message"),
+    [
+        (
+            8200,
+            None,
+            "messages",
+            r"context window: the prompt is about 8200 tokens and the answer needs up to 500 "
+            r"more \(expected output\).*gpt-4o-mini 4096 < 8500, llama-3-8b 8192 < 8700",
+        ),
+        (
+            3000,
+            6000,
+            "max_tokens",
+            r"about 3000 tokens .* up to 6000 more \(max_tokens\).*gpt-4o-mini 4096 < 9000",
+        ),
+    ],
+)
+def test_context_window_filter_names_the_numbers(prompt_tokens, max_tokens, param, message):
+    with pytest.raises(NoCandidateError, match=message) as err:
+        eligible_models(
+            P2L,
+            catalog(),
+            team(deny=["gpt-4o"]),
+            None,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+        )
+    assert err.value.status == 400 and err.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt_tokens", "output_tokens", "param", "message"),
+    [
+        ("gpt-4o", 10**7, 10**7, None, None),  # no context_window declared: always fits
+        ("gpt-4o-mini", 4000, 96, None, None),
+        ("gpt-4o-mini", 4000, 97, "max_tokens", r"4097 tokens.*4096 tokens.*at most 96"),
+        ("gpt-4o-mini", 4096, 1, "messages", r"prompt is about 4096 tokens.*window is 4096"),
+        ("llama-3-8b", 8200, 100, "messages", r"8200 tokens; llama-3-8b's context window is 8192"),
+    ],
+)
+def test_check_fits(model, prompt_tokens, output_tokens, param, message):
+    cfg = catalog().models[model]
+    if param is None:
+        assert check_fits(cfg, prompt_tokens, output_tokens) is None
+        return
+    with pytest.raises(InvalidRequestError, match=message) as err:
+        check_fits(cfg, prompt_tokens, output_tokens)
+    assert (err.value.status, err.value.param, err.value.code) == (
+        400,
+        param,
+        "context_length_exceeded",
+    )
+
+
+def test_strategy_names_have_one_source():
+    from typing import get_args
+
+    from router.protocol import RouterOptions
+    from router.config import Strategy
+
+    assert tuple(STRATEGIES) == STRATEGY_NAMES
+    assert get_args(Strategy) == STRATEGY_NAMES
+    assert RouterOptions(strategy="lp").strategy == "lp"
 
 
 # ---------------------------------------------------------------- deterministic strategies

@@ -21,18 +21,21 @@ from router.offline.simulate import (
     simulate,
     simulate_scored,
 )
-from router.policy.strategies import decide
+from router.policy import decide
 
 MODELS = ("big", "mid", "small", "tiny")
 PRICES = {"big": (5.0, 20.0), "mid": (1.0, 4.0), "small": (0.2, 0.8), "tiny": (0.05, 0.1)}
 BASE = np.array([1.5, 1.0, 0.4, -0.3])  # pricier is better on average
 
 
-def catalog() -> Catalog:
+def catalog(supports: frozenset[str] | None = frozenset()) -> Catalog:
+    """Every model declares ``supports`` (plain chat only) unless told otherwise."""
     return Catalog(
         providers={"p": ProviderConfig(name="p", base_url="http://p/v1")},
         models={
-            m: ModelConfig(name=m, provider="p", input_usd_per_mtok=i, output_usd_per_mtok=o)
+            m: ModelConfig(
+                name=m, provider="p", input_usd_per_mtok=i, output_usd_per_mtok=o, supports=supports
+            )
             for m, (i, o) in PRICES.items()
         },
     )
@@ -57,6 +60,7 @@ def prompts(n: int = 120) -> list[Prompt]:
 
 
 def team(**kw) -> TeamPolicy:
+    kw.setdefault("budget", {"usd": None})
     return TeamPolicy(name="t", file="policies/t.yaml", **kw)
 
 
@@ -179,7 +183,9 @@ def test_lp_is_reproducible_and_respects_the_cap_on_average():
 def test_needs_and_mismatched_model_lists():
     vision = [Prompt([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])]
     r = simulate(score_fn, vision + prompts(5), team=team(), catalog=catalog(), head="grk")
-    assert r.refused == 1 and r.routed == 5  # nobody declares `supports: [vision]`
+    assert r.refused == 1 and r.routed == 5  # every model declares `supports: []`
+    unknown = simulate(score_fn, vision, team=team(), catalog=catalog(None), head="grk")
+    assert unknown.refused == 0 and unknown.routed == 1  # no `supports`: unknown, not refused
     with pytest.raises(ValueError, match="differs from model_list"):
         simulate(score_fn, prompts(3), team=team(), catalog=catalog(), head="grk", model_list=["x"])
     with pytest.raises(NoCandidateError, match="allow"):

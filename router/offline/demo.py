@@ -1,21 +1,22 @@
 """``p2l-router demo``: the whole router, offline — no keys, no GPU, no network.
 
 A tiny random P2L checkpoint is written once into a cache folder, an in-process echo
-provider serves every model in it, and a team ``demo`` (key ``demo``) gets a small daily
-budget on a SQLite ledger. The router code path is the real one; only the provider and
-the checkpoint's weights are stand-ins.
+provider serves every model in it, and the team ``default`` gets a small daily budget on a
+SQLite ledger. The demo runs unauthenticated on purpose (``allow_unauthenticated``; any
+api_key is accepted) and its banner says so; the echo provider costs nothing. The router
+code path is the real one; only the provider and the checkpoint's weights are stand-ins.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from router.config import RouterConfig, load_config
+from router.config import DEFAULT_TEAM, RouterConfig
+from router.config_files import load_config
 
 # Arena names (as in the real P2L model list) with early-2025 list prices, USD per 1M tokens.
 DEMO_MODELS: dict[str, tuple[float, float]] = {
@@ -35,8 +36,8 @@ DEMO_MODELS: dict[str, tuple[float, float]] = {
     "o1-mini": (3.00, 12.00),
     "qwen2.5-72b-instruct": (1.20, 1.20),
 }
-DEMO_KEY_ENV = "P2L_ROUTER_DEMO_KEY"
-DEMO_KEY = "demo"
+DEMO_KEY = "demo"  # any key works: the demo is unauthenticated
+DEMO_BUDGET_USD = 1.0
 DEMO_BASE_URL = "http://echo.invalid/v1"  # never dialled: the echo transport answers in-process
 
 
@@ -51,14 +52,16 @@ class Demo:
     transports: dict[str, Any]
 
     def reload(self) -> RouterConfig:
-        return load_config(self.providers, self.policies)
+        return load_config(self.providers, self.policies, allow_unauthenticated=True)
 
     def banner(self, host: str, port: int) -> str:
         url = f"http://{host}:{port}/v1"
         return "\n".join(
             [
                 "p2l-router demo: offline, tiny random P2L checkpoint, built-in echo provider",
-                f"  base_url: {url}    api_key: {DEMO_KEY}    team budget: $1/day",
+                f"  base_url: {url}    api_key: any (e.g. {DEMO_KEY})",
+                f"  auth: OFF (--allow-unauthenticated): every request is team "
+                f"'{DEFAULT_TEAM}', budget ${DEMO_BUDGET_USD:g}/day",
                 "  try it:",
                 "    from openai import OpenAI",
                 f'    client = OpenAI(base_url="{url}", api_key="{DEMO_KEY}")',
@@ -93,18 +96,18 @@ def prepare_demo(root: Path) -> Demo:
     )
     policies = root / "policies"
     policies.mkdir(exist_ok=True)
-    (policies / "demo.yaml").write_text(
+    for old in [*policies.glob("*.yaml"), *policies.glob("*.yml")]:
+        old.unlink()  # the demo's own folder: files from an older demo would change the team
+    (policies / f"{DEFAULT_TEAM}.yaml").write_text(
         yaml.safe_dump(
             {
-                "api_keys_env": [DEMO_KEY_ENV],
-                "budget": {"usd": 1.0, "period": "day", "timezone": "UTC"},
+                "budget": {"usd": DEMO_BUDGET_USD, "period": "day", "timezone": "UTC"},
                 "strategy": "cost-aware",
                 "cost_sensitivity": 20,
             }
         )
     )
-    os.environ.setdefault(DEMO_KEY_ENV, DEMO_KEY)
-    config = load_config(providers, policies)
+    config = load_config(providers, policies, allow_unauthenticated=True)
     transports = {"echo": StreamingASGITransport(create_echo_app(tuple(sorted(DEMO_MODELS))))}
     return Demo(
         root, ckpt, providers, policies, f"sqlite:///{root / 'ledger.db'}", config, transports

@@ -27,7 +27,7 @@ import numpy as np
 
 from router.config import Catalog, TeamPolicy
 from router.errors import NoCandidateError
-from router.policy.strategies import (
+from router.policy import (
     Candidate,
     decide,
     eligible_models,

@@ -1,0 +1,137 @@
+"""The offline commands of ``p2l-router``: ``leaderboard`` and ``simulate``.
+
+Kept out of ``router.cli`` (which parses flags and serves) so that each stays short; heavy
+imports (the scorer, torch) happen inside the commands, not at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SIMULATE_BATCH", "cmd_leaderboard", "cmd_simulate"]
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import time
+
+    from router.config import load_providers
+    from router.policy import price_table
+    from router.scoring import ModelLoadError, Scores, format_table, leaderboard_rows, load_p2l
+    from router.serving.tokens import message_text
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    catalog = load_providers(args.providers) if Path(args.providers).exists() else None
+    try:
+        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
+    except ModelLoadError as exc:
+        print(f"p2l-router: {exc}", file=sys.stderr)
+        return 1
+    messages = [{"role": "user", "content": prompt}]
+    text = model.render(messages)
+    t0 = time.perf_counter()
+    coefs, eta = model.forward([text])
+    scores = Scores(
+        models=model.model_list,
+        coefs=coefs[0],
+        eta=None if eta is None else float(eta[0]),
+        head=model.head,
+        prompt_tokens=model.count_tokens(text),
+        cached=False,
+        scoring_ms=(time.perf_counter() - t0) * 1000,
+    )
+    prices = None
+    if catalog is not None:
+        routable = [m for m in model.model_list if catalog.available(m)]
+        prices = price_table(
+            catalog, routable, model.count_tokens(message_text(messages)), args.max_tokens
+        )
+    rows = leaderboard_rows(scores, prices)
+    if args.json:
+        board = {
+            "head": scores.head,
+            "eta": scores.eta,
+            "models": rows[: args.top] if args.top else rows,
+        }
+        print(json.dumps(board, indent=2))
+    else:
+        print(f"P2L leaderboard ({model.head} head, {len(rows)} models) for: {prompt[:70]!r}")
+        print(format_table(rows, top=args.top or None))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from router.config import load_policies, load_providers
+    from router.offline.simulate import (
+        lambda_grid,
+        load_prompts,
+        plot_frontier,
+        score_prompts,
+        simulate_scored,
+    )
+    from router.scoring import ModelLoadError, load_p2l
+    from router.serving.tokens import message_text
+
+    # Nothing is served, so no auth mode to settle: the catalog and the team files only.
+    catalog = load_providers(args.providers)
+    teams = load_policies(args.policies)
+    team = teams.get(args.team)
+    if team is None:
+        print(
+            f"p2l-router: no team {args.team!r} in {args.policies} "
+            f"(teams: {', '.join(sorted(teams))})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        prompts = load_prompts(args.prompts)
+        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"p2l-router: {exc}", file=sys.stderr)
+        return 1
+    texts = [model.render(p.messages) for p in prompts]
+    rows = []
+    for i in range(0, len(texts), SIMULATE_BATCH):
+        coefs, _ = model.forward(texts[i : i + SIMULATE_BATCH])
+        rows.extend(coefs)
+    scored = iter(rows)
+    sp = score_prompts(
+        lambda _messages: (next(scored), model.model_list),
+        prompts,
+        team=team,
+        catalog=catalog,
+        head=model.head,
+        prompt_tokens_fn=lambda messages: model.count_tokens(message_text(messages)),
+    )
+    grid = lambda_grid(sp, team.cost_sensitivity) if args.frontier else None
+    result = simulate_scored(sp, team=team, strategy=args.strategy, lambdas=grid)
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2, default=str))
+    else:
+        print(result.summary())
+    if args.frontier:
+        current = (
+            result
+            if result.strategy == "cost-aware"
+            else simulate_scored(sp, team=team, strategy="cost-aware")
+        )
+        out = plot_frontier(
+            result.frontier or (),
+            current,
+            args.frontier,
+            title=f"team {team.name}: {len(prompts)} prompts",
+        )
+        print(f"frontier ({len(result.frontier or ())} λ values) written to {out}", file=sys.stderr)
+    return 0
+
+
+SIMULATE_BATCH = 16
+
+
+def _as_json(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(result)
