@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from router.ledger.base import (
     CLOSED_RETENTION_S,
     EPSILON_USD,
+    PERIOD_GRACE_S,
     InsufficientBudget,
     Ledger,
     LedgerError,
@@ -27,6 +28,7 @@ __all__ = [
     "InsufficientBudget",
     "Ledger",
     "LedgerError",
+    "PERIOD_GRACE_S",
     "RedisLedger",
     "Reservation",
     "SqliteLedger",
@@ -37,7 +39,7 @@ __all__ = [
 ACCEPTED_URLS = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:"
     " (optionally ?busy_timeout=SECONDS, how long to wait for another process's lock),"
-    " redis://host:port/db (optionally ?prefix=KEY_PREFIX; rediss:// for TLS)"
+    " redis://host:port/db (optionally ?prefix=KEY_PREFIX&stream_maxlen=N; rediss:// for TLS)"
 )
 
 
