@@ -2,7 +2,8 @@
 
 Public surface: ``create_ledger(url)``, ``Ledger`` (the abstract API; its semantics are in
 ``router/ledger/base.py``), ``Reservation``, ``Usage``, ``InsufficientBudget``,
-``LedgerError``, and the two backends ``SqliteLedger`` and ``RedisLedger``.
+``LedgerError``, the two backends ``SqliteLedger`` and ``RedisLedger``, and
+``SettlementJournal`` (settlements the ledger could not take, replayed later).
 """
 
 from __future__ import annotations
@@ -20,17 +21,21 @@ from router.ledger.base import (
     Usage,
     redacted,
 )
+from router.ledger.journal import JournalEntry, JournalError, SettlementJournal
 from router.ledger.sqlite import SqliteLedger
 
 __all__ = [
     "CLOSED_RETENTION_S",
     "EPSILON_USD",
     "InsufficientBudget",
+    "JournalEntry",
+    "JournalError",
     "Ledger",
     "LedgerError",
     "PERIOD_GRACE_S",
     "RedisLedger",
     "Reservation",
+    "SettlementJournal",
     "SqliteLedger",
     "Usage",
     "create_ledger",
