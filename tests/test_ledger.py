@@ -145,8 +145,10 @@ async def test_settle_is_idempotent_by_ref(store):
     await two.settle(a, 0.3, now=T0 + 100, ref="dec-1")  # same reservation and ref
     # same ref on a copy of the reservation under another id: still once
     await two.settle(Reservation("other-id", "t", P, 0.4, T0 + 5), 0.3, now=T0, ref="dec-1")
-    # the ref defaults to the reservation's
-    await one.settle(Reservation("third-id", "t", P, 0.4, T0 + 5, "dec-1"), 0.3, now=T0)
+    # the ref defaults to the reservation's; a duplicate still drops its own hold
+    dup = await reserve(two, 0.4, ref="dec-1", ttl=5)
+    await one.settle(dup, 0.3, now=T0)
+    assert await one.usage("t", P, now=T0) == Usage(pytest.approx(0.3), 0.0)
     b = await reserve(one, 0.2, ref="dec-2", ttl=5)
     await one.release(b)
     await two.settle(b, 0.1, now=T0 + 1000, ref="dec-2")  # released and expired: counts

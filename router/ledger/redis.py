@@ -87,12 +87,12 @@ return {1, string.format('%.17g', spent), string.format('%.17g', reserved)}
 # charged: a replay learns nothing twice. Returns {charged, ewma or ''}.
 _SETTLE = """
 local charged = 1
+redis.call('ZREM', KEYS[1], ARGV[1])  -- settled now or before: the hold goes either way
+redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[6]) == 'settled'
    or (ARGV[4] ~= '' and redis.call('EXISTS', KEYS[7]) == 1) then
   charged = 0
 else
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('INCRBYFLOAT', KEYS[3], ARGV[2])
   if ARGV[10] ~= '' then redis.call('EXPIRE', KEYS[3], ARGV[10]) end
   redis.call('INCRBYFLOAT', KEYS[4], ARGV[2])

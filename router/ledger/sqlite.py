@@ -202,7 +202,8 @@ class SqliteLedger(Ledger):
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (r.id, r.team, r.period_key, actual, r.amount_usd, ref or r.ref, now),
         )
-        if cur.rowcount == 0:  # already settled
+        if cur.rowcount == 0:  # already settled: this request holds nothing any more
+            db.execute("DELETE FROM reservations WHERE id = ? AND status = 'open'", (r.id,))
             return False
         db.execute(
             "INSERT INTO period_totals (team, period_key, spent, requests) VALUES (?, ?, ?, 1)"
