@@ -1,7 +1,9 @@
 """Ledger throughput: reserve+settle pairs per second under concurrent asyncio tasks.
 
 Each operation is what one routed request costs the ledger: ``reserve`` (atomic check and
-insert) then ``settle`` (spend row + totals), two transactions. SQLite runs on a file in a
+insert, with a period end so Redis sets its expiries) then ``settle`` (spend row + totals,
+idempotent by ref), two transactions. A second line times ``take_rate`` (the team rate
+limit, one transaction) alone. SQLite runs on a file in a
 temporary folder (WAL, synchronous=NORMAL: the production settings); Redis runs against
 127.0.0.1:6379 (or ``--redis URL``) under a throw-away key prefix, skipped if unreachable.
 
@@ -38,7 +40,13 @@ async def reserve_settle(ledger: Ledger, *, tasks: int, ops: int) -> dict[str, f
         for j in range(per_task):
             t0 = time.perf_counter()
             r = await ledger.reserve(
-                f"team-{i % 4}", 0.001, limit_usd=1e9, period_key="bench", ttl_s=60, now=now
+                f"team-{i % 4}",
+                0.001,
+                limit_usd=1e9,
+                period_key="bench",
+                ttl_s=60,
+                now=now,
+                period_ends_at=now + 86400,
             )
             await ledger.settle(r, 0.0009, now=now, ref=f"{i}-{j}")
             latencies.append(time.perf_counter() - t0)
@@ -62,11 +70,37 @@ async def reserve_settle(ledger: Ledger, *, tasks: int, ops: int) -> dict[str, f
     }
 
 
+async def take_rate(ledger: Ledger, *, tasks: int, ops: int) -> dict[str, float]:
+    """``ops`` take_rate calls (both limits, never refused) from ``tasks`` tasks."""
+    per_task = ops // tasks
+    now = time.time()
+
+    async def worker(i: int) -> None:
+        for _ in range(per_task):
+            wait = await ledger.take_rate(
+                f"team-{i % 4}", requests_per_minute=10**9, tokens_per_minute=10**12,
+                tokens=500, now=now,
+            )  # fmt: skip
+            assert wait is None
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(tasks)))
+    elapsed = time.perf_counter() - start
+    return {"calls": per_task * tasks, "seconds": elapsed}
+
+
 def _print(name: str, f: dict[str, float], tasks: int) -> None:
     print(
         f"{name:<8} {tasks:>3} tasks  {f['pairs']:>6.0f} reserve+settle in {f['seconds']:.2f}s"
         f"  -> {f['pairs_per_s']:>8.0f} pairs/s ({2 * f['pairs_per_s']:.0f} transactions/s)"
         f"  latency p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"
+    )
+
+
+def _print_rate(name: str, f: dict[str, float]) -> None:
+    print(
+        f"{name:<8} take_rate {f['calls']:>6.0f} calls in {f['seconds']:.2f}s"
+        f"  -> {f['calls'] / f['seconds']:>8.0f} calls/s"
     )
 
 
@@ -78,6 +112,7 @@ async def ledger_section(args: argparse.Namespace) -> None:
             _print(
                 "sqlite", await reserve_settle(ledger, tasks=args.tasks, ops=args.ops), args.tasks
             )
+            _print_rate("sqlite", await take_rate(ledger, tasks=args.tasks, ops=args.ops))
         finally:
             await ledger.close()
 
@@ -92,6 +127,7 @@ async def ledger_section(args: argparse.Namespace) -> None:
         return
     try:
         _print("redis", await reserve_settle(ledger, tasks=args.tasks, ops=args.ops), args.tasks)
+        _print_rate("redis", await take_rate(ledger, tasks=args.tasks, ops=args.ops))
     finally:
         client = ledger._redis  # type: ignore[attr-defined]  # clean our keys up
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]

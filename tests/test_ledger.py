@@ -117,7 +117,7 @@ async def test_reserve_settle_release(ledger):
     ]
 
 
-async def test_settle_and_release_are_idempotent_and_exclusive(ledger):
+async def test_settle_and_release_are_idempotent(ledger):
     a = await reserve(ledger, 0.1)
     await ledger.settle(a, 0.1, now=T0)
     await ledger.settle(a, 0.1, now=T0)  # twice
@@ -126,10 +126,40 @@ async def test_settle_and_release_are_idempotent_and_exclusive(ledger):
     b = await reserve(ledger, 0.2)
     await ledger.release(b)
     await ledger.release(b)
-    await ledger.settle(b, 0.2, now=T0)  # settle after release
     assert await ledger.usage("t", P, now=T0) == Usage(0.1, 0.0)
-    assert await ledger.total_spent() == 0.1
-    assert len(await ledger.spend_rows()) == 1
+    # A settle after a release still counts (the money was spent upstream), once.
+    await ledger.settle(b, 0.2, now=T0)
+    await ledger.settle(b, 0.2, now=T0)
+    await ledger.release(b)
+    assert await ledger.usage("t", P, now=T0) == Usage(pytest.approx(0.3), 0.0)
+    assert await ledger.total_spent() == pytest.approx(0.3)
+    assert len(await ledger.spend_rows()) == 2
+
+
+async def test_settle_is_idempotent_by_ref(store):
+    """A journal replay may settle a decision again, from another instance, with the
+    reservation already settled, expired or released: the ref charges once."""
+    one, two = store(), store()
+    a = await reserve(one, 0.4, ref="dec-1", ttl=5)
+    await one.settle(a, 0.3, now=T0 + 1, ref="dec-1")
+    await two.settle(a, 0.3, now=T0 + 100, ref="dec-1")  # same reservation and ref
+    # same ref on a copy of the reservation under another id: still once
+    await two.settle(Reservation("other-id", "t", P, 0.4, T0 + 5), 0.3, now=T0, ref="dec-1")
+    # the ref defaults to the reservation's; a duplicate still drops its own hold
+    dup = await reserve(two, 0.4, ref="dec-1", ttl=5)
+    await one.settle(dup, 0.3, now=T0)
+    assert await one.usage("t", P, now=T0) == Usage(pytest.approx(0.3), 0.0)
+    b = await reserve(one, 0.2, ref="dec-2", ttl=5)
+    await one.release(b)
+    await two.settle(b, 0.1, now=T0 + 1000, ref="dec-2")  # released and expired: counts
+    await one.settle(b, 0.1, now=T0 + 1001, ref="dec-2")
+    assert await two.usage("t", P, now=T0 + 1001) == Usage(pytest.approx(0.4), 0.0)
+    rows = await one.spend_rows()
+    assert sorted((r["ref"], r["amount"]) for r in rows) == [("dec-1", 0.3), ("dec-2", 0.1)]
+    # empty refs never collide
+    for _ in range(3):
+        await one.settle(await reserve(one, 0.01), 0.01, now=T0)
+    assert len(await two.spend_rows()) == 5
 
 
 async def test_refusal_at_the_limit(ledger):
@@ -174,10 +204,11 @@ async def test_expiry_with_a_controlled_clock(ledger):
     assert u.spent_usd == 0.7 and u.reserved_usd == 0.5
     await ledger.settle(r, 0.7, now=T0 + 101)  # still idempotent
     assert await ledger.total_spent("t") == 0.7
-    # a released expired reservation cannot be settled later
+    # a released expired reservation that is settled later counts once
     await ledger.release(late)
     await ledger.settle(late, 0.5, now=T0 + 200)
-    assert await ledger.total_spent("t") == 0.7
+    await ledger.settle(late, 0.5, now=T0 + 201)
+    assert await ledger.total_spent("t") == pytest.approx(1.2)
 
 
 async def test_purge_keeps_late_settles_correct(ledger):
@@ -191,8 +222,8 @@ async def test_purge_keeps_late_settles_correct(ledger):
         await ledger.release(r)
     for r in rs[:20]:
         await ledger.settle(r, 0.02, now=T0 + 3602)
-    assert await ledger.total_spent() == pytest.approx(0.2, abs=1e-12)
-    assert len(await ledger.spend_rows()) == 10
+    assert await ledger.total_spent() == pytest.approx(0.4, abs=1e-12)
+    assert len(await ledger.spend_rows()) == 20
 
 
 async def test_period_rollover_starts_from_zero(ledger):
@@ -448,3 +479,103 @@ async def test_learned_output_tokens_start_from_the_prior(ledger):
     assert await ledger.observe_output_tokens("m", 10, alpha=0.1, prior=500) == pytest.approx(451.0)
     assert await ledger.observe_output_tokens("m", 10, alpha=0.1, prior=500) == pytest.approx(406.9)
     assert await ledger.observe_output_tokens("n", 10, alpha=0.1) == pytest.approx(10.0)
+
+
+async def test_settle_observed_replayed_learns_once(store):
+    one, two = store(), store()
+    r = await reserve(one, 0.5, ref="dec-o")
+    assert (
+        await one.settle_observed(r, 0.2, now=T0, ref="dec-o", model="m", output_tokens=100) == 100
+    )
+    # a replay (another instance, same ref): no second charge, no second observation
+    again = await two.settle_observed(r, 0.2, now=T0, ref="dec-o", model="m", output_tokens=300)
+    assert again == 100.0 and await two.expected_output_tokens("m") == 100.0
+    assert await two.usage("t", P, now=T0) == Usage(0.2, 0.0)
+
+
+# ---------------------------------------------------------------- schema upgrade, Redis bounds
+
+_SCHEMA_1 = """
+CREATE TABLE reservations (id TEXT PRIMARY KEY, team TEXT NOT NULL, period_key TEXT NOT NULL,
+    amount REAL NOT NULL, expires_at REAL NOT NULL, ref TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'open') WITHOUT ROWID;
+CREATE TABLE spend (reservation_id TEXT PRIMARY KEY, team TEXT NOT NULL,
+    period_key TEXT NOT NULL, amount REAL NOT NULL, reserved REAL NOT NULL,
+    ref TEXT NOT NULL DEFAULT '', ts REAL NOT NULL);
+CREATE TABLE period_totals (team TEXT NOT NULL, period_key TEXT NOT NULL, spent REAL NOT NULL,
+    requests INTEGER NOT NULL, PRIMARY KEY (team, period_key)) WITHOUT ROWID;
+CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE output_tokens (model TEXT PRIMARY KEY, ewma REAL NOT NULL,
+    observations INTEGER NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+async def test_sqlite_schema_1_file_is_upgraded(tmp_path, duplicate):
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_SCHEMA_1)
+        rows = [("r1", "t", P, 0.1, 0.1, "dec-1", T0), ("r2", "t", P, 0.2, 0.2, "", T0)]
+        if duplicate:
+            rows.append(("r3", "t", P, 0.1, 0.1, "dec-1", T0))
+        conn.executemany("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("INSERT INTO period_totals VALUES ('t', ?, 0.3, 2)", (P,))
+    if duplicate:  # a decision charged twice: the operator must look, the router won't guess
+        with pytest.raises(LedgerError, match="dec-1"):
+            SqliteLedger(path)
+        return
+    ledger = SqliteLedger(path)
+    try:
+        await ledger.settle(Reservation("r9", "t", P, 0.5), 0.5, now=T0, ref="dec-1")  # replay
+        assert await ledger.total_spent() == pytest.approx(0.3)
+        assert await ledger.take_rate(
+            "t", requests_per_minute=1, tokens_per_minute=None, tokens=0, now=T0
+        ) is None  # fmt: skip
+    finally:
+        await ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("store", [pytest.param("redis", marks=needs_redis)], indirect=True)
+async def test_redis_keys_are_bounded(store):
+    """Per-period keys expire after the period (plus the grace), idempotency markers after
+    the retention, the audit stream is capped, and ``total`` periods never expire."""
+    import redis.asyncio as aioredis
+
+    from router.ledger import CLOSED_RETENTION_S, PERIOD_GRACE_S, RedisLedger
+
+    ledger = store()
+    assert isinstance(ledger, RedisLedger)
+    client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0, decode_responses=True)
+    capped = RedisLedger(client, prefix=ledger.prefix, stream_maxlen=50)
+    p = ledger.prefix
+    try:
+        ends = T0 + 3600.0
+        r = await ledger.reserve("t", 0.1, limit_usd=1.0, period_key=P, ttl_s=60, now=T0,
+                                 ref="dec-b", period_ends_at=ends)  # fmt: skip
+        for key in (f"{p}res:t:{P}", f"{p}resamt:t:{P}"):
+            assert 3600 + PERIOD_GRACE_S - 5 <= await client.ttl(key) <= 3600 + PERIOD_GRACE_S
+        await ledger.settle(r, 0.1, now=T0 + 600, ref="dec-b")
+        ttl = await client.ttl(f"{p}spent:t:{P}")
+        assert 3000 + PERIOD_GRACE_S - 5 <= ttl <= 3000 + PERIOD_GRACE_S
+        for key in (f"{p}closed:{r.id}", f"{p}ref:dec-b"):
+            assert CLOSED_RETENTION_S - 5 <= await client.ttl(key) <= CLOSED_RETENTION_S
+        # a settle long after the period still lives for the grace from then
+        late = await ledger.reserve("t", 0.1, limit_usd=None, period_key="old", ttl_s=60,
+                                    now=T0, period_ends_at=T0 + 1)  # fmt: skip
+        await ledger.settle(late, 0.1, now=T0 + 10 * PERIOD_GRACE_S)
+        assert PERIOD_GRACE_S - 5 <= await client.ttl(f"{p}spent:t:old") <= PERIOD_GRACE_S
+        # a ``total`` budget (no period end) keeps its keys
+        forever = await ledger.reserve("t", 0.1, limit_usd=None, period_key="total", ttl_s=60,
+                                       now=T0)  # fmt: skip
+        await ledger.settle(forever, 0.1, now=T0)
+        assert await client.ttl(f"{p}spent:t:total") == -1
+        # the audit stream stays near its cap (trimmed a macro node at a time)
+        node = int((await client.config_get("stream-node-max-entries"))["stream-node-max-entries"])
+        for i in range(300):
+            await capped.settle(Reservation(f"s{i}", "t", P, 0.0), 0.0, now=T0, ref=f"s{i}")
+        assert await client.xlen(f"{p}spend") <= 50 + node < 303
+    finally:
+        await client.aclose()

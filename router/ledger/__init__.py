@@ -2,7 +2,8 @@
 
 Public surface: ``create_ledger(url)``, ``Ledger`` (the abstract API; its semantics are in
 ``router/ledger/base.py``), ``Reservation``, ``Usage``, ``InsufficientBudget``,
-``LedgerError``, and the two backends ``SqliteLedger`` and ``RedisLedger``.
+``LedgerError``, the two backends ``SqliteLedger`` and ``RedisLedger``, and
+``SettlementJournal`` (settlements the ledger could not take, replayed later).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from router.ledger.base import (
     CLOSED_RETENTION_S,
     EPSILON_USD,
+    PERIOD_GRACE_S,
     InsufficientBudget,
     Ledger,
     LedgerError,
@@ -19,16 +21,21 @@ from router.ledger.base import (
     Usage,
     redacted,
 )
+from router.ledger.journal import JournalEntry, JournalError, SettlementJournal
 from router.ledger.sqlite import SqliteLedger
 
 __all__ = [
     "CLOSED_RETENTION_S",
     "EPSILON_USD",
     "InsufficientBudget",
+    "JournalEntry",
+    "JournalError",
     "Ledger",
     "LedgerError",
+    "PERIOD_GRACE_S",
     "RedisLedger",
     "Reservation",
+    "SettlementJournal",
     "SqliteLedger",
     "Usage",
     "create_ledger",
@@ -37,7 +44,7 @@ __all__ = [
 ACCEPTED_URLS = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:"
     " (optionally ?busy_timeout=SECONDS, how long to wait for another process's lock),"
-    " redis://host:port/db (optionally ?prefix=KEY_PREFIX; rediss:// for TLS)"
+    " redis://host:port/db (optionally ?prefix=KEY_PREFIX&stream_maxlen=N; rediss:// for TLS)"
 )
 
 

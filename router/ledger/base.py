@@ -15,17 +15,24 @@ Decisions that the backends share (tests hold both to them):
   (Redis), so concurrent requests, in one process or many, never overshoot the limit by
   more than the difference between one request's actual and reserved cost.
   ``limit_usd=None`` means unlimited: the reservation is still recorded.
-- ``settle`` and ``release`` are idempotent and exclusive: the first of them to reach a
-  reservation wins; any later settle or release of it does nothing, so a cost is never
-  counted twice.
-- A settle that arrives after the reservation expired still records the actual cost,
-  in the reservation's period: the money was spent upstream and the ledger must match the
-  provider's bill. (An expired reservation only stops *holding* budget.)
+- ``settle`` is idempotent by reservation id *and* by ``ref`` (the decision id): a second
+  settle of either, say a journal replay after a crash half-way, charges nothing. The
+  check and the spend row are one transaction / one script, so it holds across processes.
+- A settle that arrives after the reservation expired, or after it was released, still
+  records the actual cost, in the reservation's period: the money was spent upstream and
+  the ledger must match the provider's bill (a release only means "hold no more", and a
+  settle is only ever called with an upstream answer in hand). ``release`` after a settle
+  does nothing; releasing twice does nothing.
 - Amounts are USD as binary floats, summed by the backend; sums match the decision log's
   costs far within 1e-9 USD. A reserve passes when the total is within ``EPSILON_USD``
   of the limit, so ten reservations of 0.1 fit a limit of 1.0.
 - Times are Unix seconds given by the caller (``now``), so the clock is testable and
   every process of a deployment agrees on expiry through the shared store.
+- ``reserve(..., period_ends_at=)`` tells the store when the period ends, so a store that
+  keeps per-period keys (Redis) can expire them ``PERIOD_GRACE_S`` later; ``inf`` (the
+  default, and ``total`` budgets) keeps them for good.
+- ``take_rate`` is the team rate limit (requests and tokens per minute), checked and
+  counted atomically in the shared store; see ``router/ledger/rate.py`` for the algorithm.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ EPSILON_USD = 1e-12
 # duplicate settle or release is still recognised; after it, only settle-after-release
 # could double count, which a caller would have to delay by a week to hit.
 CLOSED_RETENTION_S = 7 * 86400.0
+# Per-period keys outlive their period by this much, for late settles and journal replays
+# (a settle later than this still counts in the team's total and the audit stream).
+PERIOD_GRACE_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Reservation:
     amount_usd: float
     expires_at: float = math.inf
     ref: str = ""
+    period_ends_at: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -144,21 +155,38 @@ class Ledger(ABC):
         ttl_s: float,
         now: float,
         ref: str = "",
+        period_ends_at: float = math.inf,
     ) -> Reservation:
         """Hold ``amount_usd`` for a request; raise InsufficientBudget when it does not fit."""
 
     @abstractmethod
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
-        """Turn the reservation into a spend row of ``actual_usd``; no-op if already closed."""
+        """Turn the reservation into a spend row of ``actual_usd``; a no-op if this
+        reservation or this ``ref`` (default ``r.ref``) was settled before."""
 
     async def settle_observed(
         self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
         model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
     ) -> float:  # fmt: skip
         """``settle`` then ``observe_output_tokens`` (the answered request's completion
-        tokens); returns the new average. A backend may do both in one transaction."""
+        tokens); returns the new average. Both backends do both in one transaction, and a
+        repeated settle (a replay) learns nothing either: it returns the current average."""
         await self.settle(r, actual_usd, now=now, ref=ref)
         return await self.observe_output_tokens(model, output_tokens, alpha=alpha, prior=prior)
+
+    @abstractmethod
+    async def take_rate(
+        self,
+        team: str,
+        *,
+        requests_per_minute: int | None,
+        tokens_per_minute: int | None,
+        tokens: int,
+        now: float,
+    ) -> float | None:
+        """Count one request of ``tokens`` against the team's per-minute limits (None: no
+        limit) if both allow it and return None; else count nothing and return the seconds
+        until it could pass (for ``Retry-After``)."""
 
     @abstractmethod
     async def release(self, r: Reservation) -> None:

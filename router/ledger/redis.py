@@ -6,17 +6,24 @@ like in every ledger; only the retention of closed-reservation markers uses Redi
 clock (``SET ... EX``). Needs the optional extra ``p2l-router[redis]``.
 
 Keys, under a configurable prefix (``redis://host:6379/0?prefix=team-a:``), with the team
-URL-quoted so that it holds no ``:``:
+URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows without end):
 
-  {p}res:{team}:{period}     ZSET  reservation id -> expires_at (expiry order, for purging)
-  {p}resamt:{team}:{period}  HASH  reservation id -> amount
-  {p}spent:{team}:{period}   STR   settled spend of the period (INCRBYFLOAT)
-  {p}total:{team}            STR   settled spend over all periods
-  {p}teams                   SET   teams that ever spent (for ``total_spent()``)
-  {p}closed:{id}             STR   "settled" | "released", kept CLOSED_RETENTION_S
-  {p}spend                   STREAM one entry per settled request (audit)
-  {p}state:{key}             STR   JSON document
-  {p}tokens, {p}tokens:n     HASH  model -> EWMA of completion tokens, observations
+  {p}res:{team}:{period}     ZSET  reservation id -> expires_at     } EXPIRE at period end
+  {p}resamt:{team}:{period}  HASH  reservation id -> amount         } + PERIOD_GRACE_S
+  {p}spent:{team}:{period}   STR   settled spend of the period      } (none for ``total``)
+  {p}total:{team}            STR   settled spend over all periods    one per team
+  {p}teams                   SET   teams that ever spent             one member per team
+  {p}closed:{id}             STR   "settled" | "released"            EX CLOSED_RETENTION_S
+  {p}ref:{ref}               STR   reservation id settled under ref  EX CLOSED_RETENTION_S
+  {p}spend                   STREAM one entry per settled request   XADD MAXLEN ~ stream_maxlen
+  {p}rate:{team}:req|tok     STR   GCRA state (rate.py)              PX until the bucket is full
+  {p}state:{key}             STR   JSON document                     one per team
+  {p}tokens, {p}tokens:n     HASH  model -> EWMA, observations       one field per model
+
+The spend stream is therefore the *recent* audit trail (``?stream_maxlen=N``, default
+``STREAM_MAXLEN``); the running totals are the authority. A settle is idempotent by
+reservation id (``closed:``) and by ref (``ref:``), both kept ``CLOSED_RETENTION_S`` (a
+week), longer than any journal replay waits.
 
 Floats cross the Lua boundary as strings (``%.17g``, which round-trips a double): Redis
 truncates Lua numbers to integers in replies.
@@ -25,13 +32,16 @@ truncates Lua numbers to integers in replies.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from router.ledger import rate
 from router.ledger.base import (
     CLOSED_RETENTION_S,
     EPSILON_USD,
+    PERIOD_GRACE_S,
     InsufficientBudget,
     Ledger,
     LedgerError,
@@ -45,6 +55,7 @@ from router.ledger.base import (
 
 DEFAULT_PREFIX = "p2l-router:"
 MAX_CONNECTIONS = 64
+STREAM_MAXLEN = 1_000_000  # ~ entries kept in the spend stream (about 200 bytes each)
 
 # Drops expired holds (HDEL in chunks: unpack() has a stack limit), then checks and inserts.
 _RESERVE = """
@@ -65,21 +76,46 @@ if ARGV[3] ~= '' and spent + reserved + amount > tonumber(ARGV[3]) + tonumber(AR
 end
 redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[7] ~= '' then
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+end
 return {1, string.format('%.17g', spent), string.format('%.17g', reserved)}
 """
 
+# Settles unless this reservation or this ref was settled (a release does not block it),
+# then, when a model is given (ARGV[12]), folds the output tokens into its EWMA, only if it
+# charged: a replay learns nothing twice. Returns {charged, ewma or ''}.
 _SETTLE = """
-if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
+local charged = 1
+redis.call('ZREM', KEYS[1], ARGV[1])  -- settled now or before: the hold goes either way
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('INCRBYFLOAT', KEYS[3], ARGV[2])
-redis.call('INCRBYFLOAT', KEYS[4], ARGV[2])
-redis.call('SADD', KEYS[5], ARGV[8])
-redis.call('SET', KEYS[6], 'settled', 'EX', ARGV[9])
-redis.call('XADD', KEYS[7], '*', 'reservation_id', ARGV[1], 'team', ARGV[5],
-           'period_key', ARGV[6], 'amount', ARGV[2], 'reserved', ARGV[7],
-           'ref', ARGV[4], 'ts', ARGV[3])
-return 1
+if redis.call('GET', KEYS[6]) == 'settled'
+   or (ARGV[4] ~= '' and redis.call('EXISTS', KEYS[7]) == 1) then
+  charged = 0
+else
+  redis.call('INCRBYFLOAT', KEYS[3], ARGV[2])
+  if ARGV[10] ~= '' then redis.call('EXPIRE', KEYS[3], ARGV[10]) end
+  redis.call('INCRBYFLOAT', KEYS[4], ARGV[2])
+  redis.call('SADD', KEYS[5], ARGV[8])
+  redis.call('SET', KEYS[6], 'settled', 'EX', ARGV[9])
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[9]) end
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[11], '*', 'reservation_id', ARGV[1],
+             'team', ARGV[5], 'period_key', ARGV[6], 'amount', ARGV[2], 'reserved', ARGV[7],
+             'ref', ARGV[4], 'ts', ARGV[3])
+end
+if ARGV[12] == '' then return {charged, ''} end
+local prev = redis.call('HGET', KEYS[9], ARGV[12])
+local tokens = tonumber(ARGV[13])
+if charged == 0 and prev then return {0, prev} end
+local start = prev or ARGV[15]
+local v = tokens
+if start and start ~= '' then v = (1 - tonumber(ARGV[14])) * tonumber(start) + tonumber(ARGV[14]) * tokens end
+local s = string.format('%.17g', v)
+if charged == 1 then
+  redis.call('HSET', KEYS[9], ARGV[12], s)
+  redis.call('HINCRBY', KEYS[10], ARGV[12], 1)
+end
+return {charged, s}
 """
 
 _RELEASE = """
@@ -129,33 +165,61 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
+def period_ttl(period_ends_at: float, now: float) -> str:
+    """Seconds the period's keys live: to the period end plus the grace ('' = for good)."""
+    if math.isinf(period_ends_at):
+        return ""
+    return str(math.ceil(max(period_ends_at - now, 0.0) + PERIOD_GRACE_S))
+
+
 def split_prefix(url: str) -> tuple[str, str]:
     """Remove our ``prefix`` query parameter from a Redis URL; return (url, prefix)."""
+    plain, options = split_options(url)
+    return plain, options.get("prefix", DEFAULT_PREFIX)
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """Remove our own query parameters (``prefix``, ``stream_maxlen``) from a Redis URL."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    ours = {k: v for k, v in query if k in OUR_OPTIONS}
+    rest = urlencode([(k, v) for k, v in query if k not in OUR_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), ours
+
+
+OUR_OPTIONS = ("prefix", "stream_maxlen")
 
 
 class RedisLedger(Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
-    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, url: str = "") -> None:
+    def __init__(
+        self, client: Any, *, prefix: str = DEFAULT_PREFIX, url: str = "",
+        stream_maxlen: int = STREAM_MAXLEN,
+    ) -> None:  # fmt: skip
+        if stream_maxlen < 1:
+            raise ValueError(f"stream_maxlen must be >= 1 (got {stream_maxlen!r})")
         self._redis = client
         self.prefix = prefix
         self.url = url
+        self.stream_maxlen = stream_maxlen
         self._errors = _import_redis().RedisError
         self._reserve_lua = client.register_script(_RESERVE)
         self._settle_lua = client.register_script(_SETTLE)
         self._release_lua = client.register_script(_RELEASE)
         self._usage_lua = client.register_script(_USAGE)
         self._ewma_lua = client.register_script(_EWMA)
+        self._rate_lua = client.register_script(rate.TAKE_RATE_LUA)
 
     @classmethod
     def from_url(cls, url: str) -> RedisLedger:
         aioredis = _import_redis()
-        plain, prefix = split_prefix(url)
+        plain, options = split_options(url)
+        prefix = options.get("prefix", DEFAULT_PREFIX)
+        try:
+            maxlen = int(options.get("stream_maxlen", STREAM_MAXLEN))
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis ledger URL {redacted(url)!r}: {exc}") from exc
         try:
             # A blocking pool: a burst of requests waits for a free connection instead of
             # failing with "Too many connections" (the plain pool's behaviour at its cap).
@@ -166,7 +230,7 @@ class RedisLedger(Ledger):
             client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         except ValueError as exc:
             raise ValueError(f"invalid Redis ledger URL {redacted(url)!r}: {exc}") from exc
-        return cls(client, prefix=prefix, url=redacted(url))
+        return cls(client, prefix=prefix, url=redacted(url), stream_maxlen=maxlen)
 
     # ------------------------------------------------------------ plumbing
 
@@ -199,11 +263,15 @@ class RedisLedger(Ledger):
         ttl_s: float,
         now: float,
         ref: str = "",
+        period_ends_at: float = math.inf,
     ) -> Reservation:
         amount = check_reserve(amount_usd, limit_usd, ttl_s)
-        r = Reservation(uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref)
+        r = Reservation(
+            uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref, period_ends_at
+        )
         limit = "" if limit_usd is None else _num(limit_usd)
-        args = [r.id, _num(amount), limit, _num(now), _num(r.expires_at), _num(EPSILON_USD)]
+        args = [r.id, _num(amount), limit, _num(now), _num(r.expires_at), _num(EPSILON_USD),
+                period_ttl(period_ends_at, now)]  # fmt: skip
         ok, spent, reserved = await self._call(
             self._reserve_lua(keys=self._period_keys(team, period_key), args=args)
         )
@@ -214,20 +282,60 @@ class RedisLedger(Ledger):
 
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
         actual = check_amount("actual_usd", actual_usd)
-        p, t = self.prefix, self._team(r.team)
+        await self._settle(r, actual, now, ref, ["", "", "", ""])
+
+    async def settle_observed(
+        self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
+        model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
+    ) -> float:  # fmt: skip
+        """Both in one script: one round trip, and a replay learns nothing twice."""
+        actual = check_amount("actual_usd", actual_usd)
+        check_alpha(alpha)
+        check_amount("output_tokens", output_tokens)
+        learn = [model, _num(output_tokens), _num(alpha), "" if prior is None else _num(prior)]
+        return float(await self._settle(r, actual, now, ref, learn))
+
+    async def _settle(
+        self, r: Reservation, actual: float, now: float, ref: str, learn: list[str]
+    ) -> str:
+        p, t, ref = self.prefix, self._team(r.team), ref or r.ref
         keys = [
-            *self._period_keys(r.team, r.period_key)[:2],
-            f"{p}spent:{t}:{r.period_key}",
+            *self._period_keys(r.team, r.period_key),
             f"{p}total:{t}",
             f"{p}teams",
             f"{p}closed:{r.id}",
+            f"{p}ref:{quote(ref, safe='')}",
             f"{p}spend",
+            f"{p}tokens",
+            f"{p}tokens:n",
         ]
         args = [
-            r.id, _num(actual), _num(now), ref or r.ref, r.team, r.period_key,
-            _num(r.amount_usd), t, int(CLOSED_RETENTION_S),
+            r.id, _num(actual), _num(now), ref, r.team, r.period_key, _num(r.amount_usd), t,
+            int(CLOSED_RETENTION_S), period_ttl(r.period_ends_at, now), self.stream_maxlen,
+            *learn,
         ]  # fmt: skip
-        await self._call(self._settle_lua(keys=keys, args=args))
+        _, value = await self._call(self._settle_lua(keys=keys, args=args))
+        return value
+
+    async def take_rate(
+        self,
+        team: str,
+        *,
+        requests_per_minute: int | None,
+        tokens_per_minute: int | None,
+        tokens: int,
+        now: float,
+    ) -> float | None:
+        limits = rate.check_rate_args(requests_per_minute, tokens_per_minute, tokens, now)
+        if not limits:
+            return None
+        t = self._team(team)
+        keys = [f"{self.prefix}rate:{t}:{kind}" for kind, _, _ in limits]
+        args: list[str] = [_num(now), _num(rate.SLACK_S)]
+        for _, limit, cost in limits:
+            args += [_num(limit), _num(cost)]
+        wait = await self._call(self._rate_lua(keys=keys, args=args))
+        return float(wait) if wait else None
 
     async def release(self, r: Reservation) -> None:
         keys = [*self._period_keys(r.team, r.period_key)[:2], f"{self.prefix}closed:{r.id}"]

@@ -13,21 +13,7 @@ transaction; ``reserve`` uses ``BEGIN IMMEDIATE`` so its check-then-insert holds
 lock, which makes it atomic against other connections, including other processes (they
 wait on the lock up to ``busy_timeout_s``).
 
-Tables (created if missing; ``PRAGMA user_version`` is the schema version):
-  reservations   open holds, and ``released`` markers kept for idempotency
-  spend          one row per settled request (audit): reservation_id is the key, so a
-                 second settle of the same reservation cannot insert a second row
-  period_totals  running spend per (team, period_key), read by every reserve and by
-                 ``total_spent``
-
-Amounts are REAL (binary floats): a running float sum of n costs is off by about
-n * 1e-16 of the total, far inside the 1e-9 USD to which totals must match the decision
-log, while integer nano-dollars would round every cost by up to 5e-10. The tables have
-no secondary index beyond the one the reserve check reads, and ``reservations`` is
-WITHOUT ROWID, to keep the pages written per commit few; ``spend`` keeps its rowid, which
-is the audit trail's insertion order.
-  state          JSON documents (the pacer's state)
-  output_tokens  EWMA of completion tokens per model
+Tables and schema upgrades: ``router/ledger/sqlite_schema.py``.
 
 Expired open reservations are excluded from every sum at once and deleted lazily (at
 most once a minute, by ``reserve``); ``released`` markers are deleted after
@@ -39,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import threading
 import uuid
@@ -47,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from router.ledger import rate
 from router.ledger.base import (
     CLOSED_RETENTION_S,
     EPSILON_USD,
@@ -60,53 +48,13 @@ from router.ledger.base import (
     check_reserve,
     ewma,
 )
+from router.ledger.sqlite_schema import is_busy, migrate, transaction
 
 log = logging.getLogger("router.ledger")
 T = TypeVar("T")
 INLINE_BUSY_S = 0.002
-CHECKPOINT_EVERY = 1000  # inline calls between background WAL checkpoints
-SCHEMA_VERSION = 1
 PURGE_EVERY_S = 60.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reservations (
-    id          TEXT PRIMARY KEY,
-    team        TEXT NOT NULL,
-    period_key  TEXT NOT NULL,
-    amount      REAL NOT NULL,
-    expires_at  REAL NOT NULL,
-    ref         TEXT NOT NULL DEFAULT '',
-    created_at  REAL NOT NULL,
-    status      TEXT NOT NULL DEFAULT 'open'    -- open | released
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS reservations_live
-    ON reservations (team, period_key, expires_at);
-CREATE TABLE IF NOT EXISTS spend (
-    reservation_id TEXT PRIMARY KEY,
-    team           TEXT NOT NULL,
-    period_key     TEXT NOT NULL,
-    amount         REAL NOT NULL,
-    reserved       REAL NOT NULL,
-    ref            TEXT NOT NULL DEFAULT '',
-    ts             REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS period_totals (
-    team        TEXT NOT NULL,
-    period_key  TEXT NOT NULL,
-    spent       REAL NOT NULL,
-    requests    INTEGER NOT NULL,
-    PRIMARY KEY (team, period_key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS state (
-    key    TEXT PRIMARY KEY,
-    value  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS output_tokens (
-    model         TEXT PRIMARY KEY,
-    ewma          REAL NOT NULL,
-    observations  INTEGER NOT NULL
-);
-"""
+CHECKPOINT_EVERY = 1000  # inline calls between background WAL checkpoints
 
 
 class SqliteLedger(Ledger):
@@ -144,17 +92,7 @@ class SqliteLedger(Ledger):
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            with _transaction(conn, "IMMEDIATE"):
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise LedgerError(
-                        f"{self.path}: ledger schema version {version} is newer than this"
-                        f" router's ({SCHEMA_VERSION}); upgrade the router"
-                    )
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            migrate(conn, self.path)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the SQLite ledger {self.path}: {exc}") from exc
         self._conn = conn
@@ -179,7 +117,7 @@ class SqliteLedger(Ledger):
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
                 # Locked by another process: wait for it off the loop, below.
                 if self._inline.in_transaction:
@@ -224,16 +162,18 @@ class SqliteLedger(Ledger):
 
     def _reserve(
         self, team: str, amount: float, limit: float | None, period_key: str, ttl_s: float,
-        now: float, ref: str,
+        now: float, ref: str, period_ends_at: float,
     ) -> Reservation:  # fmt: skip
         db = self._db
-        with _transaction(db, "IMMEDIATE"):
+        with transaction(db, "IMMEDIATE"):
             if now - self._last_purge >= PURGE_EVERY_S:
                 self._purge(now)
             usage = self._usage(team, period_key, now)
             if limit is not None and usage.committed_usd + amount > limit + EPSILON_USD:
                 raise InsufficientBudget(usage, limit, amount)
-            r = Reservation(uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref)
+            r = Reservation(
+                uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref, period_ends_at
+            )
             db.execute(
                 "INSERT INTO reservations (id, team, period_key, amount, expires_at, ref, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -250,32 +190,33 @@ class SqliteLedger(Ledger):
         self._last_purge = now
 
     def _settle(self, r: Reservation, actual: float, now: float, ref: str) -> None:
-        with _transaction(self._db, "IMMEDIATE"):
+        with transaction(self._db, "IMMEDIATE"):
             self._settle_in(r, actual, now, ref)
 
-    def _settle_in(self, r: Reservation, actual: float, now: float, ref: str) -> None:
+    def _settle_in(self, r: Reservation, actual: float, now: float, ref: str) -> bool:
+        """True if this call charged; False if the reservation or the ref was settled."""
         db = self._db
-        row = db.execute("SELECT status FROM reservations WHERE id = ?", (r.id,)).fetchone()
-        if row is not None and row[0] == "released":
-            return
+        # OR IGNORE covers both keys: reservation_id, and ref where it is not ''.
         cur = db.execute(
             "INSERT OR IGNORE INTO spend (reservation_id, team, period_key, amount, reserved, ref, ts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (r.id, r.team, r.period_key, actual, r.amount_usd, ref or r.ref, now),
         )
-        if cur.rowcount == 0:  # already settled
-            return
+        if cur.rowcount == 0:  # already settled: this request holds nothing any more
+            db.execute("DELETE FROM reservations WHERE id = ? AND status = 'open'", (r.id,))
+            return False
         db.execute(
             "INSERT INTO period_totals (team, period_key, spent, requests) VALUES (?, ?, ?, 1)"
             " ON CONFLICT (team, period_key)"
             " DO UPDATE SET spent = spent + excluded.spent, requests = requests + 1",
             (r.team, r.period_key, actual),
         )
-        db.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
+        db.execute("DELETE FROM reservations WHERE id = ?", (r.id,))  # open or released
+        return True
 
     def _release(self, r: Reservation) -> None:
         db = self._db
-        with _transaction(db, "IMMEDIATE"):
+        with transaction(db, "IMMEDIATE"):
             if db.execute("SELECT 1 FROM spend WHERE reservation_id = ?", (r.id,)).fetchone():
                 return
             # Upsert: the row may already be gone (expired and purged); the marker makes a
@@ -298,9 +239,12 @@ class SqliteLedger(Ledger):
         ttl_s: float,
         now: float,
         ref: str = "",
+        period_ends_at: float = math.inf,
     ) -> Reservation:
         amount = check_reserve(amount_usd, limit_usd, ttl_s)
-        return await self._run(self._reserve, team, amount, limit_usd, period_key, ttl_s, now, ref)
+        return await self._run(
+            self._reserve, team, amount, limit_usd, period_key, ttl_s, now, ref, period_ends_at
+        )
 
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
         actual = check_amount("actual_usd", actual_usd)
@@ -309,9 +253,28 @@ class SqliteLedger(Ledger):
     async def release(self, r: Reservation) -> None:
         await self._run(self._release, r)
 
+    async def take_rate(
+        self,
+        team: str,
+        *,
+        requests_per_minute: int | None,
+        tokens_per_minute: int | None,
+        tokens: int,
+        now: float,
+    ) -> float | None:
+        limits = rate.check_rate_args(requests_per_minute, tokens_per_minute, tokens, now)
+        if not limits:
+            return None
+
+        def take() -> float | None:
+            with transaction(self._db, "IMMEDIATE"):
+                return rate.take_sqlite(self._db, team, limits, now)
+
+        return await self._run(take)
+
     async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
         def read() -> Usage:
-            with _transaction(self._db, "DEFERRED"):  # one snapshot for both sums
+            with transaction(self._db, "DEFERRED"):  # one snapshot for both sums
                 return self._usage(team, period_key, now)
 
         return await self._run(read)
@@ -377,7 +340,7 @@ class SqliteLedger(Ledger):
         check_amount("tokens", tokens)
 
         def update() -> float:
-            with _transaction(self._db, "IMMEDIATE"):
+            with transaction(self._db, "IMMEDIATE"):
                 return self._observe_in(model, tokens, alpha, prior)
 
         return await self._run(update)
@@ -392,9 +355,14 @@ class SqliteLedger(Ledger):
         check_amount("output_tokens", output_tokens)
 
         def both() -> float:
-            with _transaction(self._db, "IMMEDIATE"):
-                self._settle_in(r, actual, now, ref)
-                return self._observe_in(model, output_tokens, alpha, prior)
+            with transaction(self._db, "IMMEDIATE"):
+                if self._settle_in(r, actual, now, ref):
+                    return self._observe_in(model, output_tokens, alpha, prior)
+                # A replay: the answer was learned when it was first settled.
+                row = self._db.execute(
+                    "SELECT ewma FROM output_tokens WHERE model = ?", (model,)
+                ).fetchone()
+                return row[0] if row else ewma(None, output_tokens, alpha, prior)
 
         return await self._run(both)
 
@@ -439,28 +407,3 @@ class SqliteLedger(Ledger):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
-
-
-class _transaction:
-    """``BEGIN <mode>`` ... ``COMMIT``, or ``ROLLBACK`` on any exception (including the
-    InsufficientBudget that ends a refused reserve)."""
-
-    def __init__(self, conn: sqlite3.Connection, mode: str) -> None:
-        self.conn = conn
-        self.mode = mode
-
-    def __enter__(self) -> None:
-        self.conn.execute(f"BEGIN {self.mode}")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)

@@ -1,0 +1,135 @@
+"""The SQLite ledger's tables, schema upgrades and transaction helper.
+
+Tables (created if missing; ``PRAGMA user_version`` is the schema version):
+  reservations   open holds, and ``released`` markers kept for idempotency
+  spend          one row per settled request (audit): reservation_id is the key and
+                 ``ref`` (the decision id) is unique when set, so a second settle of the
+                 same reservation or the same decision cannot insert a second row
+  period_totals  running spend per (team, period_key), read by every reserve and by
+                 ``total_spent``
+  state          JSON documents (the pacer's state)
+  output_tokens  EWMA of completion tokens per model
+  rate           GCRA state of the team rate limits (router/ledger/rate.py)
+
+Amounts are REAL (binary floats): a running float sum of n costs is off by about
+n * 1e-16 of the total, far inside the 1e-9 USD to which totals must match the decision
+log, while integer nano-dollars would round every cost by up to 5e-10. The tables have
+no secondary index beyond the one the reserve check reads and the one that makes a ref
+settle once, and ``reservations`` is WITHOUT ROWID, to keep the pages written per commit
+few; ``spend`` keeps its rowid, which is the audit trail's insertion order.
+
+Schema 2 (this version) added the unique index on ``spend.ref`` (where set) and the
+``rate`` table; a schema-1 file is upgraded in place when first opened.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from router.ledger.base import LedgerError
+
+SCHEMA_VERSION = 2  # 2: spend.ref unique when set; rate table
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reservations (
+    id          TEXT PRIMARY KEY,
+    team        TEXT NOT NULL,
+    period_key  TEXT NOT NULL,
+    amount      REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    ref         TEXT NOT NULL DEFAULT '',
+    created_at  REAL NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'open'    -- open | released
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reservations_live
+    ON reservations (team, period_key, expires_at);
+CREATE TABLE IF NOT EXISTS spend (
+    reservation_id TEXT PRIMARY KEY,
+    team           TEXT NOT NULL,
+    period_key     TEXT NOT NULL,
+    amount         REAL NOT NULL,
+    reserved       REAL NOT NULL,
+    ref            TEXT NOT NULL DEFAULT '',
+    ts             REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS period_totals (
+    team        TEXT NOT NULL,
+    period_key  TEXT NOT NULL,
+    spent       REAL NOT NULL,
+    requests    INTEGER NOT NULL,
+    PRIMARY KEY (team, period_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS output_tokens (
+    model         TEXT PRIMARY KEY,
+    ewma          REAL NOT NULL,
+    observations  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rate (
+    team  TEXT NOT NULL,
+    kind  TEXT NOT NULL,
+    tat   REAL NOT NULL,
+    PRIMARY KEY (team, kind)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS spend_ref ON spend (ref) WHERE ref <> '';
+"""
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables, or bring an older file up to ``SCHEMA_VERSION``, in one write
+    transaction (another process opening the file at the same time waits)."""
+    with transaction(conn, "IMMEDIATE"):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{path}: ledger schema version {version} is newer than this"
+                f" router's ({SCHEMA_VERSION}); upgrade the router"
+            )
+        if version == 1:
+            check_unique_refs(conn, path)
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+class transaction:
+    """``BEGIN <mode>`` ... ``COMMIT``, or ``ROLLBACK`` on any exception (including the
+    InsufficientBudget that ends a refused reserve)."""
+
+    def __init__(self, conn: sqlite3.Connection, mode: str) -> None:
+        self.conn = conn
+        self.mode = mode
+
+    def __enter__(self) -> None:
+        self.conn.execute(f"BEGIN {self.mode}")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def check_unique_refs(conn: sqlite3.Connection, path: str) -> None:
+    """Schema 1 -> 2 makes a non-empty ``spend.ref`` unique. A decision settled twice
+    under schema 1 would be a double charge that the operator must look at: refuse to guess
+    which row is right."""
+    dupes = conn.execute(
+        "SELECT ref, COUNT(*) FROM spend WHERE ref <> '' GROUP BY ref HAVING COUNT(*) > 1 LIMIT 5"
+    ).fetchall()
+    if dupes:
+        raise LedgerError(
+            f"{path}: the spend table settles some refs more than once ({dupes}); resolve"
+            " them (SELECT * FROM spend WHERE ref = ...) before upgrading to schema 2"
+        )
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
