@@ -168,13 +168,14 @@ class UpstreamClient:
     async def _complete_once(self, p: Provider, content: bytes, deadline: Deadline) -> dict:
         resp = await self._send(p, content, deadline)
         cap = p.max_response_bytes
+        body = body_parts(resp)
+        part: bytes | None = b""
         try:
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > cap:
                 raise p.fail("too_large", f"the answer is {declared} bytes, over {cap}")
             parts: list[bytes] = []
             size = 0
-            body = body_parts(resp)
             while True:
                 with deadline.after(p.idle):
                     part = await anext(body, None)
@@ -189,6 +190,9 @@ class UpstreamClient:
         except TRANSPORT_ERRORS as exc:
             raise p.translate(exc, answer_started=True) from exc
         finally:  # the stream's own close: Response.aclose adds a context manager (~5%)
+            close = getattr(body, "aclose", None)
+            if part is not None and close is not None:  # stopped early: end the iterator too
+                await close()
             await resp.stream.aclose()  # type: ignore[union-attr]
         out = parse_object(parts[0] if len(parts) == 1 else b"".join(parts))
         if out is None:
