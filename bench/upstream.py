@@ -1,5 +1,6 @@
 """Upstream leg alone: UpstreamClient.complete and open_stream against the echo server,
-httpx's AsyncHTTPTransport vs HTTP1Transport, concurrency 1 and 32.
+httpx's own AsyncHTTPTransport vs httpx-aiohttp's AiohttpTransport (the default),
+concurrency 1 and 32.
 
 Layout on a 2-core machine: the echo server (uvicorn, httptools, uvloop) pinned to core 1,
 this client pinned to core 0 on uvloop (as the router runs). For each scenario: requests
@@ -28,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from router.config import load_providers  # noqa: E402
-from router.upstream.client import TRANSPORT_ENV, UpstreamClient  # noqa: E402
+from router.upstream import TRANSPORT_ENV, UpstreamClient  # noqa: E402
 
 PRICE = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Summarise Hamlet in a line."}]}
@@ -103,7 +104,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--concurrency", default="1,32")
-    ap.add_argument("--transports", default="httpx,http1")
+    ap.add_argument("--transports", default="httpx,aiohttp")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--client-core", type=int, default=0)
     ap.add_argument("--server-core", default="1")

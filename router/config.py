@@ -82,6 +82,20 @@ class Timeouts(_Model):
     total: float = Field(600.0, gt=0)
 
 
+class ProviderLimits(_Model):
+    """Bytes one answer may make the router hold: an SSE event, a non-streamed answer."""
+
+    max_sse_event_bytes: int = Field(1 << 20, ge=1024)
+    max_response_bytes: int = Field(16 << 20, ge=1024)
+
+
+class CircuitConfig(_Model):
+    """``failures`` consecutive failed calls skip the provider for ``cooldown_s``."""
+
+    failures: int = Field(5, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
 class ProviderConfig(_Model):
     name: str
     base_url: str
@@ -90,6 +104,10 @@ class ProviderConfig(_Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_retries: int = Field(2, ge=0, le=10)
     max_connections: int = Field(256, ge=1)
+    # Statuses that mean "not processed, try again" besides 429 and 503.
+    retry_statuses: frozenset[int] = frozenset()
+    limits: ProviderLimits = Field(default_factory=ProviderLimits)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
 
     _api_key: str | None = PrivateAttr(default=None)
 
@@ -99,6 +117,13 @@ class ProviderConfig(_Model):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https:// (got {v!r})")
         return v.rstrip("/")
+
+    @field_validator("retry_statuses")
+    @classmethod
+    def _statuses(cls, v: frozenset[int]) -> frozenset[int]:
+        if any(not 400 <= s <= 599 for s in v):
+            raise ValueError(f"must be HTTP error statuses, 400-599 (got {sorted(v)})")
+        return v
 
     @property
     def api_key(self) -> str | None:

@@ -1,10 +1,11 @@
 """A real OpenAI-compatible upstream on loopback, for wire-level tests.
 
 ``FakeUpstream`` runs uvicorn on 127.0.0.1 (a free port) in a background thread and
-answers with the same builders as the built-in echo provider (router/echo.py). Tests
-steer it per model with :meth:`FakeUpstream.behave` (error statuses, Retry-After,
-connection resets, slow headers, slow chunks) and read what it received in
-``.requests``.
+answers with the same builders as the built-in echo provider (router/offline/echo.py).
+Tests steer it per model with :meth:`FakeUpstream.behave` (error statuses, Retry-After,
+connection resets, drops after reading the body, slow headers, slow chunks, slow bodies,
+huge SSE events, huge answers) and read what it received in ``.requests`` and
+:meth:`FakeUpstream.bodies_for` (a SHA-256 of every body received, per model).
 
     with FakeUpstream() as up:
         up.behave("m1", status=503, fail_times=2)
@@ -15,15 +16,20 @@ connection resets, slow headers, slow chunks) and read what it received in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+import yaml
 
+from router.config import Catalog, load_providers
+from router.jsonio import dumps
 from router.offline.echo import (
     DONE,
     SSE_HEADERS,
@@ -38,6 +44,35 @@ from router.offline.echo import (
 )
 
 ANY_MODEL = "*"
+KEY = "sk-test-SECRET-0123456789"
+
+
+def make_catalog(
+    tmp_path: Path,
+    base_url: str,
+    *,
+    key: str | None = KEY,
+    max_retries: int = 2,
+    headers: dict | None = None,
+    provider: dict | None = None,
+    **timeouts: float,
+) -> Catalog:
+    """A providers.yaml with provider ``fake`` at ``base_url`` serving ``m1`` (upstream
+    name ``up-m1``); ``provider`` adds fields (limits, circuit, retry_statuses)."""
+    prov: dict = {"base_url": base_url, "max_retries": max_retries, **(provider or {})}
+    prov["timeouts"] = {"connect": 1, "first_byte": 2, "idle": 2, "total": 5, **timeouts}
+    if key:
+        prov["api_key_env"] = "FAKE_KEY"
+    if headers:
+        prov["headers"] = headers
+    model = {"provider": "fake", "upstream_model": "up-m1"}
+    doc = {
+        "providers": {"fake": prov},
+        "models": {"m1": {**model, "input_usd_per_mtok": 1, "output_usd_per_mtok": 2}},
+    }
+    path = tmp_path / "providers.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_providers(path, env={"FAKE_KEY": key} if key else {})
 
 
 @dataclass
@@ -49,6 +84,10 @@ class Behaviour:
     chunk_delay_s: float = 0.0
     fail_times: int | None = None  # None: every request; N: the next N, then normal
     error_body: dict | None = None
+    drop_after_read: bool = False
+    huge_line: int = 0
+    huge_body: int = 0
+    body_delay_s: float = 0.0
 
 
 @dataclass
@@ -63,6 +102,7 @@ class Recorded:
     t: float = field(default_factory=time.monotonic)
     disconnected: bool = False  # the client went away before the response was complete
     chunks_sent: int = 0
+    bytes_sent: int = 0  # of the body, for huge answers
 
 
 class FakeUpstream:
@@ -71,8 +111,10 @@ class FakeUpstream:
     def __init__(self, *, host: str = "127.0.0.1") -> None:
         self.host = host
         self.requests: list[Recorded] = []
+        self._bodies: dict[str, list[str]] = {}
         self._behaviours: dict[str, Behaviour] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -95,25 +137,50 @@ class FakeUpstream:
         chunk_delay_s: float = 0.0,
         fail_times: int | None = None,
         error_body: dict | None = None,
+        drop_after_read: bool = False,
+        drop_once: bool = False,
+        huge_line: int = 0,
+        huge_body: int = 0,
+        body_delay_s: float = 0.0,
     ) -> None:
         """Set how requests for ``model`` (as the upstream sees it; ``"*"``: any) go.
 
         ``status``: answer with that status and an OpenAI error body (``error_body`` if
         given), plus ``Retry-After`` when ``retry_after`` is set. ``reset``: drop the TCP
-        connection (RST) before any response. ``delay_s``: wait before the headers;
-        ``chunk_delay_s``: wait before each stream chunk. ``fail_times=N`` applies all
-        of this to the next N requests only, then the model answers normally.
+        connection (RST) before any response. ``drop_after_read``: read the whole body,
+        then close the connection (FIN) without answering; ``drop_once``: the same, for
+        the next request only. ``delay_s``: wait before the headers; ``chunk_delay_s``:
+        wait before each stream chunk; ``body_delay_s``: send a non-streamed answer in
+        two halves this far apart. ``huge_line=N``: a stream whose first event is N
+        bytes; ``huge_body=N``: a non-streamed answer of N bytes (chunked, no length).
+        ``fail_times=N`` applies all of this to the next N requests only, then the model
+        answers normally.
         """
+        if drop_once:
+            drop_after_read, fail_times = True, 1
         with self._lock:
             self._behaviours[model] = Behaviour(
-                status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body
-            )
+                status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body,
+                drop_after_read, huge_line, huge_body, body_delay_s,
+            )  # fmt: skip
 
     def clear(self) -> None:
-        """Forget recorded requests and every behaviour."""
+        """Forget recorded requests, bodies and every behaviour."""
         with self._lock:
             self.requests.clear()
+            self._bodies.clear()
             self._behaviours.clear()
+
+    def bodies_for(self, model: str) -> list[str]:
+        """SHA-256 of every request body received for ``model`` (dropped ones too)."""
+        with self._lock:
+            return list(self._bodies.get(model, []))
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> None:
+        """Block until ``n`` requests have arrived (from a test loop: ``to_thread``)."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise TimeoutError(f"{len(self.requests)} requests arrived, not {n}")
 
     def _take(self, model: str) -> Behaviour | None:
         with self._lock:
@@ -189,7 +256,11 @@ class FakeUpstream:
             return
         body = parse_chat_body(raw)
         rec = Recorded(method, path, headers, body if isinstance(body, dict) else raw, port)
-        self.requests.append(rec)
+        model = str(body.get("model")) if isinstance(body, dict) else "?"
+        with self._arrived:
+            self.requests.append(rec)
+            self._bodies.setdefault(model, []).append(hashlib.sha256(raw).hexdigest())
+            self._arrived.notify_all()
         if path not in ("/v1/chat/completions", "/chat/completions") or method != "POST":
             await send_json(send, 404, error_body(f"no route {method} {path}", code="not_found"))
             return
@@ -199,8 +270,8 @@ class FakeUpstream:
         b = self._take(str(body.get("model")))
         if b is not None and b.delay_s:
             await asyncio.sleep(b.delay_s)
-        if b is not None and b.reset:
-            await _reset_connection(receive)
+        if b is not None and (b.reset or b.drop_after_read):
+            await _close_connection(receive, rst=b.reset)
             rec.disconnected = True
             return
         if b is not None and b.status is not None and b.status != 200:
@@ -212,22 +283,63 @@ class FakeUpstream:
             )
             await send_json(send, b.status, err, extra)
             return
+        if b is not None and (b.huge_body or b.huge_line):
+            await self._huge(body, b, rec, receive, send)
+            return
         if body.get("stream") is not True:
+            if b is not None and b.body_delay_s:
+                await self._slow_body(body, b.body_delay_s, send)
+                return
             await send_json(send, 200, completion_for(body))
             return
         await self._stream(body, b.chunk_delay_s if b else 0.0, rec, receive, send)
+
+    async def _slow_body(self, body: dict, delay: float, send: Any) -> None:
+        data = dumps(completion_for(body))
+        head = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        half = len(data) // 2
+        await send({"type": "http.response.body", "body": data[:half], "more_body": True})
+        await asyncio.sleep(delay)
+        await send({"type": "http.response.body", "body": data[half:], "more_body": False})
+
+    async def _huge(self, body: dict, b: Behaviour, rec: Recorded, receive: Any, send: Any) -> None:
+        """A stream whose first event is ``huge_line`` bytes, or a non-streamed answer of
+        ``huge_body`` bytes, sent in 64 KiB pieces until done or the client leaves."""
+        stream = bool(b.huge_line)
+        n = b.huge_line or b.huge_body
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch(receive, gone))
+        if stream:
+            head, tail = b'data: {"choices":[{"index":0,"delta":{"content":"', b'"}}]}\n\n'
+            headers = SSE_HEADERS
+        else:
+            head, tail = b'{"object":"chat.completion","choices":[{"message":{"content":"', b'"}}]}'
+            headers = [(b"content-type", b"application/json")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": head, "more_body": True})
+            left = max(0, n - len(head) - len(tail))
+            piece = b"x" * 65536
+            while left > 0 and not gone.is_set():
+                part = piece[: min(left, len(piece))]
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                rec.bytes_sent += len(part)
+                left -= len(part)
+                await asyncio.sleep(0)  # let the disconnect watcher run
+            if gone.is_set():
+                rec.disconnected = True
+                return
+            end = tail + (DONE if stream else b"")
+            await send({"type": "http.response.body", "body": end, "more_body": False})
+        finally:
+            watcher.cancel()
 
     async def _stream(
         self, body: dict, delay: float, rec: Recorded, receive: Any, send: Any
     ) -> None:
         gone = asyncio.Event()
-
-        async def watch() -> None:  # ASGI: receive() returns http.disconnect when they leave
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
+        watcher = asyncio.create_task(_watch(receive, gone))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             for chunk in stream_chunks_for(body):
@@ -248,8 +360,15 @@ class FakeUpstream:
             watcher.cancel()
 
 
-async def _reset_connection(receive: Any) -> None:
-    """Abort the TCP connection under this request with an RST (SO_LINGER 0).
+async def _watch(receive: Any, gone: asyncio.Event) -> None:
+    """ASGI: ``receive()`` returns ``http.disconnect`` when the client leaves."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+async def _close_connection(receive: Any, *, rst: bool) -> None:
+    """Close the TCP connection under this request: an RST (SO_LINGER 0), or a FIN.
 
     uvicorn does not hand the transport to the app; its ``receive`` is a bound method of
     the request cycle, which holds it.
@@ -258,7 +377,10 @@ async def _reset_connection(receive: Any) -> None:
     if transport is None:  # pragma: no cover - another server; an exception closes it too
         raise ConnectionResetError("fake upstream reset")
     sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+    if not rst:
+        transport.close()
+    else:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
     await asyncio.sleep(0)  # let connection_lost mark the cycle disconnected

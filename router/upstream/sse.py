@@ -1,36 +1,65 @@
 """Streamed upstream answers: Server-Sent Events decoding and :class:`UpstreamStream`.
 
-The stream reads through what router/upstream.py hands it (the response, its raw byte
-iterator, the provider, the exchange's deadlines) and reports failures through the
-provider's ``fail``/``translate``, so this module does not import upstream.py.
+The stream reads through what the client hands it (the response, its raw byte iterator,
+the provider as a :class:`StreamProvider`, the exchange's :class:`Deadline`) and reports
+failures through the provider, so this module does not import the client. Memory is
+bounded: an event (its pending line plus its data lines) over the provider's
+``max_sse_event_bytes`` ends the stream with a ``too_large`` failure.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Any, NoReturn, Protocol
 
 import httpx
 
-from router.offline.echo import loads
+from router.jsonio import loads
+from router.upstream.deadlines import Deadline
+from router.upstream.failures import TRANSPORT_ERRORS
 
-if TYPE_CHECKING:
-    from router.upstream.client import _Deadline, _Provider
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
+
+
+class StreamProvider(Protocol):
+    """What a stream needs from its provider."""
+
+    name: str
+    first_byte: float
+    idle: float
+    total: float
+    max_sse_event_bytes: int
+
+    def scrub(self, text: str) -> str: ...
+
+    def fail(self, kind: str, message: str, **kw: Any) -> Exception: ...
+
+    def translate(self, exc: BaseException, *, answer_started: bool) -> Exception: ...
+
+    def record(self, exc: BaseException | None) -> None: ...
+
+
+class EventTooLarge(ValueError):
+    """An SSE event grew past the decoder's ``max_event_bytes``."""
 
 
 class SSEDecoder:
     """Incremental Server-Sent Events parser: bytes in, (event, data) pairs out.
 
     Handles LF, CRLF and CR line ends (also split across chunks), comments, multi-line
-    ``data`` and ``event`` fields; ignores ``id`` and ``retry``.
+    ``data`` and ``event`` fields; ignores ``id`` and ``retry``. Raises
+    :class:`EventTooLarge` once the event being read holds more than ``max_event_bytes``
+    (so memory stays within that plus one chunk).
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_cr")
+    __slots__ = ("_buf", "_data", "_size", "_event", "_cr", "max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_event_bytes = max_event_bytes
         self._buf = b""
         self._data: list[bytes] = []
+        self._size = 0  # bytes in _data
         self._event = b""
         self._cr = False
 
@@ -47,6 +76,8 @@ class SSEDecoder:
         out: list[tuple[bytes, bytes]] = []
         for line in lines:
             self._line(line.rstrip(b"\r\n"), out)
+        if self._size + len(self._buf) > self.max_event_bytes:
+            raise EventTooLarge(f"an event is over {self.max_event_bytes} bytes")
         return out
 
     def flush(self) -> list[tuple[bytes, bytes]]:
@@ -63,6 +94,7 @@ class SSEDecoder:
             if self._data:
                 out.append((self._event or b"message", b"\n".join(self._data)))
             self._data = []
+            self._size = 0
             self._event = b""
         elif line[:1] == b":":
             return
@@ -72,6 +104,7 @@ class SSEDecoder:
                 value = value[1:]
             if name == b"data":
                 self._data.append(value)
+                self._size += len(value) + 1
             elif name == b"event":
                 self._event = value
 
@@ -84,7 +117,8 @@ class UpstreamStream:
     Raises :class:`router.upstream.UpstreamFailure`: ``timeout`` when the first event
     has not come ``first_byte`` after the request (headers often come at once, the first
     token much later), a later chunk not within ``idle``, or the total deadline passes;
-    ``protocol`` for an error event or a broken connection.
+    ``disconnect`` when the connection breaks; ``protocol`` for an error event or a
+    chunk that is not JSON; ``too_large`` for an event over the provider's limit.
     Always ``aclose()`` it (or use ``async with``): that frees the upstream connection.
     """
 
@@ -92,8 +126,8 @@ class UpstreamStream:
         self,
         resp: httpx.Response,
         raw: AsyncIterator[bytes],
-        p: _Provider,
-        deadline: _Deadline,
+        p: StreamProvider,
+        deadline: Deadline,
         first_by: float,
     ) -> None:
         self.attempts = 1
@@ -103,7 +137,7 @@ class UpstreamStream:
         self._deadline = deadline
         self._first_by: float | None = first_by  # until the first event arrives
         self._raw = raw
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(p.max_sse_event_bytes)
         self._pending: deque[dict] = deque()
         self._ended = False
         self._closed = False
@@ -116,8 +150,7 @@ class UpstreamStream:
         while not self._pending:
             if self._failure is not None:  # after the chunks that came before it
                 failure, self._failure = self._failure, None
-                await self.aclose()
-                raise failure
+                await self._broke(failure)
             if self._ended:
                 await self.aclose()
                 raise StopAsyncIteration
@@ -127,29 +160,28 @@ class UpstreamStream:
     async def _read(self) -> None:
         p = self._p
         deadline = self._deadline
-        loop = deadline.loop
         first = self._first_by
-        when = first if first is not None else loop.time() + p.idle
+        when = first if first is not None else deadline.loop.time() + p.idle
         try:
-            with deadline.phase(min(when, deadline.total)):
+            with deadline.phase(when):
                 chunk = await anext(self._raw, None)
+            if chunk is None:
+                self._ended = True
+                events = self._decoder.flush()
+            else:
+                events = self._decoder.feed(chunk)
         except TimeoutError:
-            await self.aclose()
-            if loop.time() >= deadline.total:
+            if deadline.passed:
                 msg = f"total deadline of {p.total:g}s passed mid-stream"
             elif first is not None:
                 msg = f"no first stream event within {p.first_byte:g}s"
             else:
                 msg = f"no stream chunk within {p.idle:g}s"
-            raise p.fail("timeout", msg) from None
-        except httpx.HTTPError as exc:
-            await self.aclose()
-            raise p.translate(exc, before_headers=False) from exc
-        if chunk is None:
-            self._ended = True
-            events = self._decoder.flush()
-        else:
-            events = self._decoder.feed(chunk)
+            await self._broke(p.fail("timeout", msg))
+        except EventTooLarge as exc:
+            await self._broke(p.fail("too_large", str(exc)))
+        except TRANSPORT_ERRORS as exc:
+            await self._broke(p.translate(exc, answer_started=True), exc)
         if events:
             self._first_by = None
         for event, data in events:
@@ -162,6 +194,12 @@ class UpstreamStream:
                 self._ended = True
                 return
             self._pending.append(obj)
+
+    async def _broke(self, failure: Exception, cause: BaseException | None = None) -> NoReturn:
+        """End the stream with ``failure``, which the breaker hears about too."""
+        await self.aclose()
+        self._p.record(failure)
+        raise failure from cause
 
     def _parse(self, event: bytes, data: bytes) -> dict | Exception:
         """The chunk, or the failure it reports (an error event, or not JSON)."""

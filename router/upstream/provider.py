@@ -1,0 +1,120 @@
+"""One provider, ready for many requests: its pool, URL, headers, timeouts, limits and
+circuit breaker, built once when the client is made."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from router.config import ProviderConfig
+from router.errors import ConfigError, ConfigProblem
+from router.upstream.circuit import CircuitBreaker
+from router.upstream.failures import UpstreamFailure, failure, translate
+from router.upstream.transport import create_transport
+
+USER_AGENT = b"p2l-router/0.1"
+# Control characters (tab aside) in a header value would let a value end the header
+# early (request splitting) or be refused by the provider.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class Provider:
+    """What every request to one provider shares. ``transport`` replaces the network
+    pool (then it is not ours to close)."""
+
+    __slots__ = (
+        "name", "transport", "owned", "url", "headers", "extensions", "connect", "first_byte",
+        "idle", "total", "max_retries", "retry_statuses", "max_response_bytes",
+        "max_sse_event_bytes", "breaker", "key",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        cfg: ProviderConfig,
+        transport: httpx.AsyncBaseTransport | None,
+        tls: Callable[[], ssl.SSLContext],
+        clock: Callable[[], float],
+        source: str = "providers.yaml",
+    ) -> None:
+        self.name = cfg.name
+        self.url = httpx.URL(cfg.base_url + "/chat/completions")
+        self.key = cfg.api_key
+        self.headers = _headers(cfg, self.url, source)
+        self.owned = transport is None
+        self.transport = transport if transport is not None else create_transport(cfg, tls)
+        t = cfg.timeouts
+        self.connect, self.first_byte, self.idle, self.total = (
+            t.connect, t.first_byte, t.idle, t.total,
+        )  # fmt: skip
+        # Reads, writes and pool waits are bounded by our own deadlines.
+        self.extensions = {
+            "timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}
+        }
+        self.max_retries = cfg.max_retries
+        self.retry_statuses = cfg.retry_statuses
+        self.max_response_bytes = cfg.limits.max_response_bytes
+        self.max_sse_event_bytes = cfg.limits.max_sse_event_bytes
+        self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.cooldown_s, clock)
+
+    def request(self, content: bytes) -> httpx.Request:
+        # stream= rather than content=: httpx then adds no headers of its own (ours are
+        # complete), which halves the cost of building the request; read() makes the
+        # body plain bytes again for transports that look at ``request.content``.
+        headers = [*self.headers, (b"content-length", b"%d" % len(content))]
+        request = httpx.Request(
+            "POST", self.url, headers=headers, stream=httpx.ByteStream(content),
+            extensions=self.extensions,
+        )  # fmt: skip
+        request.read()
+        return request
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.key, "***") if self.key and self.key in text else text
+
+    def fail(self, kind: str, message: str, **kw: Any) -> UpstreamFailure:
+        return failure(self, kind, message, **kw)
+
+    def translate(self, exc: BaseException, *, answer_started: bool) -> UpstreamFailure:
+        return translate(exc, self, answer_started=answer_started)
+
+    def record(self, exc: BaseException | None) -> None:
+        """Tell the circuit breaker how a call (or a stream, later) ended."""
+        if isinstance(exc, UpstreamFailure) and exc.provider_fault:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
+
+
+def _headers(cfg: ProviderConfig, url: httpx.URL, source: str) -> list[tuple[bytes, bytes]]:
+    """The provider's request headers; a value with a control character stops the
+    router here, before anything is sent (the message names the header, not the value)."""
+    headers: dict[bytes, bytes] = {
+        b"host": url.netloc,
+        b"accept": b"application/json, text/event-stream",
+        b"content-type": b"application/json",
+        b"user-agent": USER_AGENT,
+    }
+    fields: dict[bytes, tuple[str, str]] = {}
+    if cfg.api_key:
+        headers[b"authorization"] = b"Bearer " + cfg.api_key.encode()
+        fields[b"authorization"] = ("api_key_env", f"${cfg.api_key_env}")
+    for k, v in cfg.headers.items():
+        name = k.lower().encode()
+        headers[name] = v.encode()
+        fields[name] = (f"headers.{k}", "the value")
+    problems = []
+    for name, value in headers.items():
+        if _CONTROL.search(value) or _CONTROL.search(name):
+            where, what = fields.get(name, ("", name.decode()))
+            problems.append(
+                ConfigProblem(
+                    source, f"providers.{cfg.name}.{where}", f"{what} has a control character"
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return list(headers.items())
