@@ -4,7 +4,7 @@ One :class:`RouterMetrics` per app, each owning its ``CollectorRegistry``, so te
 several apps in one process do not collide. The serving layer calls typed methods
 (``record_request``, ``record_spend``, ``record_attempts``); values that live elsewhere
 (readiness, scorer counters, circuit breakers, the settlement journal) are read from
-callbacks at scrape time by a collector, so counters come out as counters and gauges as
+callbacks at scrape time (callbacks.py), so counters come out as counters and gauges as
 gauges without the hot path touching them.
 
 Multiprocess mode (``serve --workers N``): when ``PROMETHEUS_MULTIPROC_DIR`` is set before
@@ -22,21 +22,20 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
     values,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+
+from router.observability.callbacks import CallbackCollector, MultiprocessCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +54,8 @@ UPSTREAM_BUCKETS_S = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
 
-CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
-
-# Keys of the scorer's stats() dict that are exported, with their help texts. Counters are
-# cumulative since the scorer started; gauges are read as they are.
-SCORER_COUNTERS = {
-    "cache_hits": "Scores answered from the scorer's prompt cache",
-    "cache_misses": "Scores that needed a forward pass",
-    "batches": "Batches the scorer ran",
-    "forwards": "Forward passes the scorer ran (a batch split on OOM runs several)",
-    "prompts_scored": "Prompts scored by forward passes",
-    "overloaded": "Scoring requests refused because the queue was full",
-    "cancelled": "Scoring requests cancelled while waiting",
-    "oom_splits": "Batches split after running out of accelerator memory",
-    "errors": "Batches that failed",
-    "forward_seconds_total": "Seconds spent in forward passes",
-}
-# key -> (help, multiprocess_mode)
-SCORER_GAUGES = {
-    "queued": ("Prompts waiting for a scorer batch", "livesum"),
-    "in_flight": ("Prompts in the scorer batch now running", "livesum"),
-    "cache_entries": ("Entries in the scorer's prompt cache", "livesum"),
-    "max_batch_seen": ("Largest scorer batch so far", "livemax"),
-    "avg_batch_size": ("Mean prompts per forward pass", "liveall"),
-}
-
 Callback = Callable[[], Any]
 CALLBACKS = ("ready", "scorer_stats", "circuit_states", "journal_pending", "decision_log_lost")
-
-
-def _counter_name(key: str) -> str:
-    return "router_scorer_" + key.removesuffix("_total")
 
 
 def multiprocess_dir() -> str | None:
@@ -186,12 +156,11 @@ class RouterMetrics:
         self._circuit_states: Callback | None = None
         self._journal_pending: Callback | None = None
         self._decision_log_lost: Callback | None = None
-        self._callbacks = CallbackCollector(self)
-        self._mp: _MultiprocessCallbacks | None = None
+        self._mp: MultiprocessCallbacks | None = None
         if self.multiprocess_dir:
-            self._mp = _MultiprocessCallbacks(self.registry)
+            self._mp = MultiprocessCallbacks(self.registry)
         else:
-            self.registry.register(self._callbacks)
+            self.registry.register(CallbackCollector(self.read_callbacks))
         self._next_sync = 0.0
 
     # ------------------------------------------------------------ hot path
@@ -316,110 +285,6 @@ class RouterMetrics:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         self.sync_callbacks()
         return render_multiprocess(self.multiprocess_dir)
-
-
-class CallbackCollector(Collector):
-    """Single-process mode: turns the callbacks into metric families at each scrape."""
-
-    def __init__(self, metrics: RouterMetrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        v = self.metrics.read_callbacks()
-        if "ready" in v:
-            g = GaugeMetricFamily("router_ready", "1 when the P2L model is loaded and warm")
-            g.add_metric([], 1.0 if v["ready"] else 0.0)
-            yield g
-        stats = v.get("scorer_stats") or {}
-        for key, text in SCORER_COUNTERS.items():
-            if key in stats:
-                yield CounterMetricFamily(_counter_name(key), text, value=float(stats[key]))
-        for key, (text, _) in SCORER_GAUGES.items():
-            if key in stats:
-                yield GaugeMetricFamily(f"router_scorer_{key}", text, value=float(stats[key]))
-        if "circuit_states" in v:
-            g = GaugeMetricFamily(
-                "router_circuit_state", CIRCUIT_HELP, labels=["provider"]
-            )  # fmt: skip
-            for provider, state in sorted(v["circuit_states"].items()):
-                g.add_metric([provider], float(circuit_value(state)))
-            yield g
-        if "journal_pending" in v:
-            yield GaugeMetricFamily(
-                "router_journal_pending", JOURNAL_HELP, value=float(v["journal_pending"])
-            )
-        if "decision_log_lost" in v:
-            yield CounterMetricFamily(
-                "router_decision_log_lost_lines", LOST_HELP, value=float(v["decision_log_lost"])
-            )
-
-
-CIRCUIT_HELP = "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open"
-JOURNAL_HELP = "Settlements journaled but not yet applied to the ledger"
-LOST_HELP = "Decision-log lines dropped (queue full) or that the file refused"
-
-
-def circuit_value(state: int | str) -> int:
-    return CIRCUIT_STATE_VALUES[state] if isinstance(state, str) else int(state)
-
-
-class _MultiprocessCallbacks:
-    """Multiprocess mode: the callback metrics as mmap-backed gauges and counters."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.ready = Gauge(
-            "router_ready",
-            "1 when the P2L model is loaded and warm (in every live worker)",
-            multiprocess_mode="livemin",
-            registry=r,
-        )
-        self.circuit = Gauge(
-            "router_circuit_state",
-            CIRCUIT_HELP + " (the worst live worker's view)",
-            ["provider"],
-            multiprocess_mode="livemax",
-            registry=r,
-        )
-        self.journal = Gauge(
-            "router_journal_pending", JOURNAL_HELP, multiprocess_mode="livesum", registry=r
-        )
-        self.counters = {
-            k: Counter(_counter_name(k), text, registry=r) for k, text in SCORER_COUNTERS.items()
-        }
-        self.lost = Counter("router_decision_log_lost_lines", LOST_HELP, registry=r)
-        self.gauges = {
-            k: Gauge(f"router_scorer_{k}", text, multiprocess_mode=mode, registry=r)
-            for k, (text, mode) in SCORER_GAUGES.items()
-        }
-        self.last: dict[str, float] = {}
-
-    def sync(self, v: Mapping[str, Any]) -> None:
-        if "ready" in v:
-            self.ready.set(1.0 if v["ready"] else 0.0)
-        if "journal_pending" in v:
-            self.journal.set(float(v["journal_pending"]))
-        for provider, state in (v.get("circuit_states") or {}).items():
-            self.circuit.labels(provider).set(circuit_value(state))
-        if "decision_log_lost" in v:
-            self._advance(self.lost, "decision_log_lost", v["decision_log_lost"])
-        stats = v.get("scorer_stats") or {}
-        for key, counter in self.counters.items():
-            if key in stats:
-                self._advance(counter, key, stats[key])
-        for key, gauge in self.gauges.items():
-            if key in stats:
-                gauge.set(float(stats[key]))
-
-    def _advance(self, counter: Counter, key: str, value: float) -> None:
-        """Bring a shared counter to a cumulative value sampled in this process."""
-        now = float(value)
-        delta = now - self.last.get(key, 0.0)
-        if delta < 0:  # the source restarted, and its count with it
-            delta = now
-        if delta > 0:
-            counter.inc(delta)
-        self.last[key] = now
 
 
 def _check_multiprocess(path: str) -> None:
