@@ -6,17 +6,23 @@ left out unless the operator opts in (``--log-prompts``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from router.jsonio import dumps
 from router.policy.strategies import Decision
 
 TOP_CANDIDATES_LOGGED = 5
+MAX_PENDING_LINES = 10_000  # queued for the file before new lines are dropped (and counted)
+
+log = logging.getLogger(__name__)
 
 
 def _r(x: float | None, nd: int = 9) -> float | None:
@@ -36,6 +42,7 @@ class DecisionRecord:
     chosen: str | None = None
     reason: str | None = None
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0  # requests sent upstream for this decision, over all candidates
     served_by: str | None = None
     stream: bool = False
     prompt_tokens: int | None = None
@@ -113,6 +120,7 @@ class DecisionRecord:
             "reason": self.reason,
             "fallbacks": self.fallbacks,
             "served_by": self.served_by,
+            "attempts": self.attempts,
             "stream": self.stream,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -134,28 +142,115 @@ class DecisionRecord:
 
 
 class DecisionLog:
-    """Appends JSON lines to a file (or stderr with ``-``); thread-safe, line-buffered."""
+    """Appends JSON lines to a file (or stderr with ``-``) from a writer thread of its own.
 
-    def __init__(self, target: str | None = "-") -> None:
-        self._lock = threading.Lock()
-        self._own = False
-        self._fh: IO[str] | None
-        if target in (None, "", "-"):
-            self._fh = sys.stderr
-        elif target == "off":
-            self._fh = None
-        else:
-            self._fh = open(target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-            self._own = True
+    ``write`` is called on the event loop: it serialises the line and queues it, never
+    waiting on the file, so a slow disk or a stalled stderr pipe cannot stall requests.
+    Nothing is lost silently: a line refused because ``max_pending`` lines are already
+    waiting, or one the file would not take (full disk), is logged and counted in ``lost``
+    (exported as ``router_decision_log_lost_lines_total``); ``close`` writes out what is
+    queued. Files are written with ``os.write`` on an ``O_APPEND`` descriptor, so a failed
+    write leaves nothing in a buffer to resurface later. ``logging.QueueHandler`` would do
+    the hand-off but drops on a full queue with only a traceback and cannot say how far the
+    file is behind (``pending``, ``flush``).
+    """
+
+    def __init__(self, target: str | None = "-", *, max_pending: int = MAX_PENDING_LINES) -> None:
+        self.max_pending = max_pending
+        self.dropped = 0  # refused: queue full or log closed
+        self.failed = 0  # the file refused them
+        self._cond = threading.Condition()
+        self._buf: list[bytes] = []
+        self._queued = 0  # lines accepted so far
+        self._done = 0  # lines written or failed so far
+        self._closing = False
+        self._enabled = target != "off"
+        self._fd: int | None = None  # None: stderr
+        self._thread: threading.Thread | None = None
+        if not self._enabled:
+            return
+        if target not in (None, "", "-"):
+            self._fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def lost(self) -> int:
+        return self.dropped + self.failed
+
+    @property
+    def pending(self) -> int:
+        return self._queued - self._done
 
     def write(self, record: DecisionRecord) -> None:
-        if self._fh is None:
+        if not self._enabled:
             return
-        text = dumps(record.log_line()).decode() + "\n"
-        with self._lock:
-            self._fh.write(text)
+        line = dumps(record.log_line()) + b"\n"
+        with self._cond:
+            if self._closing or len(self._buf) >= self.max_pending:
+                self.dropped += 1
+                n = self.dropped
+            else:
+                self._buf.append(line)
+                self._queued += 1
+                self._cond.notify_all()
+                return
+        if n == 1 or n % 1000 == 0:
+            why = "log closed" if self._closing else f"{self.max_pending} lines wait on the file"
+            log.error("decision log: %d line(s) dropped so far (%s)", n, why)
 
-    def close(self) -> None:
-        if self._own and self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every line accepted so far is written (or failed); False on timeout."""
+        with self._cond:
+            target = self._queued
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write out what is queued, stop the writer, close the file."""
+        if self._thread is None:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("decision log: %d line(s) not written at close: file stalled", self.pending)
+            return
+        self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._buf or self._closing)
+                lines, self._buf = self._buf, []
+                if not lines:
+                    return  # closing and drained
+            data = b"".join(lines)
+            sent = [0]  # bytes out so far, kept when a write fails part way
+            try:
+                self._emit(data, sent)
+            except (OSError, ValueError) as exc:
+                n = sent[0]
+                if n and data[n - 1 : n] != b"\n":
+                    with contextlib.suppress(OSError, ValueError):
+                        self._emit(b"\n", [0])  # end the torn line so the next one parses
+                lost = len(lines) - data.count(b"\n", 0, n)
+                with self._cond:
+                    self.failed += lost
+                log.error("decision log: %d line(s) lost: %s", lost, exc)
+            with self._cond:
+                self._done += len(lines)
+                self._cond.notify_all()
+
+    def _emit(self, data: bytes, sent: list[int]) -> None:
+        if self._fd is None:
+            sys.stderr.write(data.decode())
+            sys.stderr.flush()
+            sent[0] = len(data)
+            return
+        view = memoryview(data)
+        while sent[0] < len(data):
+            sent[0] += os.write(self._fd, view[sent[0] :])
