@@ -208,6 +208,14 @@ class RateLimitConfig(_Model):
             raise ValueError("set requests_per_minute and/or tokens_per_minute, or omit rate_limit")
         return self
 
+    def describe(self) -> str:
+        parts = []
+        if self.requests_per_minute:
+            parts.append(f"{self.requests_per_minute} requests/min")
+        if self.tokens_per_minute:
+            parts.append(f"{self.tokens_per_minute} tokens/min")
+        return ", ".join(parts)
+
 
 def key_digest(key: str) -> bytes:
     """SHA-256 of a client or admin key: what the config keeps instead of the key."""

@@ -4,10 +4,12 @@ RouterError                      -> an OpenAI-style error body with an HTTP stat
  ├── InvalidRequestError          400 invalid_request_error (param names the field)
  │    └── NoCandidateError        400 invalid_request_error, code no_candidate
  ├── AuthenticationError          401 authentication_error
+ ├── PermissionDeniedError        403 permission_error (a team key on an admin endpoint)
  ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
  ├── RequestTimeoutError          408 invalid_request_error, code request_timeout
  ├── BodyTooLargeError            413 invalid_request_error, code body_too_large
  ├── BudgetExceededError          429 budget_exceeded
+ ├── RateLimitedError             429 rate_limited (Retry-After)
  ├── UpstreamError                502 upstream_error (code: last upstream status or error kind)
  ├── NotReadyError                503 not_ready
  ├── OverloadedError              503 overloaded (retry_after seconds)
@@ -21,6 +23,7 @@ the pure parts (policy, config) can raise these too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +74,12 @@ class AuthenticationError(RouterError):
     code = "invalid_api_key"
 
 
+class PermissionDeniedError(RouterError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
 class ModelNotFoundError(RouterError):
     status = 404
     type = "invalid_request_error"
@@ -97,6 +106,16 @@ class BudgetExceededError(RouterError):
     status = 429
     type = "budget_exceeded"
     code = "budget_exceeded"
+
+
+class RateLimitedError(RouterError):
+    status = 429
+    type = "rate_limited"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, headers={"retry-after": str(max(1, math.ceil(retry_after_s)))})
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamError(RouterError):

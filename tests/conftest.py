@@ -51,6 +51,7 @@ PRICES = {  # input, output USD per 1M tokens
 TEAM_KEY = "sk-team-research"
 OTHER_KEY = "sk-team-other"
 PROVIDER_KEY = "sk-provider-secret-123"
+ADMIN_KEY = "sk-admin-ops"
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +139,7 @@ class RouterHandle:
         return asyncio.run_coroutine_threadsafe(coro, self.service.loop).result(timeout)
 
     def decisions(self) -> list[dict[str, Any]]:
+        self.service.decisions.flush(10)  # lines are written by the log's own thread
         if not self.log_path.exists():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
@@ -220,7 +222,12 @@ def write_config(
             }
         )
     )
-    env = {"FAKE_PROVIDER_KEY": PROVIDER_KEY, "RESEARCH_KEY": TEAM_KEY, "OTHER_KEY": OTHER_KEY}
+    env = {
+        "FAKE_PROVIDER_KEY": PROVIDER_KEY,
+        "RESEARCH_KEY": TEAM_KEY,
+        "OTHER_KEY": OTHER_KEY,
+        "P2L_ROUTER_ADMIN_KEY": ADMIN_KEY,
+    }
     return providers, policies, env
 
 

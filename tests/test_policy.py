@@ -315,8 +315,8 @@ def test_check_fits(model, prompt_tokens, output_tokens, param, message):
 def test_strategy_names_have_one_source():
     from typing import get_args
 
-    from router.protocol import RouterOptions
     from router.config import Strategy
+    from router.protocol import RouterOptions
 
     assert tuple(STRATEGIES) == STRATEGY_NAMES
     assert get_args(Strategy) == STRATEGY_NAMES

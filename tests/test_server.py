@@ -9,7 +9,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import OTHER_KEY, PROVIDER_KEY, TEAM_KEY, TINY_MODELS
+from conftest import ADMIN_KEY, OTHER_KEY, PROVIDER_KEY, TEAM_KEY, TINY_MODELS
 
 HELLO = [{"role": "user", "content": "Write a haiku about routers"}]
 MINI = "gpt-4o-mini-2024-07-18"
@@ -369,8 +369,13 @@ def test_health_ready_metrics(make_router):
     assert h.get("/healthz").json() == {"status": "ok"}
     assert h.get("/readyz").status_code == 200
     r.openai().chat.completions.create(model="p2l", messages=HELLO)
-    text = h.get("/metrics").text
-    assert "router_requests_total{model=" in text and "router_ready 1" in text
+    # /metrics names every team and its spend: the admin key only.
+    assert h.get("/metrics").status_code == 401
+    assert r.http().get("/metrics").status_code == 403  # a team key
+    assert r.http(key="sk-wrong").get("/metrics").status_code == 401
+    text = r.http(key=ADMIN_KEY).get("/metrics").text
+    assert 'router_requests_total{model="' in text and "router_ready 1" in text
+    assert h.get("/docs").status_code == 404 and h.get("/openapi.json").status_code == 404
 
 
 def test_provider_key_never_leaks(make_router, fake):
@@ -384,6 +389,7 @@ def test_provider_key_never_leaks(make_router, fake):
     )
     assert resp.status_code == 502
     assert PROVIDER_KEY not in resp.text
+    r.service.decisions.flush(10)
     assert PROVIDER_KEY not in r.log_path.read_text()
 
 

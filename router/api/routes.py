@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from router.api.fastpath import CHAT_PATH, read_body
 from router.api.responses import JSONResponse, chat_response, error_response
 from router.config import ROUTER_ALIASES
-from router.errors import RouterError
+from router.errors import AuthenticationError, PermissionDeniedError, RouterError
 from router.protocol import parse_json_object, parse_leaderboard
 from router.serving.service import RouterService
 
@@ -63,15 +63,37 @@ def create_routes(service: RouterService) -> APIRouter:
 
     @routes.get("/readyz")
     async def readyz() -> Response:
+        # Settlements waiting for the ledger do not stop traffic (they are safe on disk and
+        # counted in budgets), but an operator should see them.
+        journaled = service.journal.pending_count()
+        extra: dict[str, Any] = {"journaled_settlements": journaled} if journaled else {}
         if service.ready:
-            return JSONResponse({"status": "ready"})
-        body: dict[str, Any] = {"status": "failed" if service.load_error else "loading"}
+            return JSONResponse({"status": "ready", **extra})
+        body: dict[str, Any] = {"status": "failed" if service.load_error else "loading", **extra}
         if service.load_error:
             body["error"] = service.load_error
         return JSONResponse(body, status_code=503)
 
     @routes.get("/metrics")
-    async def metrics() -> Response:
-        return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> Response:
+        require_admin(service, request.headers.get("authorization"))
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
 
     return routes
+
+
+def require_admin(service: RouterService, authorization: str | None) -> None:
+    """Admin endpoints: the key in ``P2L_ROUTER_ADMIN_KEY`` only; closed when it is unset."""
+    cfg = service.config
+    if not cfg.admin_enabled:
+        raise PermissionDeniedError(
+            "admin endpoints are closed: the router was started without P2L_ROUTER_ADMIN_KEY"
+        )
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError("this endpoint needs the admin key: 'Bearer <admin key>'")
+    if not cfg.is_admin(key.strip()):
+        if cfg.team_for_key(key.strip()) is not None:
+            raise PermissionDeniedError("a team key cannot read this endpoint; use the admin key")
+        raise AuthenticationError("invalid admin key")

@@ -1,7 +1,10 @@
 """Accounting: a team's budget period, its usage as this process sees it, and the
 reserve → settle / release life of one request's hold on the ledger.
 
-The ledger's atomic reserve is what enforces a limit. The :class:`UsageView` only saves
+The ledger's atomic reserve is what enforces a limit. A settlement the ledger cannot take
+(it is locked or down) goes to the local :class:`SettlementJournal` (fsync'd, replayed by
+ref, so never charged twice) and the answer still goes out: the provider has billed it.
+Journaled spend counts in every usage figure until the ledger has it. The :class:`UsageView` only saves
 a ledger read per request: it steers the choice of model and the budget header, and a
 refusal based on it is re-checked against the ledger by the planner.
 """
@@ -17,9 +20,16 @@ from datetime import datetime
 from typing import Any
 
 from router.config import BudgetConfig, TeamPolicy
-from router.errors import BudgetExceededError
-from router.ledger import InsufficientBudget, Ledger, Reservation, Usage
-from router.policy.pacing import paced_lambda
+from router.errors import BudgetExceededError, RateLimitedError
+from router.ledger import (
+    InsufficientBudget,
+    Ledger,
+    LedgerError,
+    Reservation,
+    SettlementJournal,
+    Usage,
+)
+from router.policy import paced_lambda
 from router.serving.periods import period_bounds, period_key
 
 log = logging.getLogger("router")
@@ -125,8 +135,11 @@ class Accounts:
     """The ledger seen from one router process: periods, usage, holds, pacing, the
     learned output lengths that feed the next reservations."""
 
-    def __init__(self, ledger: Ledger, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, ledger: Ledger, journal: SettlementJournal, clock: Callable[[], float]
+    ) -> None:
         self.ledger = ledger
+        self.journal = journal
         self.clock = clock
         self.periods = PeriodCache()
         self.view = UsageView()
@@ -142,9 +155,15 @@ class Accounts:
         return self.periods.current(team.budget, self.clock())
 
     async def read_usage(self, team: str, period: Period) -> Usage:
-        usage = await self.ledger.usage(team, period.key, now=self.clock())
+        usage = await self._ledger_usage(team, period)
         self.view.put(team, period.key, usage)
         return usage
+
+    async def _ledger_usage(self, team: str, period: Period) -> Usage:
+        """The ledger's figures plus what the journal holds for it."""
+        u = await self.ledger.usage(team, period.key, now=self.clock())
+        pending = self.journal.pending_usd(team, period.key)
+        return Usage(u.spent_usd + pending, u.reserved_usd) if pending else u
 
     async def usage(self, team: str, period: Period) -> tuple[Usage, bool]:
         """The team's usage and whether it came from this process's (possibly stale) view."""
@@ -155,7 +174,7 @@ class Accounts:
 
     async def budget_report(self, team: TeamPolicy) -> dict[str, Any]:
         p = self.period(team)
-        u = await self.ledger.usage(team.name, p.key, now=self.clock())
+        u = await self._ledger_usage(team.name, p)
         limit = team.budget.usd
         return {
             "object": "budget",
@@ -167,6 +186,7 @@ class Accounts:
             "limit_usd": limit,
             "spent_usd": round(u.spent_usd, 12),
             "reserved_usd": round(u.reserved_usd, 12),
+            "journaled_usd": round(self.journal.pending_usd(team.name, p.key), 12),
             "remaining_usd": None
             if limit is None
             else round(limit - u.spent_usd - u.reserved_usd, 12),
@@ -199,15 +219,19 @@ class Accounts:
         request; :class:`BudgetExceededError` when it does not fit."""
         await self.release(hold)
         team, period = hold.team, hold.period
+        limit = team.budget.usd
+        if limit is not None:  # journaled spend is spent, though the ledger lacks it yet
+            limit = max(0.0, limit - self.journal.pending_usd(team.name, period.key))
         try:
             hold.reservation = await self.ledger.reserve(
                 team.name,
                 amount_usd,
-                limit_usd=team.budget.usd,
+                limit_usd=limit,
                 period_key=period.key,
                 ttl_s=team.budget.reservation_ttl_s,
                 now=self.clock(),
                 ref=ref,
+                period_ends_at=period.end_ts,
             )
         except InsufficientBudget as exc:
             self.view.put(team.name, period.key, exc.usage)
@@ -221,15 +245,48 @@ class Accounts:
         if r is not None:
             self.view.adjust(r.team, r.period_key, spent=charge.cost_usd, reserved=-r.amount_usd)
         now, learn = self.clock(), charge.learn_output_tokens
-        if r is not None and learn is not None:
-            self.learned_output[model] = await self.ledger.settle_observed(
-                r, charge.cost_usd, now=now, ref=ref, model=model, output_tokens=learn, prior=prior
-            )
-        elif r is not None:
-            await self.ledger.settle(r, charge.cost_usd, now=now, ref=ref)
-        elif learn is not None:
-            self.learned_output[model] = await self.ledger.observe_output_tokens(
-                model, learn, prior=prior
+        try:
+            if r is not None and learn is not None:
+                self.learned_output[model] = await self.ledger.settle_observed(
+                    r, charge.cost_usd, now=now, ref=ref, model=model, output_tokens=learn,
+                    prior=prior,
+                )  # fmt: skip
+            elif r is not None:
+                await self.ledger.settle(r, charge.cost_usd, now=now, ref=ref)
+            elif learn is not None:
+                self.learned_output[model] = await self.ledger.observe_output_tokens(
+                    model, learn, prior=prior
+                )
+        except LedgerError as exc:
+            if r is None:  # only a learned average was lost
+                log.warning("could not record %s's output length: %s", model, exc)
+                return
+            await self.journal.append(
+                r, charge.cost_usd, now=now, ref=ref, model=model if learn else None,
+                output_tokens=learn, prior=prior,
+            )  # fmt: skip
+            log.error(
+                "ledger unavailable at settle (%s): $%.6f for %s journaled in %s; it is replayed "
+                "when the ledger is back", exc, charge.cost_usd, ref, self.journal.path,
+            )  # fmt: skip
+
+    async def take_rate(self, team: TeamPolicy, tokens: int) -> None:
+        """Count one request against the team's per-minute limits, or refuse it (429)."""
+        rl = team.rate_limit
+        if rl is None:
+            return
+        wait = await self.ledger.take_rate(
+            team.name,
+            requests_per_minute=rl.requests_per_minute,
+            tokens_per_minute=rl.tokens_per_minute,
+            tokens=tokens,
+            now=self.clock(),
+        )
+        if wait is not None:
+            raise RateLimitedError(
+                f"team '{team.name}' is over its rate limit ({rl.describe()}); "
+                f"retry in {wait:.1f} s",
+                retry_after_s=wait,
             )
 
     async def release(self, hold: Hold) -> None:

@@ -33,7 +33,7 @@ from router.serving.accounting import Accounts, Charge
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.tokens import TokenCounter
-from router.upstream.client import UpstreamFailure
+from router.upstream import UpstreamFailure
 
 log = logging.getLogger("router")
 
@@ -76,6 +76,7 @@ class ChatParts:
     tokens: TokenCounter
     authenticate: Callable[[Generation, str | None], TeamPolicy]
     record: Callable[[DecisionRecord], None]
+    count_attempts: Callable[[str, int], None]  # provider, requests sent
     max_n: int
     log_prompts: bool
     shutting_down: Callable[[], bool]
@@ -120,6 +121,9 @@ class ChatFlow:
                 rec.prompt = req.messages
             body = {k: v for k, v in data.items() if k != "router"}
             self.plan = await parts.planner.plan(self.gen.config, team, req, rec)
+            first = self.gen.config.catalog.models[self.plan.candidates[0]]
+            learned = parts.accounts.learned_output.get(first.name)
+            await parts.accounts.take_rate(team, self.plan.expected_tokens(first, learned))
             await self._reserve_first(self.plan)
             if req.stream:
                 answer = await self._open_stream(self.plan, body)
@@ -203,7 +207,12 @@ class ChatFlow:
                     continue
             yield self.gen.config.catalog.models[model]
 
-    def _failed(self, model: str, exc: UpstreamFailure) -> None:
+    def _sent(self, cfg: ModelConfig, attempts: int) -> None:
+        self.rec.attempts += attempts
+        self.parts.count_attempts(cfg.provider, attempts)
+
+    def _failed(self, cfg: ModelConfig, exc: UpstreamFailure) -> None:
+        self._sent(cfg, exc.attempts)
         if not exc.retryable and exc.status in CLIENT_FAULT_STATUSES:
             err = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
             raise ProviderRejectedError(
@@ -211,9 +220,11 @@ class ChatFlow:
             )
         self.rec.fallbacks.append(
             {
-                "model": model,
+                "model": cfg.name,
                 "error": str(exc.status) if exc.status else exc.kind,
                 "message": exc.message[:300],
+                "attempts": exc.attempts,
+                "may_have_arrived": exc.may_have_arrived,
             }
         )
 
@@ -230,13 +241,14 @@ class ChatFlow:
         async for cfg in self._each_candidate(plan):
             t0 = time.perf_counter()
             try:
-                result, _sent = await self.gen.upstream.complete(cfg, body)
+                result, attempts = await self.gen.upstream.complete(cfg, body)
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
-                self._failed(cfg.name, exc)
+                self._failed(cfg, exc)
                 last = exc
                 continue
             rec.upstream_ms += (time.perf_counter() - t0) * 1000
+            self._sent(cfg, attempts)
             rec.served_by = cfg.name
             await self.settle(cfg, result.get("usage"))
             result["model"] = cfg.name
@@ -254,9 +266,10 @@ class ChatFlow:
                 stream = await self.gen.upstream.open_stream(cfg, body)
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
-                self._failed(cfg.name, exc)
+                self._failed(cfg, exc)
                 last = exc
                 continue
+            self._sent(cfg, stream.attempts)
             rec.served_by = cfg.name
             return StreamedAnswer(relay_chunks(self, cfg, stream, t0, t_start), rec.headers())
         raise self._all_failed(plan, last)

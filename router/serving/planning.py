@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from router.config import ROUTER_ALIASES, RouterConfig, TeamPolicy
+from router.config import ROUTER_ALIASES, ModelConfig, RouterConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
     InvalidRequestError,
@@ -17,8 +17,9 @@ from router.errors import (
     NoCandidateError,
 )
 from router.observability.decisions import DecisionRecord
-from router.policy.strategies import (
+from router.policy import (
     Decision,
+    check_fits,
     decide,
     eligible_models,
     expected_cost_usd,
@@ -44,6 +45,13 @@ class RoutePlan:
     expected_cost_usd: dict[str, float]
     prompt_tokens: int
     hold: Hold
+
+    def expected_tokens(self, model: ModelConfig, learned: float | None) -> int:
+        """Prompt plus expected output tokens of ``model``, for the tokens-per-minute limit."""
+        limit = self.request.output_token_limit
+        return self.prompt_tokens + expected_output_tokens(model, limit, learned) * (
+            self.request.n or 1
+        )
 
 
 class Planner:
@@ -93,7 +101,14 @@ class Planner:
         rec.scoring_ms = scores.scoring_ms
         catalog = config.catalog
         names = eligible_models(
-            scores.models, catalog, team, opts.models if opts else None, req.needs()
+            scores.models,
+            catalog,
+            team,
+            opts.models if opts else None,
+            req.needs(),
+            prompt_tokens=prompt_tokens,
+            max_tokens=req.output_token_limit,
+            learned_output_tokens=self.accounts.learned_output,
         )
         coefs = scores.coef_of()
         cands = make_candidates(
@@ -179,7 +194,9 @@ class Planner:
         rec.chosen = req.model
         rec.reason = "requested by name"
         learned = self.accounts.learned_output.get(model.name)
-        output = expected_output_tokens(model, req.output_token_limit, learned) * (req.n or 1)
+        per_choice = expected_output_tokens(model, req.output_token_limit, learned)
+        check_fits(model, prompt_tokens, per_choice)
+        output = per_choice * (req.n or 1)
         cost = expected_cost_usd(model, prompt_tokens, output)
         if cap is not None and cost > cap:
             raise NoCandidateError(

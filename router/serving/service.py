@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,19 +20,21 @@ import anyio
 
 from router.config import RouterConfig, TeamPolicy
 from router.errors import AuthenticationError, NotReadyError
-from router.ledger import Ledger, create_ledger
-from router.observability.decisions import DecisionLog, DecisionRecord
-from router.observability.metrics import Metrics
-from router.policy.strategies import price_table
+from router.ledger import JournalError, Ledger, SettlementJournal, create_ledger
+from router.observability import DecisionLog, DecisionRecord, RouterMetrics
+from router.policy import price_table
 from router.protocol import LeaderboardRequest
 from router.serving.accounting import Accounts
 from router.serving.chat import ChatFlow, ChatParts, ChatResult, StreamedAnswer
 from router.serving.generations import Generation, Generations
 from router.serving.planning import Planner
 from router.serving.tokens import TokenCounter
-from router.upstream.client import UpstreamClient
+from router.upstream import UpstreamClient
 
 log = logging.getLogger("router")
+
+# How often settlements waiting in the journal are offered to the ledger again.
+JOURNAL_REPLAY_INTERVAL_S = 1.0
 
 
 class RouterService:
@@ -46,10 +49,12 @@ class RouterService:
         max_body_bytes: int = 8 * 1024 * 1024,
         max_n: int = 16,
         log_prompts: bool = False,
+        journal_path: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.initial_config = config
         self.ledger_url = ledger_url
+        self.journal_path = journal_path or default_journal_path(ledger_url)
         self.decision_log_target = decision_log
         self.engine = engine
         self.transports = transports
@@ -57,16 +62,18 @@ class RouterService:
         self.max_n = max_n
         self.log_prompts = log_prompts
         self.clock = clock
-        self.metrics = Metrics()
+        self.metrics = RouterMetrics()
         self.load_error: str | None = None
         self.tokens = TokenCounter(self._tokenizer)
         self.shutting_down = False
         self.ledger: Ledger
+        self.journal: SettlementJournal
         self.accounts: Accounts
         self.generations: Generations
         self.decisions: DecisionLog
         self._parts: ChatParts
         self._loader: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> RouterConfig:
@@ -77,7 +84,18 @@ class RouterService:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.ledger = create_ledger(self.ledger_url)
-        self.accounts = Accounts(self.ledger, self.clock)
+        self.journal = await open_journal(self.journal_path, self.ledger)
+        if self.journal.pending_count():
+            log.warning(
+                "journal %s holds %d settlement(s) the ledger has not taken; replaying",
+                self.journal.path,
+                self.journal.pending_count(),
+            )
+            await self.journal.replay(self.ledger)
+        self._drainer = asyncio.create_task(
+            self.journal.drain_forever(self.ledger, JOURNAL_REPLAY_INTERVAL_S)
+        )
+        self.accounts = Accounts(self.ledger, self.journal, self.clock)
         self.generations = Generations(
             self.initial_config, lambda c: UpstreamClient(c.catalog, transports=self.transports)
         )
@@ -89,11 +107,18 @@ class RouterService:
             tokens=self.tokens,
             authenticate=lambda gen, auth: authenticate(gen.config, auth),
             record=self.record,
+            count_attempts=self.metrics.record_attempts,
             max_n=self.max_n,
             log_prompts=self.log_prompts,
             shutting_down=lambda: self.shutting_down,
         )
-        self._describe_metrics()
+        self.metrics.set_callbacks(
+            ready=lambda: self.ready,
+            scorer_stats=lambda: self.engine.stats() if self.ready else None,
+            circuit_states=lambda: self.generations.current.upstream.circuit_states(),
+            journal_pending=self.journal.pending_count,
+            decision_log_lost=lambda: self.decisions.lost,
+        )
         if self.engine is not None:
             await self.engine.start()
             self._loader = asyncio.create_task(self._warmup())
@@ -117,11 +142,16 @@ class RouterService:
     async def close(self) -> None:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()
         if self.engine is not None:
             await self.engine.close()
         await self.generations.close()
+        if self.journal.pending_count():
+            await self.journal.replay(self.ledger)  # one last try; what is left stays on disk
+        self.journal.close()
         await self.ledger.close()
-        self.decisions.close()
+        await asyncio.to_thread(self.decisions.close)
 
     @property
     def ready(self) -> bool:
@@ -228,41 +258,61 @@ class RouterService:
 
     def record(self, rec: DecisionRecord) -> None:
         self.decisions.write(rec)
-        m, team = self.metrics, rec.team or ""
-        m.inc("router_requests_total", team=team, model=rec.served_by or "", status=str(rec.status))
-        m.observe("router_overhead_seconds", rec.overhead_ms() / 1000, team=team)
-        if rec.scoring_ms:
-            m.observe("router_scoring_seconds", rec.scoring_ms / 1000)
-        for f in rec.fallbacks:
-            m.inc("router_fallbacks_total", model=f["model"], error=str(f["error"]))
-        if rec.cost_usd is not None and rec.served_by:
-            m.inc("router_spend_usd_total", rec.cost_usd, team=team, model=rec.served_by)
-            m.inc("router_tokens_total", rec.prompt_tokens or 0, team=team, kind="prompt")
-            m.inc("router_tokens_total", rec.completion_tokens or 0, team=team, kind="completion")
-
-    def _describe_metrics(self) -> None:
         m = self.metrics
-        m.describe(
-            "router_requests_total", "counter", "Chat requests by team, serving model and status"
+        m.record_request(
+            rec.team,
+            rec.served_by,
+            rec.status,
+            rec.overhead_ms() / 1000,
+            rec.scoring_ms / 1000 if rec.scoring_ms else None,
+            rec.upstream_ms / 1000 if rec.attempts else None,
+            [(f["model"], str(f["error"])) for f in rec.fallbacks],
         )
-        m.describe("router_spend_usd_total", "counter", "Settled spend in USD")
-        m.describe("router_tokens_total", "counter", "Tokens billed, by kind")
-        m.describe(
-            "router_fallbacks_total", "counter", "Candidates skipped after an upstream failure"
-        )
-        m.describe(
-            "router_overhead_seconds", "histogram", "Time spent in the router, upstream excluded"
-        )
-        m.describe("router_scoring_seconds", "histogram", "P2L scoring time per routed request")
-        m.describe("router_ready", "gauge", "1 when the P2L model is loaded and warm")
-        m.gauge("router_ready", lambda: {(): 1.0 if self.ready else 0.0})
-        m.gauge(
-            "router_scorer",
-            lambda: {
-                (("stat", k),): float(v)
-                for k, v in (self.engine.stats() if self.ready else {}).items()
-            },
-        )
+        if rec.cost_usd is not None and rec.served_by:
+            m.record_spend(
+                rec.team, rec.served_by, rec.cost_usd, rec.prompt_tokens, rec.completion_tokens
+            )
+
+
+# Router processes sharing one ledger each hold a journal of their own: PATH, PATH.1, ...
+JOURNAL_SLOTS = 64
+
+
+async def open_journal(base: str, ledger: Ledger) -> SettlementJournal:
+    """Claim the first journal slot no other live process holds, after replaying what
+    the free slots hold (left by a process that died before the ledger took it)."""
+    mine: SettlementJournal | None = None
+    for i in range(JOURNAL_SLOTS):
+        try:
+            j = SettlementJournal(base if i == 0 else f"{base}.{i}")
+        except JournalError:
+            continue  # a live process holds it
+        if j.pending_count() and mine is not None:
+            log.warning("replaying %d settlement(s) left in %s", j.pending_count(), j.path)
+            await j.replay(ledger)
+        if mine is None:
+            mine = j
+        elif j.pending_count():
+            mine_entries = j.pending_count()
+            j.close()
+            log.warning(
+                "%s still holds %d settlement(s); retried at the next start", j.path, mine_entries
+            )
+        else:
+            j.close()
+            if i > 0:
+                j.path.unlink(missing_ok=True)
+                Path(f"{j.path}.lock").unlink(missing_ok=True)
+    if mine is None:
+        raise JournalError(f"all {JOURNAL_SLOTS} journal slots at {base} are in use")
+    return mine
+
+
+def default_journal_path(ledger_url: str) -> str:
+    """Beside a SQLite ledger file; for Redis (or memory), in the working folder."""
+    if ledger_url.startswith("sqlite:///") and ":memory:" not in ledger_url:
+        return ledger_url.removeprefix("sqlite:///").partition("?")[0] + ".journal"
+    return "p2l-router.journal"
 
 
 def authenticate(cfg: RouterConfig, authorization: str | None) -> TeamPolicy:

@@ -18,8 +18,7 @@ import anyio
 
 from router.config import ModelConfig
 from router.errors import NotReadyError, UpstreamError
-from router.upstream.client import UpstreamFailure
-from router.upstream.sse import UpstreamStream
+from router.upstream import UpstreamFailure, UpstreamStream
 
 if TYPE_CHECKING:
     from router.serving.chat import ChatFlow
