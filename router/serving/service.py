@@ -12,8 +12,8 @@ import asyncio
 import gc
 import logging
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
