@@ -10,12 +10,12 @@ import pytest
 
 from router.config import Catalog, ModelConfig, ProviderConfig, TeamPolicy
 from router.errors import NoCandidateError
+from router.offline.plot import plot_frontier
 from router.offline.simulate import (
     Prompt,
     frontier,
     lambda_grid,
     load_prompts,
-    plot_frontier,
     rough_prompt_tokens,
     score_prompts,
     simulate,
@@ -206,9 +206,9 @@ def test_simulation_uses_the_servers_decide():
     t = team(strategy="cost-aware", cost_sensitivity=80)
     sp = score_prompts(score_fn, prompts(1), team=t, catalog=catalog(), head="grk")
     r = simulate_scored(sp, team=t)
-    from router.offline.simulate import _candidates
+    from router.offline.simulate import candidates_at
 
-    d = decide(_candidates(sp, 0), strategy="cost-aware", cost_sensitivity=80)
+    d = decide(candidates_at(sp, 0), strategy="cost-aware", cost_sensitivity=80)
     assert r.shares == {d.chosen: 1.0}
 
 

@@ -65,10 +65,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from router.config import load_policies, load_providers
+    from router.offline.plot import plot_frontier
     from router.offline.simulate import (
         lambda_grid,
         load_prompts,
-        plot_frontier,
         score_prompts,
         simulate_scored,
     )
