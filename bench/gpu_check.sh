@@ -57,7 +57,7 @@ for dtype, tol in (("float32", 1e-4), ("bfloat16", 0.1)):
 # 2. Qwen2-7B-shape P2L model, random weights, built on the device --------------------------------
 from transformers import AutoTokenizer, Qwen2Config
 
-from router.scoring.tiny import random_backbone
+from router.scoring.tiny import random_network
 
 if SMOKE:
     shape = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
@@ -68,24 +68,19 @@ else:
 config = Qwen2Config(**shape, max_position_embeddings=32768, rope_theta=1e6,
                      tie_word_embeddings=False)
 t0 = time.perf_counter()
-backbone = random_backbone(config, device=DEV, dtype=DT)
-with torch.no_grad():
-    head = torch.nn.Linear(shape["hidden_size"], len(names), device=DEV, dtype=DT)
-    eta = torch.nn.Linear(shape["hidden_size"], 1, device=DEV, dtype=DT)
+network = random_network(config, len(names), device=DEV, dtype=DT)
 sync()
 tokenizer = AutoTokenizer.from_pretrained(tiny)  # the tiny vocab: ids < 512 fit any embedding
 tokenizer.truncation_side, tokenizer.padding_side = "left", "right"
-embed = backbone.embed_tokens.weight.numel()
-params = sum(p.numel() for p in backbone.parameters()) + sum(
-    p.numel() for m in (head, eta) for p in m.parameters())
+embed = network.model.embed_tokens.weight.numel()
+params = sum(p.numel() for p in network.parameters())
 flop_params = params - embed  # the embedding is a lookup, no matmul
 print(f"{'small smoke' if SMOKE else '7B'}-shape model built on {DEV} in {time.perf_counter() - t0:.1f}s: "
       f"{params / 1e9:.2f}B params ({flop_params / 1e9:.2f}B excluding the embedding)")
 
 compile_modes = [False, True] if os.environ.get("COMPILE") == "1" else [False]
 for compiled in compile_modes:
-    model = P2LModel(backbone=backbone, head=head.requires_grad_(False), eta_head=eta.requires_grad_(False),
-                     tokenizer=tokenizer, model_list=names, head_type="grk", device=DEV, dtype=DT,
+    model = P2LModel(network=network, tokenizer=tokenizer, model_list=names, head_type="grk",
                      max_length=8192, source="random-qwen2-7b-shape", compile=compiled)
     tag = "compiled" if compiled else "eager"
 

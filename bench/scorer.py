@@ -161,7 +161,7 @@ def random_qwen2_05b(tokenizer_dir: Path, num_models: int = 64) -> P2LModel:
     """A Qwen2.5-0.5B-shaped P2L model with random weights, built in memory on CPU."""
     from transformers import AutoTokenizer, Qwen2Config
 
-    from router.scoring.tiny import random_backbone
+    from router.scoring.tiny import random_network
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.truncation_side, tokenizer.padding_side = "left", "right"
@@ -175,18 +175,11 @@ def random_qwen2_05b(tokenizer_dir: Path, num_models: int = 64) -> P2LModel:
         max_position_embeddings=32768,
         tie_word_embeddings=False,
     )
-    backbone = random_backbone(config)
-    head = torch.nn.Linear(896, num_models).requires_grad_(False)
-    eta = torch.nn.Linear(896, 1).requires_grad_(False)
     return P2LModel(
-        backbone=backbone,
-        head=head,
-        eta_head=eta,
+        network=random_network(config, num_models),
         tokenizer=tokenizer,
         model_list=[f"model-{i:02d}" for i in range(num_models)],
         head_type="grk",
-        device=torch.device("cpu"),
-        dtype=torch.float32,
         max_length=8192,
         source="random-qwen2-0.5b-shape",
     )

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from router.errors import InvalidRequestError
 from router.scoring import ModelLoadError, load_p2l, user_turns, write_tiny_checkpoint
 from router.scoring.checkpoint import resolve_head
+from router.scoring.modeling import P2LForPromptRanking, P2LOutput, find_cls_positions
 
 MODELS = ["gpt-4o-2024-08-06", "claude-3-5-sonnet-20241022", "llama-3.1-8b", "gemini-1.5-pro"]
 PROMPTS = [
@@ -306,3 +307,106 @@ def test_count_tokens_and_dtype(qwen_grk, checkpoints):
     assert c16.dtype == np.float64 and np.max(np.abs(c16 - c32)) < 0.1
     with pytest.raises(ModelLoadError, match="dtype"):
         load_p2l(str(checkpoints["qwen2", "grk"]), device="cpu", dtype="int3")
+
+
+# -- the network, the transformers way ----------------------------------------------------------
+
+
+def test_network_is_the_head_over_the_hidden_state_at_the_cls(qwen_grk, checkpoints):
+    net = qwen_grk.network
+    assert isinstance(net, P2LForPromptRanking) and not net.training
+    state = load_file(str(checkpoints["qwen2", "grk"] / "model.safetensors"))
+    assert set(net.state_dict()) == set(state)  # model.*, head.head.*, head.eta_head.*
+    ids, _ = qwen_grk.encode([qwen_grk.render(p) for p in PROMPTS])
+    width = max(map(len, ids))
+    pad = qwen_grk.tokenizer.pad_token_id
+    input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in ids])
+    cls = [len(row) - 1 for row in ids]  # the renderer puts the CLS last
+    with torch.no_grad():
+        out = net(input_ids=input_ids)  # positions found from config.cls_token_id
+        hidden = net.model(input_ids=input_ids).last_hidden_state
+    assert isinstance(out, P2LOutput)
+    for r, pos in enumerate(cls):
+        h = hidden[r, pos].double()
+        beta = h @ state["head.head.weight"].double().T + state["head.head.bias"].double()
+        eta = h @ state["head.eta_head.weight"].double()[0] + state["head.eta_head.bias"].double()
+        assert torch.equal(out.pooled[r], hidden[r, pos])
+        assert torch.allclose(out.coefs[r].double(), beta, atol=1e-5)
+        assert torch.allclose(out.eta[r, 0].double(), eta, atol=1e-5)
+    coefs, etas = qwen_grk.forward_ids(ids)  # the serving path: positions passed in
+    np.testing.assert_allclose(coefs, out.coefs.double().numpy(), atol=1e-5)
+    np.testing.assert_allclose(etas, out.eta[:, 0].double().numpy(), atol=1e-5)
+    no_cls = input_ids.clone()
+    no_cls[1, cls[1]] = pad
+    with pytest.raises(ValueError, match="row 1 has no CLS"):
+        net(input_ids=no_cls)
+    cls_id = net.config.cls_token_id
+    assert find_cls_positions(torch.tensor([[cls_id, 5, cls_id, 7]]), cls_id).tolist() == [2]
+
+
+def _published_layout(folder: Path) -> None:
+    """Make a tiny checkpoint look like lmarena-ai/p2l-7b-grk-01112025 on disk: the paper's
+    class in ``architectures``, a 4.x-era Qwen2 config, weights in shards with an index."""
+    from huggingface_hub import save_torch_state_dict
+
+    config = json.loads((folder / "config.json").read_text())
+    rope = config.pop("rope_parameters")  # 4.x wrote rope_theta at the top level
+    config.update(
+        architectures=["P2LModel"],
+        torch_dtype="bfloat16",
+        transformers_version="4.47.1",
+        rope_theta=rope["rope_theta"],
+        rope_scaling=None,
+        sliding_window=131072,
+        use_sliding_window=False,
+        use_cache=False,
+    )
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    save_torch_state_dict(state, folder, max_shard_size="40KB")
+
+
+def test_sharded_published_layout_loads_the_same(checkpoints, qwen_grk, tmp_path):
+    folder = shutil.copytree(checkpoints["qwen2", "grk"], tmp_path / "published")
+    _published_layout(folder)
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert len(shards) > 2 and (folder / "model.safetensors.index.json").is_file()
+    model = load_p2l(str(folder), device="cpu")
+    assert model.head == "grk" and model.dtype == "float32"  # CPU default, not config's bf16
+    texts = [model.render(p) for p in PROMPTS]
+    np.testing.assert_allclose(model.forward(texts)[0], qwen_grk.forward(texts)[0], atol=1e-6)
+
+
+def test_dtype_is_respected_by_every_weight(checkpoints):
+    folder = str(checkpoints["llama", "rk"])
+    for dtype, expected in ((None, torch.float32), ("bf16", torch.bfloat16)):
+        model = load_p2l(folder, device="cpu", dtype=dtype)
+        assert {p.dtype for p in model.network.parameters()} == {expected}
+        assert model.dtype == str(expected).removeprefix("torch.")
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"add": "head.gamma_head.weight"}, "unexpected ['head.gamma_head.weight']"),
+        ({"drop": "head.head.bias"}, "only one of head.head.weight and head.head.bias"),
+        ({"drop": "head.eta_head.weight"}, "only one of head.eta_head.weight"),
+        ({"drop": "head.head.weight"}, "not a P2L head"),
+        ({"add": "model.layers.0.extra.weight"}, "unexpected ['model.layers.0.extra.weight']"),
+        ({"drop": "model.norm.weight"}, "missing ['model.norm.weight']"),
+    ],
+)
+def test_extra_or_missing_weights_are_refused(checkpoints, tmp_path, change, fragment):
+    from safetensors.torch import save_file
+
+    folder = shutil.copytree(checkpoints["qwen2", "rk"], tmp_path / "bad")
+    state = load_file(str(folder / "model.safetensors"))
+    if "add" in change:
+        state[change["add"]] = torch.zeros(1, state["head.head.weight"].shape[1])
+    else:
+        del state[change["drop"]]
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError) as info:
+        load_p2l(str(folder), device="cpu")
+    assert fragment in str(info.value)

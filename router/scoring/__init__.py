@@ -16,12 +16,14 @@ from router.scoring.leaderboard import format_table, leaderboard_rows, pairwise_
 from router.scoring.types import DEFAULT_P2L_MODEL, HEADS, ModelLoadError, Scores
 
 if TYPE_CHECKING:
-    from router.scoring.checkpoint import P2LModel, load_p2l
+    from router.scoring.checkpoint import load_p2l
     from router.scoring.engine import ScoringEngine
+    from router.scoring.modeling import P2LForPromptRanking, P2LModel
     from router.scoring.tiny import write_tiny_checkpoint
 
 _LAZY = {
-    "P2LModel": "router.scoring.checkpoint",
+    "P2LForPromptRanking": "router.scoring.modeling",
+    "P2LModel": "router.scoring.modeling",
     "load_p2l": "router.scoring.checkpoint",
     "ScoringEngine": "router.scoring.engine",
     "write_tiny_checkpoint": "router.scoring.tiny",
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_P2L_MODEL",
     "HEADS",
     "ModelLoadError",
+    "P2LForPromptRanking",
     "P2LModel",
     "Scores",
     "ScoringEngine",

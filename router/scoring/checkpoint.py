@@ -1,11 +1,11 @@
-"""Load a P2L checkpoint (Hugging Face folder or hub id) and run it.
+"""Find, check and load a P2L checkpoint (Hugging Face folder or hub id).
 
-A P2L checkpoint, as the paper's public code saves it (``p2l/model.py``), is a
-transformers backbone under the state-dict prefix ``model.`` plus a head: ``head.head``
-(Linear hidden -> M, bias) and, for RK/GRK, ``head.eta_head`` (Linear hidden -> 1, bias).
-The pooled vector is the backbone's last hidden state at the CLS token.
-
-Third-party failures (hub, safetensors, transformers) become ``ModelLoadError`` here.
+The weights are loaded by transformers' ``from_pretrained`` into
+``P2LForPromptRanking`` (modeling.py); what this module adds is what a P2L folder needs
+beyond that: the model list, the head type (weights + training_config.json), the
+tokenizer's CLS token and chat template, device and dtype defaults, and errors that say
+what to do. Third-party failures (hub, safetensors, transformers) become
+``ModelLoadError`` here.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from router.scoring.inputs import render as render_input
+from router.scoring.modeling import P2LForPromptRanking, P2LModel, annotate_config
 from router.scoring.types import HEADS, ModelLoadError
 
 log = logging.getLogger("router.scoring")
@@ -43,6 +40,7 @@ _NO_MODEL_HINT = (
 )
 _GRK_LOSSES = ("bag", "grk", "tie-bag", "tie-bb-bag")
 _RK_LOSSES = ("rk", "tie-rk")
+HEAD_KEYS = ("head.head.weight", "head.head.bias", "head.eta_head.weight", "head.eta_head.bias")
 
 
 def resolve_head(
@@ -118,7 +116,7 @@ def _local_folder(model: str) -> Path:
 def _weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = _read_json(index).get("weight_map", {})
         return [folder / name for name in sorted(set(weight_map.values()))]
     single = folder / "model.safetensors"
     if single.is_file():
@@ -137,169 +135,109 @@ def _read_json(path: Path) -> Any:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
 
 
-def _build_backbone(config: Any, dev: torch.device, dt: torch.dtype) -> nn.Module:
-    """The backbone from its config, allocated on the device without random init."""
-    from transformers import AutoModel
-    from transformers.initialization import no_init_weights
-
-    with dev, no_init_weights():
-        backbone = AutoModel.from_config(config, dtype=dt, attn_implementation="sdpa")
-    return backbone.eval().requires_grad_(False)
-
-
-def _load_weights(
-    files: list[Path], backbone: nn.Module, dev: torch.device, dt: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """Copy ``model.*`` into the backbone tensor by tensor; return the ``head.*`` tensors."""
+def _head_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the ``head.*`` tensors, read from the safetensors headers only."""
     from safetensors import safe_open
 
-    targets = backbone.state_dict()
-    loaded: set[str] = set()
-    head: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    load_dev = str(dev) if dev.type != "cuda" or dev.index is not None else "cuda:0"
-    for file in files:
-        with safe_open(str(file), framework="pt", device=load_dev) as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                if key.startswith("head."):
-                    head[key] = f.get_tensor(key).to(dt)
-                elif key.startswith("model.") and key[6:] in targets:
-                    target = targets[key[6:]]
-                    tensor = f.get_tensor(key)
-                    if tensor.shape != target.shape:
-                        raise ModelLoadError(
-                            f"{file.name}: {key} has shape {tuple(tensor.shape)}, the config "
-                            f"says {tuple(target.shape)}"
-                        )
-                    target.copy_(tensor)
-                    loaded.add(key[6:])
-                elif not key.endswith("inv_freq") and key != "lm_head.weight":
-                    unexpected.append(key)
-    missing = sorted(set(targets) - loaded)
-    if missing or unexpected:
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    if key.startswith("head."):
+                        shapes[key] = tuple(f.get_slice(key).get_shape())
+    except Exception as exc:  # missing shard, truncated or corrupt header
+        raise ModelLoadError(f"cannot read the P2L weights' headers: {exc}") from exc
+    return shapes
+
+
+def check_head(
+    shapes: dict[str, tuple[int, ...]], num_models: int, hidden_size: int
+) -> tuple[int, bool]:
+    """(M, has eta head) from the head tensors' shapes; ModelLoadError if they are not a
+    P2L head of this model list and backbone."""
+    extra = sorted(set(shapes) - set(HEAD_KEYS))
+    if "head.head.weight" not in shapes or extra:
+        raise ModelLoadError(
+            f"the checkpoint's head weights {sorted(shapes)} are not a P2L head: expected "
+            f"head.head.weight/bias and optionally head.eta_head.weight/bias"
+            + (
+                f"; unexpected {extra[:3]} (downsized or gamma heads are not supported)"
+                if extra
+                else ""
+            )
+        )
+    for layer in ("head.head", "head.eta_head"):
+        if (f"{layer}.weight" in shapes) != (f"{layer}.bias" in shapes):
+            raise ModelLoadError(
+                f"the checkpoint has only one of {layer}.weight and {layer}.bias; "
+                "a P2L head layer has both"
+            )
+    width, hidden = shapes["head.head.weight"]
+    if width != num_models:
+        raise ModelLoadError(
+            f"model_list.json names {num_models} models but the head has {width} "
+            "outputs; the list and the weights must come from the same checkpoint"
+        )
+    has_eta = "head.eta_head.weight" in shapes
+    expected = {
+        "head.head.weight": (num_models, hidden_size),
+        "head.head.bias": (num_models,),
+        "head.eta_head.weight": (1, hidden_size),
+        "head.eta_head.bias": (1,),
+    }
+    for key, shape in shapes.items():
+        if shape != expected[key]:
+            raise ModelLoadError(
+                f"{key} has shape {shape}; with {num_models} models and hidden size "
+                f"{hidden_size} (config.json) it must be {expected[key]}"
+            )
+    return width, has_eta
+
+
+def _load_network(
+    folder: Path, config: Any, dev: torch.device, dt: torch.dtype
+) -> P2LForPromptRanking:
+    """``from_pretrained`` onto the device in ``dt``; every weight must match exactly."""
+    kwargs: dict[str, Any] = {}
+    if dev.type != "cpu":  # straight onto the accelerator, no host copy of the weights
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        kwargs["device_map"] = {"": torch.device(dev.type, index)}
+    try:
+        network, info = P2LForPromptRanking.from_pretrained(
+            str(folder),
+            config=config,
+            dtype=dt,
+            attn_implementation="sdpa",
+            use_safetensors=True,
+            local_files_only=True,
+            ignore_mismatched_sizes=True,  # reported below as a ModelLoadError, not a reinit
+            output_loading_info=True,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the P2L weights from {folder}: {exc}") from exc
+    mismatched = sorted(info.get("mismatched_keys", ()))
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    problems = [
+        f"{what} {keys[:5]}{'...' if len(keys) > 5 else ''}"
+        for what, keys in (
+            (
+                "shape mismatches",
+                [f"{k}: checkpoint {tuple(a)}, config {tuple(b)}" for k, a, b in mismatched],
+            ),
+            ("missing", missing),
+            ("unexpected", unexpected),
+        )
+        if keys
+    ]
+    if problems:
         raise ModelLoadError(
             "the checkpoint's weights do not match a P2L model of its config.json: "
-            f"missing backbone weights {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
-            "(expected model.* for the backbone and head.head.*, head.eta_head.* for the head)"
+            + "; ".join(problems)
+            + " (expected model.* for the backbone and head.head.*, head.eta_head.* for the head)"
         )
-    return head
-
-
-def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=True, device="meta")
-    layer.weight = nn.Parameter(weight, requires_grad=False)
-    layer.bias = nn.Parameter(bias, requires_grad=False)
-    return layer.eval()
-
-
-class P2LModel:
-    """A loaded P2L checkpoint: tokenizer, backbone and head on one device."""
-
-    def __init__(
-        self,
-        *,
-        backbone: nn.Module,
-        head: nn.Linear,
-        eta_head: nn.Linear | None,
-        tokenizer: Any,
-        model_list: Sequence[str],
-        head_type: Literal["bt", "rk", "grk"],
-        device: torch.device,
-        dtype: torch.dtype,
-        max_length: int,
-        source: str = "",
-        compile: bool = False,
-    ) -> None:
-        self.model_list: tuple[str, ...] = tuple(model_list)
-        self.head: Literal["bt", "rk", "grk"] = head_type
-        self.device = str(device)
-        self.dtype = str(dtype).removeprefix("torch.")
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.source = source
-        self._torch_device = device
-        self._backbone = torch.compile(backbone, dynamic=True) if compile else backbone
-        self._head = head
-        self._eta_head = eta_head if head_type != "bt" else None
-        self._cls_id = int(tokenizer.convert_tokens_to_ids(tokenizer.cls_token))
-        self._pad_id = next(
-            (t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0
-        )
-        self.num_parameters = sum(p.numel() for p in backbone.parameters()) + sum(
-            p.numel() for m in (head, eta_head) if m is not None for p in m.parameters()
-        )
-
-    def render(self, messages: list[dict]) -> str:
-        """The exact scorer input text for these chat messages (InvalidRequestError if bad)."""
-        return render_input(self.tokenizer, messages)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of plain text with the scorer's tokenizer (no special tokens added).
-
-        On the request path (every reservation), so it calls the Rust tokenizer directly
-        when there is one: the Python wrapper costs more than the tokenization."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            return len(backend.encode(text, add_special_tokens=False).ids)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
-        """Token ids truncated from the LEFT to max_length (the CLS stays), and full lengths."""
-        tok = self.tokenizer
-        ids = tok(list(texts), truncation=False)["input_ids"]
-        full = [len(x) for x in ids]
-        long = [i for i, n in enumerate(full) if n > self.max_length]
-        if long:
-            cut = tok([texts[i] for i in long], truncation=True, max_length=self.max_length)[
-                "input_ids"
-            ]
-            for i, row in zip(long, cut, strict=True):
-                ids[i] = row
-        return ids, full
-
-    def cls_positions(self, ids: Sequence[Sequence[int]]) -> list[int]:
-        """Index of the (last) CLS token in each row; ValueError when a row has none."""
-        positions = []
-        for r, row in enumerate(ids):
-            try:
-                positions.append(len(row) - 1 - list(reversed(row)).index(self._cls_id))
-            except ValueError:
-                raise ValueError(f"scorer input row {r} has no CLS token") from None
-        return positions
-
-    @torch.inference_mode()
-    def forward_ids(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray | None]:
-        """One batched forward over token-id rows (right-padded here)."""
-        positions = self.cls_positions(ids)
-        batch = len(ids)
-        width = max(len(row) for row in ids)
-        if self._torch_device.type == "cuda":
-            width = -(-width // 8) * 8  # tensor-core friendly; pads after the CLS change nothing
-        input_ids = torch.full((batch, width), self._pad_id, dtype=torch.long)
-        for r, row in enumerate(ids):
-            input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-        dev = self._torch_device
-        # No padding mask, on purpose: padding is on the right and attention is causal, so
-        # no real token (the CLS included) ever sees a pad; the pads' own outputs are never
-        # read. Without a mask SDPA takes its fused causal kernels instead of a dense mask.
-        hidden = self._backbone(input_ids=input_ids.to(dev, non_blocking=True)).last_hidden_state
-        pooled = hidden[torch.arange(batch, device=dev), torch.tensor(positions, device=dev)]
-        coefs = self._head(pooled).float().cpu().numpy().astype(np.float64)
-        if self._eta_head is None:
-            return coefs, None
-        eta = self._eta_head(pooled)[:, 0].float().cpu().numpy().astype(np.float64)
-        return coefs, eta
-
-    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, M) float64 coefs and (B,) float64 eta_raw (None for BT) for rendered texts."""
-        return self.forward_ids(self.encode(texts)[0])
-
-    def __repr__(self) -> str:
-        return (
-            f"P2LModel({self.source!r}, head={self.head}, models={len(self.model_list)}, "
-            f"device={self.device}, dtype={self.dtype})"
-        )
+    return network.eval().requires_grad_(False)
 
 
 def _load_tokenizer(folder: Path, training_config: dict[str, Any] | None) -> Any:
@@ -357,51 +295,16 @@ def load_p2l(
     if config.model_type not in _SUPPORTED_BACKBONES:
         log.warning("P2L backbone %r is untested (tested: qwen2, llama)", config.model_type)
     tokenizer = _load_tokenizer(folder, training_config)
-    files = _weight_files(folder)
-    try:
-        backbone = _build_backbone(config, dev, dt)
-        head_tensors = _load_weights(files, backbone, dev, dt)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the P2L weights from {folder}: {exc}") from exc
-
-    if "head.head.weight" not in head_tensors:
-        odd = sorted(k for k in head_tensors if k.startswith("head.head."))
-        raise ModelLoadError(
-            "no head.head.weight in the checkpoint"
-            + (f" (found {odd[:3]}: downsized heads are not supported)" if odd else "")
-        )
-    for key in ("head.head.bias", "head.eta_head.bias"):
-        if key.replace("bias", "weight") in head_tensors and key not in head_tensors:
-            raise ModelLoadError(f"the checkpoint has {key.replace('bias', 'weight')} but no {key}")
-    w = head_tensors["head.head.weight"]
-    if w.shape[0] != len(model_list):
-        raise ModelLoadError(
-            f"model_list.json names {len(model_list)} models but the head has {w.shape[0]} "
-            "outputs; the list and the weights must come from the same checkpoint"
-        )
-    if w.shape[1] != config.hidden_size:
-        raise ModelLoadError(
-            f"head.head.weight is {tuple(w.shape)}, hidden size {config.hidden_size}"
-        )
-    has_eta = "head.eta_head.weight" in head_tensors
+    shapes = _head_shapes(_weight_files(folder))
+    num_models, has_eta = check_head(shapes, len(model_list), config.hidden_size)
     head_type = resolve_head(has_eta, training_config, head)
-    lin = _linear(w, head_tensors["head.head.bias"])
-    eta = (
-        _linear(head_tensors["head.eta_head.weight"], head_tensors["head.eta_head.bias"])
-        if has_eta
-        else None
-    )
+    cls_id = int(tokenizer.convert_tokens_to_ids(tokenizer.cls_token))
+    annotate_config(config, num_models=num_models, eta_head=has_eta, cls_token_id=cls_id)
     p2l = P2LModel(
-        backbone=backbone,
-        head=lin,
-        eta_head=eta,
+        network=_load_network(folder, config, dev, dt),
         tokenizer=tokenizer,
         model_list=model_list,
         head_type=head_type,  # type: ignore[arg-type]
-        device=dev,
-        dtype=dt,
         max_length=max_length,
         source=model,
         compile=compile,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from router.errors import NotReadyError, OverloadedError
-from router.scoring.checkpoint import P2LModel
+from router.scoring.modeling import P2LModel
 from router.scoring.types import Scores
 
 log = logging.getLogger("router.scoring")

@@ -175,25 +175,35 @@ def write_tiny_checkpoint(
     return path
 
 
-def random_backbone(
-    config, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
-):  # type: ignore[no-untyped-def]
-    """A backbone of ``config``'s shape with random weights (normal 0.02, unit norms, zero
-    biases), allocated straight on ``device``: full-size shapes for benchmarks, with no
-    checkpoint and no download."""
-    from transformers import AutoModel
+def random_network(
+    config,  # type: ignore[no-untyped-def]
+    num_models: int,
+    *,
+    eta_head: bool = True,
+    cls_token_id: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+):
+    """A ``P2LForPromptRanking`` of ``config``'s shape with random weights (normal 0.02,
+    unit norms, zero biases), allocated straight on ``device`` in ``dtype``: full-size
+    shapes for benchmarks, with no checkpoint and no download."""
     from transformers.initialization import no_init_weights
 
+    from router.scoring.modeling import P2LForPromptRanking, annotate_config
+
     device = torch.device(device)
+    annotate_config(config, num_models=num_models, eta_head=eta_head, cls_token_id=cls_token_id)
+    config.dtype = dtype  # the backbone is built in the config's dtype
     with device, no_init_weights():
-        backbone = AutoModel.from_config(config, dtype=dtype, attn_implementation="sdpa")
+        network = P2LForPromptRanking(config).to(dtype)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        for name, p in backbone.named_parameters():
+        for name, p in network.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
             elif name.endswith(".bias"):
                 p.zero_()
             else:
                 p.normal_(0.0, 0.02, generator=gen)
-    return backbone.eval().requires_grad_(False)
+    return network.eval().requires_grad_(False)
