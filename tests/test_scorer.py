@@ -410,3 +410,13 @@ def test_extra_or_missing_weights_are_refused(checkpoints, tmp_path, change, fra
     with pytest.raises(ModelLoadError) as info:
         load_p2l(str(folder), device="cpu")
     assert fragment in str(info.value)
+
+
+def test_count_tokens_in_pieces_equals_the_whole_text(tiny_checkpoint):
+    from router.scoring.modeling import COUNT_CHUNK_CHARS
+
+    model = load_p2l(tiny_checkpoint, device="cpu")
+    backend = model.tokenizer.backend_tokenizer
+    text = ("Routers route, rarely   idle; ünïcode too. " * 5000)[: 3 * COUNT_CHUNK_CHARS + 17]
+    whole = len(backend.encode(text, add_special_tokens=False))
+    assert model.count_tokens(text) == whole

@@ -133,6 +133,24 @@ class P2LForPromptRanking(PreTrainedModel):
         return P2LOutput(coefs=coefs, eta=eta, pooled=pooled)
 
 
+# Text longer than this is counted in pieces (see ``P2LModel.count_tokens``).
+COUNT_CHUNK_CHARS = 64 * 1024
+
+
+def split_before_spaces(text: str, size: int) -> list[str]:
+    """``text`` in pieces of about ``size`` characters, each cut just before a space."""
+    pieces, i, n = [], 0, len(text)
+    while i < n:
+        j = min(n, i + size)
+        if j < n:
+            k = text.rfind(" ", i + 1, j)
+            if k > i:
+                j = k
+        pieces.append(text[i:j])
+        i = j
+    return pieces
+
+
 class P2LModel:
     """A loaded P2L checkpoint: its tokenizer and network, and the exact input rendering."""
 
@@ -178,9 +196,15 @@ class P2LModel:
         On the request path (every reservation), so it calls the Rust tokenizer directly
         when there is one: the Python wrapper costs more than the tokenization."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            return len(backend.encode(text, add_special_tokens=False).ids)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if backend is None:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(text) <= COUNT_CHUNK_CHARS:
+            return len(backend.encode(text, add_special_tokens=False))
+        # ``encode`` holds the GIL for the whole text (seconds for megabytes), stalling the
+        # event loop even from a worker thread; ``encode_batch`` releases it. Cut before a
+        # space, byte-level BPE pre-tokenizes the pieces exactly as the whole text.
+        pieces = split_before_spaces(text, COUNT_CHUNK_CHARS)
+        return sum(len(e) for e in backend.encode_batch(pieces, add_special_tokens=False))
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
         """Token ids truncated from the LEFT to max_length (the CLS stays), and full lengths."""
