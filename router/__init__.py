@@ -1,9 +1,54 @@
 """p2l-router: an OpenAI-compatible proxy that routes each chat request to the model a
 Prompt-to-Leaderboard (P2L) model predicts will answer it best, within the team's budget.
 
-Public surface: ``router.config`` (load_config), ``router.api.app`` (create_app),
-``router.cli`` (main). Parts: scorer (P2L, torch), policy (pure), ledger (spend),
-upstream (httpx), decision (logs and headers).
+The public API, typed and imported on first use (``import router`` stays light; torch is
+imported only by the scorer):
+
+- :func:`load_config` — ``providers.yaml`` + ``policies/`` → :class:`RouterConfig`
+- :class:`RouterService` — the resources of one router (scorer, ledger, upstream, log)
+- :func:`create_app` — the ASGI app over a service; :func:`serve` runs it under uvicorn
+- :func:`load_p2l` / :class:`ScoringEngine` — a P2L checkpoint and its batching engine
+- :func:`create_ledger` — a SQLite or Redis spend ledger from its URL
+- :func:`decide` — the pure routing decision over scored candidates
+
+Packages, one per box of the design: ``api`` (HTTP), ``serving`` (one request, no HTTP
+types), ``scoring`` (P2L), ``policy`` (pure), ``ledger`` (spend), ``upstream`` (providers),
+``observability`` (decision log, metrics); ``offline`` holds the demo, the echo provider
+and the simulation, which the request path never imports.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from router.api.app import create_app
+    from router.api.server import serve
+    from router.config import RouterConfig, load_config
+    from router.ledger import create_ledger
+    from router.policy import decide
+    from router.scoring import ScoringEngine, load_p2l
+    from router.serving import RouterService
+
+_PUBLIC = {
+    "create_app": "router.api.app",
+    "serve": "router.api.server",
+    "RouterConfig": "router.config",
+    "load_config": "router.config",
+    "create_ledger": "router.ledger",
+    "decide": "router.policy",
+    "ScoringEngine": "router.scoring",
+    "load_p2l": "router.scoring",
+    "RouterService": "router.serving",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'router' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from router.config import Strategy
 from router.errors import InvalidRequestError
 from router.jsonio import JSONDecodeError, loads
-from router.policy.strategies import request_needs
+from router.policy import request_needs
 
 # Bounds checked at the edge, before anything walks the body (400, never a 500).
 MAX_JSON_DEPTH = 64

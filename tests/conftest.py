@@ -154,6 +154,13 @@ class RouterHandle:
 
         return openai.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, **kw)
 
+    def preferred(self, messages: list[dict[str, Any]], among: list[str]) -> list[str]:
+        """``among`` ordered as P2L ranks them for ``messages`` (best first), so a test can
+        make the model the router will choose be the one it needs."""
+        board = self.http().post("/v1/leaderboard", json={"messages": messages}).json()
+        rank = {row["model"]: i for i, row in enumerate(board["models"])}
+        return sorted(among, key=rank.__getitem__)
+
     def http(self, key: str | None = TEAM_KEY) -> httpx.Client:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.root, headers=headers, timeout=30)

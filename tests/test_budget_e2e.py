@@ -57,22 +57,28 @@ async def test_200_concurrent_requests_never_overspend(make_router):
     assert r.run(r.service.ledger.total_spent("research")) == pytest.approx(logged, abs=1e-9)
 
 
-def test_on_exhausted_cheapest_routes_to_what_fits(make_router):
-    # A budget that cannot cover o1-mini's max_tokens reservation but covers the cheapest.
+def test_on_exhausted_cheapest_routes_to_what_fits(make_router, fake):
+    msgs = [{"role": "user", "content": "hi"}]
+    best, other = make_router().preferred(msgs, [O1, CHEAP])
+    # Prices that make the model P2L prefers the dear one: its max_tokens reservation does
+    # not fit the budget, the other's does.
+    models = {
+        best: {"provider": "fake", "input_usd_per_mtok": 3.0, "output_usd_per_mtok": 12.0},
+        other: {"provider": "fake", "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.2},
+    }
     r = make_router(
-        team={"budget": {"usd": 0.0005, "on_exhausted": "cheapest"}, "strategy": "max-quality"}
+        team={"budget": {"usd": 0.0005, "on_exhausted": "cheapest"}, "strategy": "max-quality"},
+        models=models,
     )
     raw = r.openai().chat.completions.with_raw_response.create(
-        model="p2l",
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=100,
-        extra_body={"router": {"models": [O1, CHEAP]}},
+        model="p2l", messages=msgs, max_tokens=100, extra_body={"router": {"models": [O1, CHEAP]}}
     )
     line = r.decisions()[-1]
-    if line["candidates"][0]["model"] == O1 or "budget" in line["reason"]:
-        assert raw.headers["x-router-model"] == CHEAP
-        assert "cheapest" in line["reason"]
-    assert line["served_by"] == CHEAP
+    # The strategy's pick did not fit, so the cheapest that fits served.
+    assert f"budget: {best} (" in line["reason"] and "does not fit" in line["reason"]
+    assert f"max-quality: {best} score" in line["reason"]
+    assert raw.headers["x-router-model"] == other == line["served_by"]
+    assert "cheapest" in line["reason"]
 
 
 def test_period_rollover_in_team_timezone(make_router):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router.jsonio import dumps
-from router.policy.strategies import Decision
+from router.policy import Decision
 
 TOP_CANDIDATES_LOGGED = 5
 MAX_PENDING_LINES = 10_000  # queued for the file before new lines are dropped (and counted)

@@ -230,5 +230,3 @@ def error_body(
 def sse(obj: dict) -> bytes:
     """One SSE event carrying ``obj`` as JSON."""
     return b"data: " + dumps(obj) + b"\n\n"
-
-

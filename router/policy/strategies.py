@@ -32,12 +32,6 @@ from dataclasses import dataclass, replace
 from router.errors import BudgetExceededError, InvalidRequestError, NoCandidateError
 from router.policy.candidates import (
     Candidate,
-    eligible_models,
-    expected_cost_usd,
-    expected_output_tokens,
-    make_candidates,
-    price_table,
-    request_needs,
 )
 from router.policy.lp import lp_mix, sample_mix, win_rates
 from router.policy.text import num, usd
@@ -50,14 +44,6 @@ __all__ = [
     "StrategyInput",
     "StrategyResult",
     "decide",
-    # Transitional: router.serving.service and router.protocol still import these from
-    # here; they live in router.policy.candidates and are public from ``router.policy``.
-    "eligible_models",
-    "expected_cost_usd",
-    "expected_output_tokens",
-    "make_candidates",
-    "price_table",
-    "request_needs",
 ]
 
 
