@@ -45,7 +45,18 @@ _PUBLIC = {
     "RouterService": "router.serving",
 }
 
-__all__ = [*_PUBLIC, "__version__"]
+__all__ = [
+    "RouterConfig",
+    "RouterService",
+    "ScoringEngine",
+    "__version__",
+    "create_app",
+    "create_ledger",
+    "decide",
+    "load_config",
+    "load_p2l",
+    "serve",
+]
 
 
 def __getattr__(name: str) -> Any:
