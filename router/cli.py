@@ -63,6 +63,13 @@ def _server_flags(p: argparse.ArgumentParser, *, port: int = 8000) -> None:
     _add(p, "log-prompts", False, _bool, help="include prompt text in the decision log")
     _add(p, "max-body-mb", 8.0, float, help="largest request body accepted (413 above)")
     _add(p, "max-n", 16, int, help="largest 'n' accepted (400 above)")
+    _add(
+        p,
+        "max-prompt-tokens",
+        None,
+        int,
+        help="most prompt tokens one request may carry (400 above; default 2,000,000)",
+    )
     _add(p, "max-batch-size", 32, int, help="P2L prompts scored in one forward at most")
     _add(p, "max-wait-ms", 2.0, float, help="how long the scorer waits to fill a batch")
     _add(p, "max-queue", 256, int, help="prompts waiting for the scorer before 503 overloaded")
@@ -99,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(s, "policies", "policies", help="folder of team policy files")
     _add(s, "p2l-model", DEFAULT_P2L_MODEL, help="hub id or local folder of a P2L checkpoint")
     _add(s, "ledger", "sqlite:///p2l-router.db", help="sqlite:///PATH or redis://HOST:PORT/DB")
+    _add(
+        s,
+        "journal",
+        None,
+        help="settlements the ledger could not take wait here (default: beside a SQLite "
+        "ledger, else ./p2l-router.journal)",
+    )
     _auth_flag(s)
 
     d = sub.add_parser("demo", help="serve fully offline: tiny checkpoint + built-in echo provider")
@@ -234,6 +248,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_n=args.max_n,
         log_prompts=args.log_prompts,
+        journal_path=args.journal,
+        **({"max_prompt_tokens": args.max_prompt_tokens} if args.max_prompt_tokens else {}),
     )
     return run_server(args, service, reload)
 

@@ -27,7 +27,7 @@ from router.protocol import LeaderboardRequest
 from router.serving.accounting import Accounts
 from router.serving.chat import ChatFlow, ChatParts, ChatResult, StreamedAnswer
 from router.serving.generations import Generation, Generations
-from router.serving.planning import Planner
+from router.serving.planning import DEFAULT_MAX_PROMPT_TOKENS, Planner
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamClient
 
@@ -48,6 +48,7 @@ class RouterService:
         transports: dict[str, Any] | None = None,
         max_body_bytes: int = 8 * 1024 * 1024,
         max_n: int = 16,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
         log_prompts: bool = False,
         journal_path: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -60,6 +61,7 @@ class RouterService:
         self.transports = transports
         self.max_body_bytes = max_body_bytes
         self.max_n = max_n
+        self.max_prompt_tokens = max_prompt_tokens
         self.log_prompts = log_prompts
         self.clock = clock
         self.metrics = RouterMetrics()
@@ -103,7 +105,12 @@ class RouterService:
         await self.accounts.load_learned_output(self.initial_config.catalog.models)
         self._parts = ChatParts(
             accounts=self.accounts,
-            planner=Planner(self.accounts, self.tokens, self.require_ready),
+            planner=Planner(
+                self.accounts,
+                self.tokens,
+                self.require_ready,
+                max_prompt_tokens=self.max_prompt_tokens,
+            ),
             tokens=self.tokens,
             authenticate=lambda gen, auth: authenticate(gen.config, auth),
             record=self.record,
