@@ -1,8 +1,14 @@
 # p2l-router: the OpenAI-compatible router with the P2L scorer on the GPU.
 #
 #   docker build -t p2l-router .
-#   docker run --gpus all -p 8000:8000 -v p2l-data:/data \
-#     -e OPENAI_API_KEY -e ANTHROPIC_API_KEY -e P2L_ROUTER_DEFAULT_KEY p2l-router
+#   docker run --gpus all -p 8000:8000 -v p2l-data:/data --stop-timeout 130 \
+#     -e OPENAI_API_KEY -e ANTHROPIC_API_KEY -e P2L_ROUTER_DEFAULT_KEY -e RESEARCH_KEY \
+#     -e P2L_ROUTER_ADMIN_KEY p2l-router
+#
+# Every key variable a team file names must be set, or the router refuses to start (the
+# shipped policies/ name P2L_ROUTER_DEFAULT_KEY and RESEARCH_KEY). On SIGTERM it lets
+# requests and streams finish for --shutdown-grace-s (120 s), so give `docker stop` more
+# than that (--stop-timeout / stop_grace_period) or lower the grace.
 #
 # The P2L checkpoint is downloaded from the Hugging Face hub on first start into the
 # /data volume (HF_HOME=/data/hf), where the SQLite spend ledger lives too; mount a volume
@@ -70,4 +76,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
+STOPSIGNAL SIGTERM
 CMD ["p2l-router", "serve", "--host", "0.0.0.0", "--port", "8000"]
