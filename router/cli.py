@@ -245,13 +245,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ledger_url=args.ledger,
         decision_log=args.decision_log,
         engine=engine,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        max_n=args.max_n,
+        limits=request_limits(args),
         log_prompts=args.log_prompts,
         journal_path=args.journal,
-        **({"max_prompt_tokens": args.max_prompt_tokens} if args.max_prompt_tokens else {}),
     )
     return run_server(args, service, reload)
+
+
+def request_limits(args: argparse.Namespace) -> Any:
+    from router.serving.service import DEFAULT_LIMITS, RequestLimits
+
+    return RequestLimits(
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_n=args.max_n,
+        max_prompt_tokens=args.max_prompt_tokens or DEFAULT_LIMITS.max_prompt_tokens,
+    )
 
 
 def _warn_unscored(config: Any, model_list: Sequence[str]) -> None:
@@ -279,8 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         decision_log=args.decision_log,
         engine=engine,
         transports=demo.transports,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        max_n=args.max_n,
+        limits=request_limits(args),
         log_prompts=args.log_prompts,
     )
     print(demo.banner(args.host, args.port), flush=True)

@@ -11,6 +11,8 @@ import openai
 import pytest
 from conftest import ADMIN_KEY, OTHER_KEY, PROVIDER_KEY, TEAM_KEY, TINY_MODELS
 
+from router.serving.service import RequestLimits
+
 HELLO = [{"role": "user", "content": "Write a haiku about routers"}]
 MINI = "gpt-4o-mini-2024-07-18"
 SONNET = "claude-3-5-sonnet-20241022"
@@ -338,7 +340,7 @@ def test_exhausted_budget_is_429_with_reset_time(make_router):
 
 
 def test_body_too_large_is_413(make_router):
-    r = make_router(service_kw={"max_body_bytes": 1000})
+    r = make_router(service_kw={"limits": RequestLimits(max_body_bytes=1000)})
     resp = r.http().post(
         "/v1/chat/completions",
         json={"model": "p2l", "messages": [{"role": "user", "content": "x" * 2000}]},

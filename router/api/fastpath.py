@@ -72,7 +72,7 @@ class ChatFastPath:
                 auth = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
-        limit = self.service.max_body_bytes
+        limit = self.service.limits.max_body_bytes
         try:
             result = await self.service.chat(lambda: read_limited(length, receive, limit), auth)
             response = chat_response(result)

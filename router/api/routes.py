@@ -21,7 +21,7 @@ def create_routes(service: RouterService) -> APIRouter:
     @routes.post(CHAT_PATH)
     async def chat_completions(request: Request) -> Response:
         # Normally served by ChatFastPath; kept so the OpenAPI schema lists it.
-        limit = service.max_body_bytes
+        limit = service.limits.max_body_bytes
         try:
             raw = await read_body(request, limit)
         except RouterError as exc:
@@ -54,7 +54,9 @@ def create_routes(service: RouterService) -> APIRouter:
     @routes.post("/v1/leaderboard")
     async def leaderboard(request: Request) -> Response:
         team = service.authenticate(request.headers.get("authorization"))
-        req = parse_leaderboard(parse_json_object(await read_body(request, service.max_body_bytes)))
+        req = parse_leaderboard(
+            parse_json_object(await read_body(request, service.limits.max_body_bytes))
+        )
         return JSONResponse(await service.leaderboard(team, req))
 
     @routes.get("/healthz")

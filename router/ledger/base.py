@@ -38,9 +38,12 @@ Decisions that the backends share (tests hold both to them):
 from __future__ import annotations
 
 import math
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
+
+from router.ledger.rate import check_rate_args
 
 EPSILON_USD = 1e-12
 # Closed (settled/released) reservation markers are kept this long so that a late
@@ -144,7 +147,6 @@ class Ledger(ABC):
 
     url: str = ""
 
-    @abstractmethod
     async def reserve(
         self,
         team: str,
@@ -158,6 +160,17 @@ class Ledger(ABC):
         period_ends_at: float = math.inf,
     ) -> Reservation:
         """Hold ``amount_usd`` for a request; raise InsufficientBudget when it does not fit."""
+        amount = check_reserve(amount_usd, limit_usd, ttl_s)
+        r = Reservation(
+            uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref, period_ends_at
+        )
+        await self._hold(r, limit_usd, now)
+        return r
+
+    @abstractmethod
+    async def _hold(self, r: Reservation, limit_usd: float | None, now: float) -> None:
+        """Record ``r`` if spent + reserved + it stays within ``limit_usd`` (atomically
+        across processes), else raise InsufficientBudget."""
 
     @abstractmethod
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
@@ -174,7 +187,6 @@ class Ledger(ABC):
         await self.settle(r, actual_usd, now=now, ref=ref)
         return await self.observe_output_tokens(model, output_tokens, alpha=alpha, prior=prior)
 
-    @abstractmethod
     async def take_rate(
         self,
         team: str,
@@ -187,6 +199,14 @@ class Ledger(ABC):
         """Count one request of ``tokens`` against the team's per-minute limits (None: no
         limit) if both allow it and return None; else count nothing and return the seconds
         until it could pass (for ``Retry-After``)."""
+        limits = check_rate_args(requests_per_minute, tokens_per_minute, tokens, now)
+        return await self._take_rate(team, limits, now) if limits else None
+
+    @abstractmethod
+    async def _take_rate(
+        self, team: str, limits: list[tuple[str, float, float]], now: float
+    ) -> float | None:
+        """:meth:`take_rate` for validated, non-empty ``limits`` (kind, limit, cost)."""
 
     @abstractmethod
     async def release(self, r: Reservation) -> None:

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from router.ledger import rate
+import router.ledger.rate as rate
 from router.ledger.base import (
     CLOSED_RETENTION_S,
     EPSILON_USD,
@@ -49,7 +48,6 @@ from router.ledger.base import (
     Usage,
     check_alpha,
     check_amount,
-    check_reserve,
     redacted,
 )
 
@@ -253,32 +251,17 @@ class RedisLedger(Ledger):
 
     # ------------------------------------------------------------ budget
 
-    async def reserve(
-        self,
-        team: str,
-        amount_usd: float,
-        *,
-        limit_usd: float | None,
-        period_key: str,
-        ttl_s: float,
-        now: float,
-        ref: str = "",
-        period_ends_at: float = math.inf,
-    ) -> Reservation:
-        amount = check_reserve(amount_usd, limit_usd, ttl_s)
-        r = Reservation(
-            uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref, period_ends_at
-        )
+    async def _hold(self, r: Reservation, limit_usd: float | None, now: float) -> None:
+        amount = r.amount_usd
         limit = "" if limit_usd is None else _num(limit_usd)
         args = [r.id, _num(amount), limit, _num(now), _num(r.expires_at), _num(EPSILON_USD),
-                period_ttl(period_ends_at, now)]  # fmt: skip
+                period_ttl(r.period_ends_at, now)]  # fmt: skip
         ok, spent, reserved = await self._call(
-            self._reserve_lua(keys=self._period_keys(team, period_key), args=args)
+            self._reserve_lua(keys=self._period_keys(r.team, r.period_key), args=args)
         )
         if not ok:
             usage = Usage(float(spent), float(reserved))
             raise InsufficientBudget(usage, float(limit_usd or 0.0), amount)
-        return r
 
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
         actual = check_amount("actual_usd", actual_usd)
@@ -317,18 +300,9 @@ class RedisLedger(Ledger):
         _, value = await self._call(self._settle_lua(keys=keys, args=args))
         return value
 
-    async def take_rate(
-        self,
-        team: str,
-        *,
-        requests_per_minute: int | None,
-        tokens_per_minute: int | None,
-        tokens: int,
-        now: float,
+    async def _take_rate(
+        self, team: str, limits: list[tuple[str, float, float]], now: float
     ) -> float | None:
-        limits = rate.check_rate_args(requests_per_minute, tokens_per_minute, tokens, now)
-        if not limits:
-            return None
         t = self._team(team)
         keys = [f"{self.prefix}rate:{t}:{kind}" for kind, _, _ in limits]
         args: list[str] = [_num(now), _num(rate.SLACK_S)]

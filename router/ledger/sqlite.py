@@ -25,16 +25,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from router.ledger import rate
+import router.ledger.rate as rate
 from router.ledger.base import (
     CLOSED_RETENTION_S,
     EPSILON_USD,
@@ -45,7 +43,6 @@ from router.ledger.base import (
     Usage,
     check_alpha,
     check_amount,
-    check_reserve,
     ewma,
 )
 from router.ledger.sqlite_schema import is_busy, migrate, transaction
@@ -160,26 +157,19 @@ class SqliteLedger(Ledger):
         ).fetchone()
         return Usage(spent_usd=row[0] if row else 0.0, reserved_usd=float(reserved))
 
-    def _reserve(
-        self, team: str, amount: float, limit: float | None, period_key: str, ttl_s: float,
-        now: float, ref: str, period_ends_at: float,
-    ) -> Reservation:  # fmt: skip
+    def _insert_hold(self, r: Reservation, limit: float | None, now: float) -> None:
         db = self._db
         with transaction(db, "IMMEDIATE"):
             if now - self._last_purge >= PURGE_EVERY_S:
                 self._purge(now)
-            usage = self._usage(team, period_key, now)
-            if limit is not None and usage.committed_usd + amount > limit + EPSILON_USD:
-                raise InsufficientBudget(usage, limit, amount)
-            r = Reservation(
-                uuid.uuid4().hex, team, period_key, amount, now + ttl_s, ref, period_ends_at
-            )
+            usage = self._usage(r.team, r.period_key, now)
+            if limit is not None and usage.committed_usd + r.amount_usd > limit + EPSILON_USD:
+                raise InsufficientBudget(usage, limit, r.amount_usd)
             db.execute(
                 "INSERT INTO reservations (id, team, period_key, amount, expires_at, ref, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (r.id, team, period_key, amount, r.expires_at, ref, now),
+                (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, now),
             )
-        return r
 
     def _purge(self, now: float) -> None:
         self._db.execute(
@@ -229,22 +219,8 @@ class SqliteLedger(Ledger):
                 (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, r.expires_at),
             )
 
-    async def reserve(
-        self,
-        team: str,
-        amount_usd: float,
-        *,
-        limit_usd: float | None,
-        period_key: str,
-        ttl_s: float,
-        now: float,
-        ref: str = "",
-        period_ends_at: float = math.inf,
-    ) -> Reservation:
-        amount = check_reserve(amount_usd, limit_usd, ttl_s)
-        return await self._run(
-            self._reserve, team, amount, limit_usd, period_key, ttl_s, now, ref, period_ends_at
-        )
+    async def _hold(self, r: Reservation, limit_usd: float | None, now: float) -> None:
+        await self._run(self._insert_hold, r, limit_usd, now)
 
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
         actual = check_amount("actual_usd", actual_usd)
@@ -253,19 +229,9 @@ class SqliteLedger(Ledger):
     async def release(self, r: Reservation) -> None:
         await self._run(self._release, r)
 
-    async def take_rate(
-        self,
-        team: str,
-        *,
-        requests_per_minute: int | None,
-        tokens_per_minute: int | None,
-        tokens: int,
-        now: float,
+    async def _take_rate(
+        self, team: str, limits: list[tuple[str, float, float]], now: float
     ) -> float | None:
-        limits = rate.check_rate_args(requests_per_minute, tokens_per_minute, tokens, now)
-        if not limits:
-            return None
-
         def take() -> float | None:
             with transaction(self._db, "IMMEDIATE"):
                 return rate.take_sqlite(self._db, team, limits, now)

@@ -13,6 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,18 @@ log = logging.getLogger("router")
 JOURNAL_REPLAY_INTERVAL_S = 1.0
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one request, each a named setting."""
+
+    max_body_bytes: int = 8 * 1024 * 1024  # 413 above
+    max_n: int = 16  # 400 above
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS  # 400 above
+
+
+DEFAULT_LIMITS = RequestLimits()
+
+
 class RouterService:
     def __init__(
         self,
@@ -46,9 +59,7 @@ class RouterService:
         decision_log: str | None = "-",
         engine: Any = None,
         transports: dict[str, Any] | None = None,
-        max_body_bytes: int = 8 * 1024 * 1024,
-        max_n: int = 16,
-        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+        limits: RequestLimits = DEFAULT_LIMITS,
         log_prompts: bool = False,
         journal_path: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -59,9 +70,7 @@ class RouterService:
         self.decision_log_target = decision_log
         self.engine = engine
         self.transports = transports
-        self.max_body_bytes = max_body_bytes
-        self.max_n = max_n
-        self.max_prompt_tokens = max_prompt_tokens
+        self.limits = limits
         self.log_prompts = log_prompts
         self.clock = clock
         self.metrics = RouterMetrics()
@@ -84,6 +93,7 @@ class RouterService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        limits = self.limits
         self.loop = asyncio.get_running_loop()
         self.ledger = create_ledger(self.ledger_url)
         self.journal = await open_journal(self.journal_path, self.ledger)
@@ -109,13 +119,13 @@ class RouterService:
                 self.accounts,
                 self.tokens,
                 self.require_ready,
-                max_prompt_tokens=self.max_prompt_tokens,
+                max_prompt_tokens=limits.max_prompt_tokens,
             ),
             tokens=self.tokens,
             authenticate=lambda gen, auth: authenticate(gen.config, auth),
             record=self.record,
             count_attempts=self.metrics.record_attempts,
-            max_n=self.max_n,
+            max_n=limits.max_n,
             log_prompts=self.log_prompts,
             shutting_down=lambda: self.shutting_down,
         )
