@@ -44,6 +44,7 @@ from router.offline.echo import (
 )
 
 ANY_MODEL = "*"
+HOLD_LIMIT_S = 30.0  # a held request answers after this even if the test never lets it go
 KEY = "sk-test-SECRET-0123456789"
 
 
@@ -88,6 +89,7 @@ class Behaviour:
     huge_line: int = 0
     huge_body: int = 0
     body_delay_s: float = 0.0
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -142,6 +144,7 @@ class FakeUpstream:
         huge_line: int = 0,
         huge_body: int = 0,
         body_delay_s: float = 0.0,
+        hold: threading.Event | None = None,
     ) -> None:
         """Set how requests for ``model`` (as the upstream sees it; ``"*"``: any) go.
 
@@ -153,6 +156,8 @@ class FakeUpstream:
         wait before each stream chunk; ``body_delay_s``: send a non-streamed answer in
         two halves this far apart. ``huge_line=N``: a stream whose first event is N
         bytes; ``huge_body=N``: a non-streamed answer of N bytes (chunked, no length).
+        ``hold``: once the body is in (``requests`` shows it), wait until the test sets
+        this event (at most ``HOLD_LIMIT_S``), then go on as the rest says.
         ``fail_times=N`` applies all of this to the next N requests only, then the model
         answers normally.
         """
@@ -161,7 +166,7 @@ class FakeUpstream:
         with self._lock:
             self._behaviours[model] = Behaviour(
                 status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body,
-                drop_after_read, huge_line, huge_body, body_delay_s,
+                drop_after_read, huge_line, huge_body, body_delay_s, hold,
             )  # fmt: skip
 
     def clear(self) -> None:
@@ -268,6 +273,8 @@ class FakeUpstream:
             await send_json(send, 400, error_body(body, param="messages"))
             return
         b = self._take(str(body.get("model")))
+        if b is not None and b.hold is not None:
+            await asyncio.to_thread(b.hold.wait, HOLD_LIMIT_S)
         if b is not None and b.delay_s:
             await asyncio.sleep(b.delay_s)
         if b is not None and (b.reset or b.drop_after_read):

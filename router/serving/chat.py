@@ -33,7 +33,7 @@ from router.serving.accounting import Accounts, Charge
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.tokens import TokenCounter
-from router.upstream import UpstreamFailure
+from router.upstream import UpstreamFailure, UpstreamStream
 
 log = logging.getLogger("router")
 
@@ -264,15 +264,35 @@ class ChatFlow:
             t0 = time.perf_counter()
             try:
                 stream = await self.gen.upstream.open_stream(cfg, body)
+                first = await self._first_chunk(stream)
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
                 self._failed(cfg, exc)
                 last = exc
                 continue
+            if first is not None:
+                rec.ttft_ms = (time.perf_counter() - t_start) * 1000
             self._sent(cfg, stream.attempts)
             rec.served_by = cfg.name
-            return StreamedAnswer(relay_chunks(self, cfg, stream, t0, t_start), rec.headers())
+            chunks = relay_chunks(self, cfg, stream, first, t0)
+            return StreamedAnswer(chunks, rec.headers())
         raise self._all_failed(plan, last)
+
+    @staticmethod
+    async def _first_chunk(stream: UpstreamStream) -> dict[str, Any] | None:
+        """The stream's first chunk (None: it ended empty), read before the status line
+        goes out: a stream that fails before its first chunk (an error event, an event
+        over the size limit, no event within ``first_byte``) falls back to the next
+        candidate like any other failed call, instead of a 200 with an in-band error."""
+        try:
+            return await anext(stream, None)
+        except UpstreamFailure as exc:
+            exc.attempts = stream.attempts  # the stream closed itself
+            raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
 
     # ------------------------------------------------------------ settle and record
 

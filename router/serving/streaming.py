@@ -3,8 +3,10 @@
 Each chunk is renamed to the catalog model; the usage chunk (always asked of the
 upstream) reaches the client only if it asked for it; after the stream ends comes the
 ``router`` chunk (the decision). An upstream failure mid-stream becomes an in-band error
-chunk (the status line is long gone). Whatever happens, including a client that leaves,
-the spend is settled and the decision recorded exactly once, before the last chunk.
+chunk (the status line is long gone); one before the first chunk never gets here (the
+flow reads that chunk first and falls back to the next candidate). Whatever happens,
+including a client that leaves, the spend is settled and the decision recorded exactly
+once, before the last chunk.
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ if TYPE_CHECKING:
 
 
 async def relay_chunks(
-    flow: ChatFlow, cfg: ModelConfig, stream: UpstreamStream, t0: float, t_start: float
+    flow: ChatFlow,
+    cfg: ModelConfig,
+    stream: UpstreamStream,
+    first: dict[str, Any] | None,
+    t0: float,
 ) -> AsyncIterator[dict[str, Any]]:
+    """``first``: the chunk already read from ``stream`` (None: the stream ended empty)."""
     rec, model = flow.rec, cfg.name
     wants_usage = flow.request().wants_usage
     usage: dict[str, Any] | None = None
@@ -35,11 +42,10 @@ async def relay_chunks(
     settled = False
     flow.task = asyncio.current_task()
     flow.parts.streams.add(flow)
+    chunks = _after(first, stream)
     try:
         try:
-            async for chunk in stream:
-                if rec.ttft_ms is None:
-                    rec.ttft_ms = (time.perf_counter() - t_start) * 1000
+            async for chunk in chunks:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 last_id = chunk.get("id", last_id)
@@ -95,12 +101,22 @@ async def relay_chunks(
     finally:
         flow.parts.streams.discard(flow)
         with anyio.CancelScope(shield=True):
+            await chunks.aclose()
             await stream.aclose()
             if not settled:
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
                 await flow.settle(cfg, usage, "".join(relayed))
                 flow.record()
+
+
+async def _after(
+    first: dict[str, Any] | None, stream: UpstreamStream
+) -> AsyncIterator[dict[str, Any]]:
+    if first is not None:
+        yield first
+    async for chunk in stream:
+        yield chunk
 
 
 def _collect_text(delta: Any, out: list[str]) -> None:
