@@ -579,3 +579,26 @@ async def test_redis_keys_are_bounded(store):
         assert await client.xlen(f"{p}spend") <= 50 + node < 303
     finally:
         await client.aclose()
+
+
+async def test_a_current_sqlite_file_opens_while_another_process_holds_the_write_lock(tmp_path):
+    from router.ledger import LedgerError, create_ledger
+
+    path = tmp_path / "busy.db"
+    url = f"sqlite:///{path}?busy_timeout=0.2"
+    await create_ledger(url).close()  # created at the current schema version
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        ledger = create_ledger(url)  # no write needed: a restart is not blocked
+        try:
+            assert (await ledger.usage("t", "p", now=0.0)).spent_usd == 0
+            with pytest.raises(LedgerError):  # but writes wait for the lock, then fail
+                await ledger.reserve(
+                    "t", 0.1, limit_usd=1.0, period_key="p", ttl_s=60, now=0.0, ref="r"
+                )
+        finally:
+            await ledger.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

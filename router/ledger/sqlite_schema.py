@@ -80,7 +80,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS spend_ref ON spend (ref) WHERE ref <> '';
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Create the tables, or bring an older file up to ``SCHEMA_VERSION``, in one write
-    transaction (another process opening the file at the same time waits)."""
+    transaction (another process opening the file at the same time waits). A file already
+    at ``SCHEMA_VERSION`` needs no write, so a router starts while another process holds
+    the write lock (its settlements then go to the journal until the lock is gone)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
     with transaction(conn, "IMMEDIATE"):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
