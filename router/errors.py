@@ -33,6 +33,19 @@ class RouterError(Exception):
     type: str = "server_error"
     code: str | None = None
 
+    def __init_subclass__(
+        cls, *, status: int | None = None, type: str | None = None, code: str | None = None
+    ) -> None:
+        """Subclasses state their wire identity in the class line:
+        ``class X(RouterError, status=404, type=..., code=...)``."""
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if type is not None:
+            cls.type = type
+        if code is not None:
+            cls.code = code
+
     def __init__(
         self,
         message: str,
@@ -59,84 +72,65 @@ class RouterError(Exception):
         }
 
 
-class InvalidRequestError(RouterError):
-    status = 400
-    type = "invalid_request_error"
+class InvalidRequestError(RouterError, status=400, type="invalid_request_error"):
+    """The request is wrong; ``param`` names the field to fix."""
 
 
-class NoCandidateError(InvalidRequestError):
-    code = "no_candidate"
+class NoCandidateError(InvalidRequestError, code="no_candidate"):
+    """No model can serve the request; the message names the filter that emptied the set."""
 
 
-class AuthenticationError(RouterError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+class AuthenticationError(
+    RouterError, status=401, type="authentication_error", code="invalid_api_key"
+):
+    """No key, a malformed Authorization header, or a key no team has."""
 
 
-class PermissionDeniedError(RouterError):
-    status = 403
-    type = "permission_error"
-    code = "permission_denied"
+class PermissionDeniedError(
+    RouterError, status=403, type="permission_error", code="permission_denied"
+):
+    """A valid key without the right to this endpoint (a team key on an admin one)."""
 
 
-class ModelNotFoundError(RouterError):
-    status = 404
-    type = "invalid_request_error"
-    code = "model_not_found"
-
+class ModelNotFoundError(
+    RouterError, status=404, type="invalid_request_error", code="model_not_found"
+):
     def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("param", "model")
         super().__init__(message, **kw)
 
 
-class RequestTimeoutError(RouterError):
-    status = 408
-    type = "invalid_request_error"
-    code = "request_timeout"
+class RequestTimeoutError(
+    RouterError, status=408, type="invalid_request_error", code="request_timeout"
+):
+    """The client stopped sending its request body."""
 
 
-class BodyTooLargeError(RouterError):
-    status = 413
-    type = "invalid_request_error"
-    code = "body_too_large"
+class BodyTooLargeError(
+    RouterError, status=413, type="invalid_request_error", code="body_too_large"
+):
+    """The body is over ``--max-body-mb``."""
 
 
-class BudgetExceededError(RouterError):
-    status = 429
-    type = "budget_exceeded"
-    code = "budget_exceeded"
+class BudgetExceededError(RouterError, status=429, type="budget_exceeded", code="budget_exceeded"):
+    """The team's budget cannot cover this request's expected cost."""
 
 
-class RateLimitedError(RouterError):
-    status = 429
-    type = "rate_limited"
-    code = "rate_limited"
-
+class RateLimitedError(RouterError, status=429, type="rate_limited", code="rate_limited"):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message, headers={"retry-after": str(max(1, math.ceil(retry_after_s)))})
         self.retry_after_s = retry_after_s
 
 
-class UpstreamError(RouterError):
+class UpstreamError(RouterError, status=502, type="upstream_error", code="upstream_error"):
     """Every candidate failed. ``code`` is the last upstream status ("503") or kind ("timeout")."""
 
-    status = 502
-    type = "upstream_error"
-    code = "upstream_error"
+
+class NotReadyError(RouterError, status=503, type="not_ready", code="not_ready"):
+    """The P2L model is loading or failed to load, the ledger is unreachable, or the router is stopping."""
 
 
-class NotReadyError(RouterError):
-    status = 503
-    type = "not_ready"
-    code = "not_ready"
-
-
-class OverloadedError(RouterError):
-    status = 503
-    type = "overloaded"
-    code = "overloaded"
-
+class OverloadedError(RouterError, status=503, type="overloaded", code="overloaded"):
     def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw: Any) -> None:
         headers = kw.pop("headers", None) or {}
         headers.setdefault("retry-after", str(max(1, round(retry_after_s))))
@@ -166,11 +160,9 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class ProviderRejectedError(RouterError):
+class ProviderRejectedError(RouterError, type="invalid_request_error"):
     """The provider refused the client's request (400/413/422): its answer goes back to
     the client as it was, in OpenAI's error shape, and no other candidate is tried."""
-
-    type = "invalid_request_error"
 
     def __init__(self, status: int, message: str, error: dict[str, Any] | None = None) -> None:
         super().__init__(message)

@@ -142,6 +142,16 @@ def check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1] (got {alpha!r})")
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One answer's completion tokens, to fold into its model's learned average."""
+
+    model: str
+    tokens: int
+    alpha: float
+    prior: float | None
+
+
 class Ledger(ABC):
     """A team budget store. All methods are coroutines and safe to call concurrently."""
 
@@ -172,20 +182,32 @@ class Ledger(ABC):
         """Record ``r`` if spent + reserved + it stays within ``limit_usd`` (atomically
         across processes), else raise InsufficientBudget."""
 
-    @abstractmethod
     async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
         """Turn the reservation into a spend row of ``actual_usd``; a no-op if this
         reservation or this ``ref`` (default ``r.ref``) was settled before."""
+        await self._charge(r, check_amount("actual_usd", actual_usd), now, ref, None)
 
     async def settle_observed(
         self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
         model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
     ) -> float:  # fmt: skip
-        """``settle`` then ``observe_output_tokens`` (the answered request's completion
-        tokens); returns the new average. Both backends do both in one transaction, and a
-        repeated settle (a replay) learns nothing either: it returns the current average."""
-        await self.settle(r, actual_usd, now=now, ref=ref)
-        return await self.observe_output_tokens(model, output_tokens, alpha=alpha, prior=prior)
+        """``settle`` and ``observe_output_tokens`` (the answered request's completion
+        tokens) in one transaction; returns the new average. A repeated settle (a replay)
+        learns nothing: it returns the current average."""
+        actual = check_amount("actual_usd", actual_usd)
+        check_alpha(alpha)
+        check_amount("output_tokens", output_tokens)
+        learn = Observation(model, output_tokens, alpha, prior)
+        value = await self._charge(r, actual, now, ref, learn)
+        assert value is not None
+        return value
+
+    @abstractmethod
+    async def _charge(
+        self, r: Reservation, actual: float, now: float, ref: str, learn: Observation | None
+    ) -> float | None:
+        """:meth:`settle` for a checked amount, with :meth:`observe_output_tokens` in the
+        same transaction when ``learn`` is given (then: the model's average)."""
 
     async def take_rate(
         self,

@@ -44,6 +44,7 @@ from router.ledger.base import (
     InsufficientBudget,
     Ledger,
     LedgerError,
+    Observation,
     Reservation,
     Usage,
     check_alpha,
@@ -263,20 +264,16 @@ class RedisLedger(Ledger):
             usage = Usage(float(spent), float(reserved))
             raise InsufficientBudget(usage, float(limit_usd or 0.0), amount)
 
-    async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
-        actual = check_amount("actual_usd", actual_usd)
-        await self._settle(r, actual, now, ref, ["", "", "", ""])
-
-    async def settle_observed(
-        self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
-        model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
-    ) -> float:  # fmt: skip
-        """Both in one script: one round trip, and a replay learns nothing twice."""
-        actual = check_amount("actual_usd", actual_usd)
-        check_alpha(alpha)
-        check_amount("output_tokens", output_tokens)
-        learn = [model, _num(output_tokens), _num(alpha), "" if prior is None else _num(prior)]
-        return float(await self._settle(r, actual, now, ref, learn))
+    async def _charge(
+        self, r: Reservation, actual: float, now: float, ref: str, learn: Observation | None
+    ) -> float | None:
+        """One script: one round trip, and a replay learns nothing twice."""
+        if learn is None:
+            await self._settle(r, actual, now, ref, ["", "", "", ""])
+            return None
+        prior = "" if learn.prior is None else _num(learn.prior)
+        args = [learn.model, _num(learn.tokens), _num(learn.alpha), prior]
+        return float(await self._settle(r, actual, now, ref, args))
 
     async def _settle(
         self, r: Reservation, actual: float, now: float, ref: str, learn: list[str]

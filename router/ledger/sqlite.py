@@ -39,6 +39,7 @@ from router.ledger.base import (
     InsufficientBudget,
     Ledger,
     LedgerError,
+    Observation,
     Reservation,
     Usage,
     check_alpha,
@@ -179,10 +180,6 @@ class SqliteLedger(Ledger):
         )
         self._last_purge = now
 
-    def _settle(self, r: Reservation, actual: float, now: float, ref: str) -> None:
-        with transaction(self._db, "IMMEDIATE"):
-            self._settle_in(r, actual, now, ref)
-
     def _settle_in(self, r: Reservation, actual: float, now: float, ref: str) -> bool:
         """True if this call charged; False if the reservation or the ref was settled."""
         db = self._db
@@ -222,9 +219,25 @@ class SqliteLedger(Ledger):
     async def _hold(self, r: Reservation, limit_usd: float | None, now: float) -> None:
         await self._run(self._insert_hold, r, limit_usd, now)
 
-    async def settle(self, r: Reservation, actual_usd: float, *, now: float, ref: str = "") -> None:
-        actual = check_amount("actual_usd", actual_usd)
-        await self._run(self._settle, r, actual, now, ref)
+    async def _charge(
+        self, r: Reservation, actual: float, now: float, ref: str, learn: Observation | None
+    ) -> float | None:
+        """One transaction: one commit per answered request, settled and learned."""
+
+        def charge() -> float | None:
+            with transaction(self._db, "IMMEDIATE"):
+                charged = self._settle_in(r, actual, now, ref)
+                if learn is None:
+                    return None
+                if charged:
+                    return self._observe_in(learn.model, learn.tokens, learn.alpha, learn.prior)
+                # A replay: the answer was learned when it was first settled.
+                row = self._db.execute(
+                    "SELECT ewma FROM output_tokens WHERE model = ?", (learn.model,)
+                ).fetchone()
+                return row[0] if row else ewma(None, learn.tokens, learn.alpha, learn.prior)
+
+        return await self._run(charge)
 
     async def release(self, r: Reservation) -> None:
         await self._run(self._release, r)
@@ -310,27 +323,6 @@ class SqliteLedger(Ledger):
                 return self._observe_in(model, tokens, alpha, prior)
 
         return await self._run(update)
-
-    async def settle_observed(
-        self, r: Reservation, actual_usd: float, *, now: float, ref: str = "",
-        model: str, output_tokens: int, alpha: float = 0.1, prior: float | None = None,
-    ) -> float:  # fmt: skip
-        """Both in one transaction: one commit per answered request instead of two."""
-        actual = check_amount("actual_usd", actual_usd)
-        check_alpha(alpha)
-        check_amount("output_tokens", output_tokens)
-
-        def both() -> float:
-            with transaction(self._db, "IMMEDIATE"):
-                if self._settle_in(r, actual, now, ref):
-                    return self._observe_in(model, output_tokens, alpha, prior)
-                # A replay: the answer was learned when it was first settled.
-                row = self._db.execute(
-                    "SELECT ewma FROM output_tokens WHERE model = ?", (model,)
-                ).fetchone()
-                return row[0] if row else ewma(None, output_tokens, alpha, prior)
-
-        return await self._run(both)
 
     def _observe_in(self, model: str, tokens: int, alpha: float, prior: float | None) -> float:
         db = self._db

@@ -19,7 +19,17 @@ class Deadline:
     ``TimeoutError``, with ``asyncio.timeout``'s rules for other cancellations.
     """
 
-    __slots__ = ("loop", "total", "_handle", "_when", "_at", "_task", "_cancelling", "_expired")
+    __slots__ = (
+        "loop",
+        "total",
+        "_handle",
+        "_when",
+        "_at",
+        "_task",
+        "_cancelling",
+        "_expired",
+        "_total_bound",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, total: float) -> None:
         self.loop = loop
@@ -30,9 +40,11 @@ class Deadline:
         self._task: asyncio.Task | None = None
         self._cancelling = 0
         self._expired = False
+        self._total_bound = False  # the running phase ends at ``total``, not at its own time
 
     def phase(self, at: float) -> Deadline:
         """The next ``with`` block must end by loop time ``at`` (and by ``total``)."""
+        self._total_bound = self.total <= at
         at = min(at, self.total)
         task = self._task = asyncio.current_task()
         self._cancelling = task.cancelling()  # type: ignore[union-attr]
@@ -51,7 +63,10 @@ class Deadline:
 
     @property
     def passed(self) -> bool:
-        return self.loop.time() >= self.total
+        """Whether the total deadline is what ended (or ends) the running phase. Decided by
+        which bound was the earlier one, not by the clock: a loop may run a timer a
+        little before its time."""
+        return self._total_bound or self.loop.time() >= self.total
 
     def __enter__(self) -> None:
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -39,6 +40,7 @@ NOT_PROCESSED_STATUSES = frozenset({429, 503})
 TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, OSError)
 
 
+@dataclass(eq=False)
 class UpstreamFailure(Exception):
     """One provider could not answer; see the module docstring for ``kind``.
 
@@ -47,28 +49,19 @@ class UpstreamFailure(Exception):
     no request went out). ``attempts``: requests made by the call that failed.
     """
 
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool = False,
-        may_have_arrived: bool = True,
-        body: dict | None = None,
-        retry_after: float | None = None,
-        provider: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retryable = retryable
-        self.may_have_arrived = may_have_arrived
-        self.body = body
-        self.retry_after = retry_after
-        self.provider = provider
-        self.attempts = 1
+    kind: str
+    message: str
+    _: KW_ONLY
+    status: int | None = None
+    retryable: bool = False
+    may_have_arrived: bool = True
+    body: dict | None = None
+    retry_after: float | None = None
+    provider: str | None = None
+    attempts: int = 1
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     @property
     def code(self) -> str:
