@@ -19,8 +19,9 @@ and the simulation, which the request path never imports.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from router.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -59,7 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'router' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -18,9 +18,7 @@ import fnmatch
 import hashlib
 import hmac
 import logging
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,15 +27,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from router.errors import ConfigError, ConfigProblem
 from router.policy.candidates import DEFAULT_EXPECTED_OUTPUT_TOKENS
 from router.policy.strategies import STRATEGY_NAMES
-from router.yaml_files import read_yaml, reserved_fields, validation_problems
 
 log = logging.getLogger("router.config")
 
@@ -56,8 +51,8 @@ __all__ = [
     "TeamPolicy",
     "Timeouts",
     "key_digest",
-    "load_providers",  # load_config and load_policies: see __getattr__ at the end
 ]
+# Also here, lazily: load_config, load_policies, load_providers (see __getattr__ at the end).
 
 ROUTER_ALIASES: tuple[str, ...] = ("p2l", "auto", "router")
 DEFAULT_TEAM = "default"
@@ -337,77 +332,11 @@ class RouterConfig(_Model):
 # ---------------------------------------------------------------- loading
 
 
-def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Catalog:
-    env = os.environ if env is None else env
-    path = Path(path)
-    file = str(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            [ConfigProblem(file, "", "must be a mapping with 'providers' and 'models'")]
-        )
-    problems: list[ConfigProblem] = []
-    unknown = set(raw) - {"providers", "models"}
-    problems += [ConfigProblem(file, k, "unknown top-level field") for k in sorted(unknown)]
-    for section in ("providers", "models"):
-        if not isinstance(raw.get(section) or {}, dict):
-            problems.append(ConfigProblem(file, section, "must be a mapping of name -> settings"))
-            raw[section] = {}
-    providers: dict[str, ProviderConfig] = {}
-    for name, body in (raw.get("providers") or {}).items():
-        if not isinstance(body, dict):
-            problems.append(ConfigProblem(file, f"providers.{name}", "must be a mapping"))
-            continue
-        if bad := reserved_fields(file, f"providers.{name}", body, ("name",)):
-            problems += bad
-            continue
-        try:
-            providers[name] = ProviderConfig(name=name, **body)
-        except ValidationError as exc:
-            problems += validation_problems(file, f"providers.{name}", exc)
-    declared = set(raw.get("providers") or {})
-    models: dict[str, ModelConfig] = {}
-    for name, body in (raw.get("models") or {}).items():
-        if not isinstance(body, dict):
-            problems.append(ConfigProblem(file, f"models.{name}", "must be a mapping"))
-            continue
-        if bad := reserved_fields(file, f"models.{name}", body, ("name",)):
-            problems += bad
-            continue
-        try:
-            m = ModelConfig(name=str(name), **body)
-        except ValidationError as exc:
-            problems += validation_problems(file, f"models.{name}", exc)
-            continue
-        if m.provider not in declared:
-            known = ", ".join(sorted(declared)) or "none"
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"models.{name}.provider",
-                    f"unknown provider {m.provider!r} (known: {known})",
-                )
-            )
-        models[m.name] = m
-    if not providers and not problems:
-        problems.append(ConfigProblem(file, "providers", "no providers defined"))
-    if problems:
-        raise ConfigError(problems)
-    skipped: dict[str, str] = {}
-    for p in providers.values():
-        if p.api_key_env:
-            key = env.get(p.api_key_env)
-            if key:
-                p._api_key = key
-            else:
-                skipped[p.name] = p.api_key_env
-    return Catalog(providers=providers, models=models, skipped=skipped, source=file)
-
-
 def __getattr__(name: str) -> Any:
-    """``load_config`` and ``load_policies`` live in ``router.config_files`` (which builds on
-    this module) and are reached from here too, lazily, so the import has no cycle."""
-    if name in ("load_config", "load_policies"):
+    """``load_config``, ``load_policies`` and ``load_providers`` live in
+    ``router.config_files`` (which builds on this module) and are reached from here too,
+    lazily, so the import has no cycle."""
+    if name in ("load_config", "load_policies", "load_providers"):
         from router import config_files
 
         return getattr(config_files, name)

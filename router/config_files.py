@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -20,15 +21,91 @@ from router.config import (
     ADMIN_KEY_ENV,
     DEFAULT_TEAM,
     Catalog,
+    ModelConfig,
+    ProviderConfig,
     RouterConfig,
     TeamPolicy,
     key_digest,
-    load_providers,
 )
 from router.errors import ConfigError, ConfigProblem
 from router.yaml_files import read_yaml, reserved_fields, validation_problems
 
 __all__ = ["load_config", "load_policies"]
+
+
+T = TypeVar("T")
+
+
+def _section(
+    raw: dict[str, Any], section: str, cls: type[T], file: str, problems: list[ConfigProblem]
+) -> Iterator[tuple[Any, T | None]]:
+    """Each entry of a ``name -> settings`` section, validated as ``cls`` (None when it is
+    not; the problem is added to ``problems``)."""
+    for name, body in (raw.get(section) or {}).items():
+        where = f"{section}.{name}"
+        if not isinstance(body, dict):
+            problems.append(ConfigProblem(file, where, "must be a mapping"))
+            yield name, None
+        elif bad := reserved_fields(file, where, body, ("name",)):
+            problems += bad
+            yield name, None
+        else:
+            try:
+                yield name, cls(name=str(name), **body)
+            except ValidationError as exc:
+                problems += validation_problems(file, where, exc)
+                yield name, None
+
+
+def load_providers(path: str | Path, env: Mapping[str, str] | None = None) -> Catalog:
+    env = os.environ if env is None else env
+    path = Path(path)
+    file = str(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [ConfigProblem(file, "", "must be a mapping with 'providers' and 'models'")]
+        )
+    problems: list[ConfigProblem] = []
+    unknown = set(raw) - {"providers", "models"}
+    problems += [ConfigProblem(file, k, "unknown top-level field") for k in sorted(unknown)]
+    for section in ("providers", "models"):
+        if not isinstance(raw.get(section) or {}, dict):
+            problems.append(ConfigProblem(file, section, "must be a mapping of name -> settings"))
+            raw[section] = {}
+    providers: dict[str, ProviderConfig] = {
+        str(name): p
+        for name, p in _section(raw, "providers", ProviderConfig, file, problems)
+        if p is not None
+    }
+    declared = set(raw.get("providers") or {})
+    models: dict[str, ModelConfig] = {}
+    for name, m in _section(raw, "models", ModelConfig, file, problems):
+        if m is None:
+            continue
+        if m.provider not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"models.{name}.provider",
+                    f"unknown provider {m.provider!r} (known: {known})",
+                )
+            )
+        models[m.name] = m
+    if not providers and not problems:
+        problems.append(ConfigProblem(file, "providers", "no providers defined"))
+    if problems:
+        raise ConfigError(problems)
+    skipped: dict[str, str] = {}
+    for p in providers.values():
+        if p.api_key_env:
+            key = env.get(p.api_key_env)
+            if key:
+                p._api_key = key
+            else:
+                skipped[p.name] = p.api_key_env
+    return Catalog(providers=providers, models=models, skipped=skipped, source=file)
 
 
 def load_policies(

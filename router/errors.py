@@ -39,12 +39,9 @@ class RouterError(Exception):
         """Subclasses state their wire identity in the class line:
         ``class X(RouterError, status=404, type=..., code=...)``."""
         super().__init_subclass__()
-        if status is not None:
-            cls.status = status
-        if type is not None:
-            cls.type = type
-        if code is not None:
-            cls.code = code
+        for name, value in (("status", status), ("type", type), ("code", code)):
+            if value is not None:
+                setattr(cls, name, value)
 
     def __init__(
         self,

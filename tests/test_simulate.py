@@ -13,7 +13,7 @@ from router.errors import NoCandidateError
 from router.offline.plot import plot_frontier
 from router.offline.simulate import (
     Prompt,
-    frontier,
+    frontier_scored,
     lambda_grid,
     load_prompts,
     rough_prompt_tokens,
@@ -145,7 +145,8 @@ def test_cost_aware_matches_the_frontier_at_the_same_lambda():
 
 def test_frontier_is_monotone_and_includes_zero_and_the_current_lambda():
     t = team(cost_sensitivity=37.0)
-    pts = frontier(score_fn, prompts(), team=t, catalog=catalog(), head="grk")
+    sp = score_prompts(score_fn, prompts(), team=t, catalog=catalog(), head="grk")
+    pts = frontier_scored(sp, team=t)
     lams = [p.cost_sensitivity for p in pts]
     assert lams[0] == 0.0 and 37.0 in lams and len(pts) >= 20
     spends = [p.spend_usd for p in pts]

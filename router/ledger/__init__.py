@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from router.ledger.base import (
     CLOSED_RETENTION_S,
-    EPSILON_USD,
     PERIOD_GRACE_S,
     InsufficientBudget,
     Ledger,
@@ -26,7 +25,6 @@ from router.ledger.sqlite import SqliteLedger
 
 __all__ = [
     "CLOSED_RETENTION_S",
-    "EPSILON_USD",
     "InsufficientBudget",
     "JournalEntry",
     "JournalError",

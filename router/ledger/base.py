@@ -246,11 +246,17 @@ class Ledger(ABC):
     async def set_state(self, key: str, value: dict) -> None:
         """Replace the document at ``key``; it must be JSON-serialisable."""
 
-    @abstractmethod
     async def observe_output_tokens(
         self, model: str, tokens: int, *, alpha: float = 0.1, prior: float | None = None
     ) -> float:
         """Fold one response's completion tokens into the model's EWMA; return the new value."""
+        check_alpha(alpha)
+        check_amount("tokens", tokens)
+        return await self._observe(Observation(model, tokens, alpha, prior))
+
+    @abstractmethod
+    async def _observe(self, learn: Observation) -> float:
+        """:meth:`observe_output_tokens` for checked values."""
 
     @abstractmethod
     async def expected_output_tokens(self, model: str) -> float | None:

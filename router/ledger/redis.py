@@ -47,8 +47,6 @@ from router.ledger.base import (
     Observation,
     Reservation,
     Usage,
-    check_alpha,
-    check_amount,
     redacted,
 )
 
@@ -171,6 +169,11 @@ def period_ttl(period_ends_at: float, now: float) -> str:
     return str(math.ceil(max(period_ends_at - now, 0.0) + PERIOD_GRACE_S))
 
 
+def _learn_args(learn: Observation) -> list[str]:
+    prior = "" if learn.prior is None else _num(learn.prior)
+    return [learn.model, _num(learn.tokens), _num(learn.alpha), prior]
+
+
 def split_prefix(url: str) -> tuple[str, str]:
     """Remove our ``prefix`` query parameter from a Redis URL; return (url, prefix)."""
     plain, options = split_options(url)
@@ -271,9 +274,7 @@ class RedisLedger(Ledger):
         if learn is None:
             await self._settle(r, actual, now, ref, ["", "", "", ""])
             return None
-        prior = "" if learn.prior is None else _num(learn.prior)
-        args = [learn.model, _num(learn.tokens), _num(learn.alpha), prior]
-        return float(await self._settle(r, actual, now, ref, args))
+        return float(await self._settle(r, actual, now, ref, _learn_args(learn)))
 
     async def _settle(
         self, r: Reservation, actual: float, now: float, ref: str, learn: list[str]
@@ -354,14 +355,9 @@ class RedisLedger(Ledger):
         text = json.dumps(value, separators=(",", ":"))
         await self._call(self._redis.set(f"{self.prefix}state:{key}", text))
 
-    async def observe_output_tokens(
-        self, model: str, tokens: int, *, alpha: float = 0.1, prior: float | None = None
-    ) -> float:
-        check_alpha(alpha)
-        check_amount("tokens", tokens)
+    async def _observe(self, learn: Observation) -> float:
         keys = [f"{self.prefix}tokens", f"{self.prefix}tokens:n"]
-        args = [model, _num(tokens), _num(alpha), "" if prior is None else _num(prior)]
-        value = await self._call(self._ewma_lua(keys=keys, args=args))
+        value = await self._call(self._ewma_lua(keys=keys, args=_learn_args(learn)))
         return float(value)
 
     async def expected_output_tokens(self, model: str) -> float | None:

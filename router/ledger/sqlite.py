@@ -42,8 +42,6 @@ from router.ledger.base import (
     Observation,
     Reservation,
     Usage,
-    check_alpha,
-    check_amount,
     ewma,
 )
 from router.ledger.sqlite_schema import is_busy, migrate, transaction
@@ -312,15 +310,10 @@ class SqliteLedger(Ledger):
 
         await self._run(write)
 
-    async def observe_output_tokens(
-        self, model: str, tokens: int, *, alpha: float = 0.1, prior: float | None = None
-    ) -> float:
-        check_alpha(alpha)
-        check_amount("tokens", tokens)
-
+    async def _observe(self, learn: Observation) -> float:
         def update() -> float:
             with transaction(self._db, "IMMEDIATE"):
-                return self._observe_in(model, tokens, alpha, prior)
+                return self._observe_in(learn.model, learn.tokens, learn.alpha, learn.prior)
 
         return await self._run(update)
 

@@ -398,28 +398,3 @@ def frontier_scored(
             )
         )
     return out
-
-
-def frontier(
-    score_fn: ScoreFn,
-    prompts: Sequence[Prompt],
-    *,
-    team: TeamPolicy,
-    catalog: Catalog,
-    head: str,
-    model_list: Sequence[str] | None = None,
-    lambdas: Sequence[float] | None = None,
-    prompt_tokens_fn: Callable[[list[dict]], int] | None = None,
-    cap_usd: float | None = None,
-) -> list[FrontierPoint]:
-    """Score the prompts, then the cost-aware frontier across λ."""
-    sp = score_prompts(
-        score_fn,
-        prompts,
-        team=team,
-        catalog=catalog,
-        head=head,
-        model_list=model_list,
-        prompt_tokens_fn=prompt_tokens_fn,
-    )
-    return frontier_scored(sp, team=team, lambdas=lambdas, cap_usd=cap_usd)

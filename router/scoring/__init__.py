@@ -8,9 +8,9 @@ leaderboard helpers. torch is imported only when a torch-backed name is first us
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from router.lazy import lazy_exports
 from router.scoring.inputs import render, user_turns
 from router.scoring.leaderboard import format_table, leaderboard_rows, pairwise_matrix
 from router.scoring.types import DEFAULT_P2L_MODEL, HEADS, ModelLoadError, Scores
@@ -47,7 +47,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'router.scoring' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
