@@ -8,8 +8,8 @@ the thread hop cost more than the SQL). Only when that connection finds the file
 its own connection and the long ``busy_timeout_s``, so the loop never waits on a lock.
 Calls queue on that thread one behind another, so ``busy_timeout_s`` runs from the moment
 a call joins the queue: the k-th call behind a lock fails after ``busy_timeout_s``, not
-k times it (found by bench/soak.py: a 40 s lock stalled every request for the whole 40 s
-and the released backlog then tripped the upstream circuit breakers).
+k times it (found by bench/soak.py: with ``busy_timeout=2`` a 40 s lock held requests
+for up to the whole 40 s instead of refusing each after 2 s).
 The file is in WAL mode with ``synchronous=NORMAL``: a commit is durable against a
 process crash (the WAL is written before the call returns) and only a power loss can
 drop the last few commits; readers never block the writer. Each change is one
