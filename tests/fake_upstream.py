@@ -4,8 +4,10 @@
 answers with the same builders as the built-in echo provider (router/offline/echo.py).
 Tests steer it per model with :meth:`FakeUpstream.behave` (error statuses, Retry-After,
 connection resets, drops after reading the body, slow headers, slow chunks, slow bodies,
-huge SSE events, huge answers) and read what it received in ``.requests`` and
-:meth:`FakeUpstream.bodies_for` (a SHA-256 of every body received, per model).
+huge SSE events, huge answers), or per request with ``.choose`` (a function of the
+request body returning a :class:`Behaviour` or None), and read what it received in
+``.requests`` (each with the ``usage`` of the answer it sent in full, i.e. what a provider
+bills) and :meth:`FakeUpstream.bodies_for` (a SHA-256 of every body received, per model).
 
     with FakeUpstream() as up:
         up.behave("m1", status=503, fail_times=2)
@@ -21,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +108,7 @@ class Recorded:
     disconnected: bool = False  # the client went away before the response was complete
     chunks_sent: int = 0
     bytes_sent: int = 0  # of the body, for huge answers
+    usage: dict | None = None  # the usage of an answer sent in full: what a provider bills
 
 
 class FakeUpstream:
@@ -115,6 +119,8 @@ class FakeUpstream:
         self.requests: list[Recorded] = []
         self._bodies: dict[str, list[str]] = {}
         self._behaviours: dict[str, Behaviour] = {}
+        # Per-request steering (benchmarks): consulted before the per-model behaviours.
+        self.choose: Callable[[dict], Behaviour | None] | None = None
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._server: uvicorn.Server | None = None
@@ -187,7 +193,9 @@ class FakeUpstream:
             if not self._arrived.wait_for(lambda: len(self.requests) >= n, timeout):
                 raise TimeoutError(f"{len(self.requests)} requests arrived, not {n}")
 
-    def _take(self, model: str) -> Behaviour | None:
+    def _take(self, model: str, body: dict) -> Behaviour | None:
+        if self.choose is not None and (chosen := self.choose(body)) is not None:
+            return chosen
         with self._lock:
             key = model if model in self._behaviours else ANY_MODEL
             b = self._behaviours.get(key)
@@ -272,7 +280,7 @@ class FakeUpstream:
         if isinstance(body, str):
             await send_json(send, 400, error_body(body, param="messages"))
             return
-        b = self._take(str(body.get("model")))
+        b = self._take(str(body.get("model")), body)
         if b is not None and b.hold is not None:
             await asyncio.to_thread(b.hold.wait, HOLD_LIMIT_S)
         if b is not None and b.delay_s:
@@ -294,15 +302,17 @@ class FakeUpstream:
             await self._huge(body, b, rec, receive, send)
             return
         if body.get("stream") is not True:
+            answer = completion_for(body)
             if b is not None and b.body_delay_s:
-                await self._slow_body(body, b.body_delay_s, send)
-                return
-            await send_json(send, 200, completion_for(body))
+                await self._slow_body(answer, b.body_delay_s, send)
+            else:
+                await send_json(send, 200, answer)
+            rec.usage = answer["usage"]
             return
         await self._stream(body, b.chunk_delay_s if b else 0.0, rec, receive, send)
 
-    async def _slow_body(self, body: dict, delay: float, send: Any) -> None:
-        data = dumps(completion_for(body))
+    async def _slow_body(self, answer: dict, delay: float, send: Any) -> None:
+        data = dumps(answer)
         head = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": head})
         half = len(data) // 2
@@ -357,6 +367,8 @@ class FakeUpstream:
                     return
                 await send({"type": "http.response.body", "body": sse(chunk), "more_body": True})
                 rec.chunks_sent += 1
+                if chunk.get("usage"):
+                    rec.usage = chunk["usage"]
             if delay:
                 await asyncio.sleep(delay)
             if gone.is_set():

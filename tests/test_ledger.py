@@ -421,6 +421,28 @@ async def test_sqlite_file_is_wal_and_relative_urls_resolve(tmp_path, monkeypatc
         await ledger.usage("t", P, now=T0)
 
 
+async def test_sqlite_busy_timeout_counts_the_wait_in_line(tmp_path):
+    """Calls queued behind another process's lock fail once their own busy timeout is
+    spent, counted from when they joined the queue, not after every call before them has
+    had a whole one (bench/soak.py: a locked ledger stalled every request for the lock's
+    whole length). The clock of those waits is moved by hand."""
+    clock = [0.0]
+    path = tmp_path / "ledger.db"
+    ledger = SqliteLedger(path, busy_timeout_s=30, wait_clock=lambda: clock[0])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    calls = [asyncio.create_task(reserve(ledger, 0.01, ref=f"r{i}")) for i in range(4)]
+    await asyncio.sleep(0)  # each call finds the file locked and joins the ledger thread's queue
+    clock[0] += 31  # the queued calls' 30 s are spent (the first may be in SQLite's own wait)
+    other.execute("COMMIT")
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    queued = results[1:]
+    assert all(isinstance(r, LedgerError) and "in line" in str(r) for r in queued), results
+    assert isinstance(await reserve(ledger, 0.01), Reservation)  # and the ledger still works
+    other.close()
+    await ledger.close()
+
+
 async def test_sqlite_unwritable_path_fails_at_open(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
