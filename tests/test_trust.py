@@ -35,6 +35,7 @@ import pytest
 import redis
 from conftest import (
     ADMIN_KEY,
+    OTHER_KEY,
     PRICES,
     TEAM_KEY,
     RouterHandle,
@@ -45,6 +46,7 @@ from conftest import (
 
 MINI = "gpt-4o-mini-2024-07-18"  # $0.15 / $0.60 per 1M tokens
 CHEAP = "gemini-1.5-flash-002"
+SONNET = "claude-3-5-sonnet-20241022"  # not in team "other"'s allow list
 HELLO = [{"role": "user", "content": "Write a haiku about ledgers"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
 
@@ -621,3 +623,17 @@ def test_wrong_or_missing_key_is_401_everywhere(make_router, fake, key):
     assert [(ln["status"], ln["team"]) for ln in r.decisions()] == [(401, None), (401, None)]
     for path in ("/docs", "/openapi.json"):  # served only with --docs
         assert httpx.get(r.root + path).status_code == 404
+
+
+def test_errors_name_the_team_file_but_never_the_routers_paths(make_router):
+    r = make_router()
+    other = r.http(key=OTHER_KEY)
+    resp = other.post("/v1/chat/completions", json={"model": SONNET, "messages": HELLO})
+    assert resp.status_code == 404
+    message = resp.json()["error"]["message"]
+    assert "other.yaml" in message and str(r.tmp) not in message
+    routed = other.post(
+        "/v1/chat/completions",
+        json={"model": "p2l", "messages": HELLO, "router": {"models": [SONNET]}},
+    )
+    assert routed.status_code == 400 and str(r.tmp) not in routed.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from router.errors import InvalidRequestError, NoCandidateError
@@ -134,7 +135,8 @@ def eligible_models(
     given). A model that declares no ``supports`` is unknown, not incapable: it stays. When
     a filter leaves nothing, NoCandidateError names that filter and what it was given.
     """
-    team_file = team.file or f"team {team.name!r}"
+    # The file's name only: a client must not learn the router's paths.
+    team_file = PurePath(team.file).name if team.file else f"team {team.name!r}"
     listed = [m for m in model_list if m in catalog.models]
     if not listed:
         raise NoCandidateError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from router.config import ROUTER_ALIASES, ModelConfig, RouterConfig, TeamPolicy
@@ -188,7 +189,7 @@ class Planner:
         if not team.allows(req.model):
             raise ModelNotFoundError(
                 f"model '{req.model}' is not allowed for team '{team.name}' "
-                f"(see allow/deny in {team.file})"
+                f"(see allow/deny in its team file, {PurePath(team.file or '').name or team.name})"
             )
         rec.strategy = "direct"
         rec.chosen = req.model
