@@ -32,6 +32,7 @@ from router.protocol import ChatRequest, parse_chat, parse_json_object
 from router.serving.accounting import Accounts, Charge
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
+from router.serving.streaming import relay_chunks
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamFailure, UpstreamStream
 
@@ -256,8 +257,6 @@ class ChatFlow:
         raise self._all_failed(plan, last)
 
     async def _open_stream(self, plan: RoutePlan, body: dict[str, Any]) -> StreamedAnswer:
-        from router.serving.streaming import relay_chunks
-
         rec, last = self.rec, None
         t_start = time.perf_counter()
         async for cfg in self._each_candidate(plan):
