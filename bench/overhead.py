@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -186,6 +187,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 s per scenario")
     ap.add_argument("--router-core", default="0")
     ap.add_argument("--client-core", default="1")
+    ap.add_argument(
+        "--profile",
+        metavar="OUT",
+        help="sample the router with py-spy (pip install py-spy) into OUT (raw folded stacks)",
+    )
     args = ap.parse_args()
     duration = 2.0 if args.quick else args.duration
     with tempfile.TemporaryDirectory() as d:
@@ -247,8 +253,17 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{up_port}/v1/models")
             wait_http(f"http://127.0.0.1:{rt_port}/readyz")
             os.sched_setaffinity(0, {int(args.client_core)})
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(router.pid), "--rate", "250"]
+                    + ["--format", "raw", "--output", args.profile, "--nonblocking"]
+                )
             uvloop.install()
             rows = asyncio.run(scenarios(up_port, rt_port, duration, [1, 32]))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
         finally:
             router.terminate()
             upstream.terminate()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -162,25 +161,26 @@ def test_builders_agree():
 
 
 async def test_transport_streams_incrementally():
-    """The response returns at the app's first byte, and each chunk when it is sent."""
+    """The response returns at the app's first byte, and each chunk when it is sent: the
+    app sends the next chunk only after the client has read the previous one, so a
+    transport that buffered the body would deadlock (and time out) instead."""
+    read = [asyncio.Event() for _ in range(3)]
 
-    async def slow(scope, receive, send):
+    async def lockstep(scope, receive, send):
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(3):
-            await asyncio.sleep(0.05)
             await send({"type": "http.response.body", "body": b"x%d" % i, "more_body": True})
+            await read[i].wait()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async with httpx.AsyncClient(transport=StreamingASGITransport(slow)) as c:
-        t0 = time.monotonic()
-        async with c.stream("GET", "http://app/") as r:
-            assert time.monotonic() - t0 < 0.04
-            times = []
-            async for _ in r.aiter_raw():
-                times.append(time.monotonic() - t0)
-    assert len(times) == 3
-    assert times[0] < 0.09 and times[2] > 0.14
+    got = []
+    client = httpx.AsyncClient(transport=StreamingASGITransport(lockstep))
+    async with client as c, asyncio.timeout(10), c.stream("GET", "http://app/") as r:
+        async for chunk in r.aiter_raw():
+            got.append(chunk)
+            read[len(got) - 1].set()
+    assert got == [b"x0", b"x1", b"x2"]
 
 
 async def test_transport_close_early_cancels_app():
