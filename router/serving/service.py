@@ -87,6 +87,7 @@ class RouterService:
         self.ledger: Ledger
         self.journal: SettlementJournal
         self.accounts: Accounts
+        self.planner: Planner
         self.generations: Generations
         self.decisions: DecisionLog
         self._parts: ChatParts
@@ -128,14 +129,15 @@ class RouterService:
             )
             self.history.start()
         await self.accounts.load_learned_output(self.initial_config.catalog.models)
+        self.planner = Planner(
+            self.accounts,
+            self.tokens,
+            self.require_ready,
+            max_prompt_tokens=limits.max_prompt_tokens,
+        )
         self._parts = ChatParts(
             accounts=self.accounts,
-            planner=Planner(
-                self.accounts,
-                self.tokens,
-                self.require_ready,
-                max_prompt_tokens=limits.max_prompt_tokens,
-            ),
+            planner=self.planner,
             tokens=self.tokens,
             authenticate=lambda gen, auth: authenticate(gen.config, auth),
             record=self.record,
