@@ -20,7 +20,7 @@ def router(make_router):
         research.chat.completions.create(
             model="p2l", messages=[{"role": "user", "content": f"question {i} about databases"}]
         )
-    for chunk in research.chat.completions.create(model="p2l", messages=MSG, stream=True):
+    for _chunk in research.chat.completions.create(model="p2l", messages=MSG, stream=True):
         pass
     other.chat.completions.create(model="p2l", messages=MSG)
     with pytest.raises(openai.NotFoundError):
