@@ -91,9 +91,9 @@ def _wanted_tool(body: dict) -> dict | None:
     if not tools or choice == "none":
         return None
     msgs = _messages(body)
-    if choice != "required" and not isinstance(choice, dict) and msgs:
-        if msgs[-1].get("role") == "tool":
-            return None
+    forced = choice == "required" or isinstance(choice, dict)
+    if not forced and msgs and msgs[-1].get("role") == "tool":
+        return None
     fns = [t["function"] for t in tools if isinstance(t.get("function"), dict)]
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
