@@ -44,21 +44,22 @@ class SqliteDecisions:
         raise NotImplementedError
 
     async def record_decisions(self, lines: list[dict[str, Any]]) -> None:
-        rows = [
-            (
-                str(line["decision_id"]),
-                line_ts(line),
-                line.get("team"),
-                line_model(line),
-                int(line.get("status") or 0),
-                json.dumps(line, separators=(",", ":"), ensure_ascii=False),
-            )
-            for line in lines
-        ]
-        if not rows:
+        if not lines:
             return
 
         def write(db: sqlite3.Connection) -> None:
+            # Serialised here, on the ledger thread, not on the event loop.
+            rows = [
+                (
+                    str(line["decision_id"]),
+                    line_ts(line),
+                    line.get("team"),
+                    line_model(line),
+                    int(line.get("status") or 0),
+                    json.dumps(line, separators=(",", ":"), ensure_ascii=False),
+                )
+                for line in lines
+            ]
             with transaction(db, "IMMEDIATE"):
                 db.executemany(
                     "INSERT OR IGNORE INTO decisions (id, ts, team, model, status, line)"
