@@ -5,7 +5,7 @@ Layout on a 2-core machine: the router alone on core 0 (taskset); the upstream a
 load generator (raw asyncio + httptools + uvloop) on core 1. Prints P50/P99 latency,
 added latency, added time to first streamed byte, requests/s, and P2L scoring time.
 
-    .venv/bin/python bench/overhead.py [--duration 5] [--quick]
+    .venv/bin/python bench/overhead.py [--duration 5] [--quick] [--no-decision-history]
 """
 
 from __future__ import annotations
@@ -192,6 +192,12 @@ def main() -> None:
         metavar="OUT",
         help="sample the router with py-spy (pip install py-spy) into OUT (raw folded stacks)",
     )
+    ap.add_argument(
+        "--decision-history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the router also stores each decision in the ledger (the default)",
+    )
     args = ap.parse_args()
     duration = 2.0 if args.quick else args.duration
     with tempfile.TemporaryDirectory() as d:
@@ -246,6 +252,7 @@ def main() -> None:
                 str(tmp / "decisions.jsonl"),
                 "--log-level",
                 "warning",
+                "--decision-history" if args.decision_history else "--no-decision-history",
             ],
             env=env,
         )
@@ -271,7 +278,8 @@ def main() -> None:
             upstream.wait(10)
     print(
         f"router on core {args.router_core}; upstream + load generator on core {args.client_core}; "
-        f"{duration:g} s per scenario"
+        f"{duration:g} s per scenario; decision history "
+        f"{'on' if args.decision_history else 'off'}"
     )
     print_rows(rows)
 

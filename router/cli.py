@@ -1,4 +1,5 @@
-"""``p2l-router``: serve, demo, leaderboard, simulate, tiny-checkpoint, check-config.
+"""``p2l-router``: serve, demo, leaderboard, simulate, decisions, tiny-checkpoint,
+check-config.
 
 Every flag can also be set by an environment variable ``P2L_ROUTER_<FLAG>``
 (``--p2l-model`` -> ``P2L_ROUTER_P2L_MODEL``); a flag on the command line wins.
@@ -16,6 +17,7 @@ from typing import Any
 
 from router.errors import ConfigError
 from router.offline.commands import cmd_leaderboard, cmd_simulate
+from router.offline.reports import add_decisions_parser, cmd_decisions
 from router.scoring.types import DEFAULT_P2L_MODEL
 
 log = logging.getLogger("router")
@@ -61,6 +63,8 @@ def _server_flags(p: argparse.ArgumentParser, *, port: int = 8000) -> None:
     _add(p, "p2l-head", None, help="override the head type: bt | rk | grk")
     _add(p, "decision-log", "-", help="file for the JSON decision log; '-' = stderr, 'off' = none")
     _add(p, "log-prompts", False, _bool, help="include prompt text in the decision log")
+    _add(p, "decision-history", True, _bool, help="also keep each decision in the ledger")
+    _add(p, "decision-retention-days", 30.0, float, help="how long the ledger keeps decisions")
     _add(p, "max-body-mb", 8.0, float, help="largest request body accepted (413 above)")
     _add(p, "max-n", 16, int, help="largest 'n' accepted (400 above)")
     _add(
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sim, "device", "auto")
     _add(sim, "p2l-head", None)
     sim.add_argument("--json", action="store_true")
+    add_decisions_parser(sub)
     return ap
 
 
@@ -177,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tiny-checkpoint": cmd_tiny_checkpoint,
         "check-config": cmd_check_config,
         "simulate": cmd_simulate,
+        "decisions": cmd_decisions,
     }[args.command]
     try:
         return handler(args)
@@ -248,6 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=request_limits(args),
         log_prompts=args.log_prompts,
         journal_path=args.journal,
+        **history_options(args),
     )
     return run_server(args, service, reload)
 
@@ -260,6 +267,13 @@ def request_limits(args: argparse.Namespace) -> Any:
         max_n=args.max_n,
         max_prompt_tokens=args.max_prompt_tokens or DEFAULT_LIMITS.max_prompt_tokens,
     )
+
+
+def history_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "decision_history": args.decision_history,
+        "decision_retention_days": args.decision_retention_days,
+    }
 
 
 def _warn_unscored(config: Any, model_list: Sequence[str]) -> None:
@@ -289,6 +303,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         transports=demo.transports,
         limits=request_limits(args),
         log_prompts=args.log_prompts,
+        **history_options(args),
     )
     print(demo.banner(args.host, args.port), flush=True)
     return run_server(args, service, demo.reload)

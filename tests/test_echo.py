@@ -128,13 +128,64 @@ async def test_tools_forced_call(client):
         delta = events[0]["choices"][0]["delta"]
         assert delta["tool_calls"][0]["function"]["name"] == name
         assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
-    # tools offered but not forced: a normal text answer
-    out = (
-        await client.post(
-            "/chat/completions", json={"model": "m", "messages": MSGS, "tools": tools}
-        )
-    ).json()
-    assert out["choices"][0]["message"]["content"].startswith("[m] echo:")
+    # offered, not forced: still a call of the first tool (agents drive the echo), but
+    # text with tool_choice "none" and after a tool's result (so an agent loop ends)
+    auto = {"model": "m", "messages": MSGS, "tools": tools}
+    out = (await client.post("/chat/completions", json=auto)).json()
+    assert out["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+    for extra in (
+        {"tool_choice": "none"},
+        {"messages": [*MSGS, {"role": "tool", "tool_call_id": "c1", "content": "42"}]},
+    ):
+        out = (await client.post("/chat/completions", json={**auto, **extra})).json()
+        assert out["choices"][0]["message"]["content"].startswith("[m] echo:")
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "minLength": 6},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "when": {"type": "string", "format": "date"},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        "where": {"$ref": "#/$defs/Place"},
+        "note": {"anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}]},
+        "optional": {"type": "string"},
+    },
+    "required": ["city", "unit", "days", "when", "tags", "where", "note"],
+    "$defs": {
+        "Place": {
+            "type": "object",
+            "properties": {"lat": {"type": "number"}, "ok": {"type": "boolean"}},
+            "required": ["lat", "ok"],
+        }
+    },
+}
+
+
+async def test_tool_arguments_and_structured_output_fit_the_schema(client):
+    import jsonschema
+
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": SCHEMA}}]
+    body = {"model": "m", "messages": MSGS, "tools": tools}
+    out = (await client.post("/chat/completions", json=body)).json()
+    args = json.loads(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+    jsonschema.validate(args, SCHEMA)
+    assert args["unit"] == "celsius" and args["days"] == 1 and "optional" not in args
+    events = await _sse(client, {**body, "stream": True})
+    streamed = events[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(streamed) == args
+
+    rf = {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA, "strict": True}}
+    body = {"model": "m", "messages": MSGS, "response_format": rf}
+    out = (await client.post("/chat/completions", json=body)).json()
+    jsonschema.validate(json.loads(out["choices"][0]["message"]["content"]), SCHEMA)
+    events = await _sse(client, {**body, "stream": True})
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"]
+    )
+    jsonschema.validate(json.loads(text), SCHEMA)
 
 
 async def test_json_mode_and_n(client):

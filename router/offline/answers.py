@@ -2,9 +2,11 @@
 
 Answers: ``[<model>] echo: <last user text, first words>``; usage counts words
 (prompt: every message's text; completion: the answer's words, cut at ``max_tokens``).
-Tools: when ``tools`` is given and ``tool_choice`` is ``"required"`` or names a function,
-the answer is one tool call with arguments ``"{}"``. ``response_format`` json_object or
-json_schema: the content is a JSON object string.
+Tools: when ``tools`` is given (and ``tool_choice`` is not ``"none"``, and the last
+message is not a tool result), the answer is one call of the named or first function with
+arguments that fit its ``parameters`` schema (a minimal valid instance). ``response_format``
+json_schema: the content is a minimal instance of the schema; json_object: an object with
+the echo text.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from typing import Any
 
 from router.jsonio import dumps
+from router.offline.schema_instance import minimal_instance
 
 ECHO_WORDS = 48  # the answer quotes at most this many words of the user's text
 DONE = b"data: [DONE]\n\n"
@@ -79,44 +82,65 @@ def _choice_count(body: dict) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 128 else 1
 
 
-def _wanted_tool(body: dict) -> str | None:
-    """The function name to call when the request forces a tool call, else None."""
-    tools = body.get("tools")
-    if not isinstance(tools, list) or not tools:
-        return None
+def _wanted_tool(body: dict) -> dict | None:
+    """The function to call, or None: the named one, else the first tool, whenever tools
+    are given, unless ``tool_choice`` is ``"none"`` or the last message is a tool's result
+    (then the echo answers in text, so an agent loop ends)."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
     choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        fn = choice.get("function")
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            return fn["name"]
+    if not tools or choice == "none":
         return None
-    if choice == "required":
-        first = tools[0] if isinstance(tools[0], dict) else {}
-        fn = first.get("function") if isinstance(first.get("function"), dict) else {}
-        return str(fn.get("name") or "tool")
+    msgs = _messages(body)
+    forced = choice == "required" or isinstance(choice, dict)
+    if not forced and msgs and msgs[-1].get("role") == "tool":
+        return None
+    fns = [t["function"] for t in tools if isinstance(t.get("function"), dict)]
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        return next((f for f in fns if f.get("name") == name), {"name": str(name)})
+    return fns[0] if fns else {"name": "tool"}
+
+
+def _json_content(body: dict) -> str | None:
+    """For ``response_format`` json_schema: a minimal instance of the schema; json_object:
+    an object with the answer; else None."""
+    rf = body.get("response_format")
+    if not isinstance(rf, dict):
+        return None
+    if rf.get("type") == "json_schema":
+        spec = rf.get("json_schema") if isinstance(rf.get("json_schema"), dict) else {}
+        return json.dumps(minimal_instance(spec.get("schema") or {"type": "object"}))
     return None
 
 
 def _wants_json(body: dict) -> bool:
     rf = body.get("response_format")
-    return isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+    return isinstance(rf, dict) and rf.get("type") == "json_object"
 
 
 class _Answer:
     """What the echo model says to one request, shared by both response shapes."""
 
-    __slots__ = ("model", "words", "finish", "tool", "content", "prompt_tokens", "n")
+    __slots__ = ("model", "words", "finish", "tool", "arguments", "content", "prompt_tokens", "n")
 
     def __init__(self, body: dict) -> None:
         msgs = _messages(body)
         self.model = str(body.get("model") or "echo")
         self.prompt_tokens = prompt_tokens(msgs)
         self.n = _choice_count(body)
-        self.tool = _wanted_tool(body)
-        if self.tool is not None:
-            self.words = [self.tool, "{}"]
+        fn = _wanted_tool(body)
+        self.tool = None if fn is None else str(fn.get("name") or "tool")
+        if fn is not None:
+            self.arguments = json.dumps(minimal_instance(fn.get("parameters") or {}) or {})
+            self.words = [self.tool, *self.arguments.split()]
             self.finish = "tool_calls"
             self.content = None
+            return
+        structured = _json_content(body)
+        if structured is not None:
+            self.words = structured.split()
+            self.finish = "stop"
+            self.content = structured
             return
         quoted = last_user_text(msgs).split()[:ECHO_WORDS]
         words = [f"[{self.model}]", "echo:", *quoted]
@@ -145,7 +169,7 @@ class _Answer:
         return {
             "id": call_id,
             "type": "function",
-            "function": {"name": self.tool, "arguments": "{}"},
+            "function": {"name": self.tool, "arguments": self.arguments},
         }
 
     def pieces(self) -> list[str]:

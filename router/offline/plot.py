@@ -81,3 +81,54 @@ def plot_frontier(
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_decisions(summary: dict, out_png: str | Path) -> Path:
+    """Two panels from ``summarize_decisions``: spend per bucket by team (left) and each
+    team's model share of requests (right, stacked bars)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("plotting needs matplotlib: pip install 'p2l-router[plot]'") from exc
+    from datetime import datetime
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
+    spend: dict[str, dict[str, float]] = {}
+    for b in summary["buckets"]:
+        team = str(b["team"])
+        spend.setdefault(team, {})
+        spend[team][b["start"]] = spend[team].get(b["start"], 0.0) + b["spend_usd"]
+    for team, series in sorted(spend.items()):
+        xs = sorted(series)
+        left.plot([datetime.fromisoformat(x) for x in xs], [series[x] for x in xs], "-o",
+                  ms=3, label=team)  # fmt: skip
+    left.set_title(f"spend per {summary['bucket_s']:g} s bucket (USD)")
+    left.tick_params(axis="x", labelrotation=30, labelsize=7)
+    if spend:
+        left.legend(fontsize=8)
+    left.grid(True, alpha=0.3)
+    teams = sorted({str(g["team"]) for g in summary["groups"]})
+    models = sorted({str(g["model"]) for g in summary["groups"]})
+    bottom = np.zeros(len(teams))
+    for model in models:
+        share = np.array(
+            [
+                sum(g["share"] for g in summary["groups"]
+                    if str(g["team"]) == t and str(g["model"]) == model)
+                for t in teams
+            ]
+        )  # fmt: skip
+        right.bar(teams, share, bottom=bottom, label=model)
+        bottom += share
+    right.set_title("model share of each team's requests")
+    right.set_ylim(0, 1)
+    if models:
+        right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
