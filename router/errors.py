@@ -6,6 +6,7 @@ RouterError                      -> an OpenAI-style error body with an HTTP stat
  ├── AuthenticationError          401 authentication_error
  ├── PermissionDeniedError        403 permission_error (a team key on an admin endpoint)
  ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
+ ├── NotFoundError                404 invalid_request_error, code not_found (admin lookups)
  ├── RequestTimeoutError          408 invalid_request_error, code request_timeout
  ├── BodyTooLargeError            413 invalid_request_error, code body_too_large
  ├── BudgetExceededError          429 budget_exceeded
@@ -95,6 +96,10 @@ class ModelNotFoundError(
     def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("param", "model")
         super().__init__(message, **kw)
+
+
+class NotFoundError(RouterError, status=404, type="invalid_request_error", code="not_found"):
+    """An admin lookup (a decision id) that is unknown or not the caller's to see."""
 
 
 class RequestTimeoutError(

@@ -30,6 +30,7 @@ from router.ledger import (
     Usage,
     create_ledger,
 )
+from router.ledger.sqlite_schema import SCHEMA_VERSION
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 ROOT = Path(__file__).resolve().parents[1]
@@ -535,7 +536,7 @@ async def test_sqlite_schema_1_file_is_upgraded(tmp_path, duplicate):
     finally:
         await ledger.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("store", [pytest.param("redis", marks=needs_redis)], indirect=True)

@@ -41,8 +41,10 @@ import math
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from router.ledger.history import DEFAULT_RETENTION_DAYS, summarize_decisions
 from router.ledger.rate import check_rate_args
 
 EPSILON_USD = 1e-12
@@ -156,6 +158,9 @@ class Ledger(ABC):
     """A team budget store. All methods are coroutines and safe to call concurrently."""
 
     url: str = ""
+    # How long a stored decision is kept (Redis: the per-id lookup's TTL; both backends
+    # also drop older ones at ``purge_decisions``). Set by the service from the flag.
+    decision_retention_s: float = DEFAULT_RETENTION_DAYS * 86400.0
 
     async def reserve(
         self,
@@ -265,6 +270,46 @@ class Ledger(ABC):
     @abstractmethod
     async def total_spent(self, team: str | None = None) -> float:
         """Settled spend over all periods, of one team or of all teams (audit and tests)."""
+
+    # ------------------------------------------------------------ decision history
+    # Semantics and the line format: router/ledger/history.py.
+
+    @abstractmethod
+    async def record_decisions(self, lines: list[dict[str, Any]]) -> None:
+        """Store decision-log lines (idempotent by ``decision_id``)."""
+
+    @abstractmethod
+    async def query_decisions(
+        self,
+        *,
+        team: str | None = None,
+        model: str | None = None,
+        status: str | int | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Stored lines, newest first, and the cursor of the next page (None at the end).
+        ``status``: an HTTP status, ``ok`` or ``error``; ``since``: Unix seconds."""
+
+    @abstractmethod
+    async def get_decision(self, decision_id: str) -> dict[str, Any] | None:
+        """One stored line, or None."""
+
+    async def decision_stats(
+        self, *, since: float | None, bucket_s: float = 3600.0, team: str | None = None
+    ) -> dict[str, Any]:
+        """``summarize_decisions`` over the stored lines since ``since``."""
+        lines = await self.decisions_since(since, team)
+        return summarize_decisions(lines, bucket_s=bucket_s, since=since)
+
+    @abstractmethod
+    async def decisions_since(self, since: float | None, team: str | None) -> list[dict[str, Any]]:
+        """Every stored line since ``since`` (of one team), oldest first."""
+
+    @abstractmethod
+    async def purge_decisions(self, before_ts: float) -> int:
+        """Drop lines older than ``before_ts``; returns how many went (Redis: about)."""
 
     async def check(self) -> None:
         """Raise LedgerError if the store cannot be reached (start-up and /readyz)."""

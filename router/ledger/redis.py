@@ -19,6 +19,7 @@ URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows wit
   {p}rate:{team}:req|tok     STR   GCRA state (rate.py)              PX until the bucket is full
   {p}state:{key}             STR   JSON document                     one per team
   {p}tokens, {p}tokens:n     HASH  model -> EWMA, observations       one field per model
+  {p}decisions, {p}decision:{id}     the decision history (router/ledger/history_redis.py)
 
 The spend stream is therefore the *recent* audit trail (``?stream_maxlen=N``, default
 ``STREAM_MAXLEN``); the running totals are the authority. A settle is idempotent by
@@ -49,6 +50,7 @@ from router.ledger.base import (
     Usage,
     redacted,
 )
+from router.ledger.history_redis import RedisDecisions
 
 DEFAULT_PREFIX = "p2l-router:"
 MAX_CONNECTIONS = 64
@@ -192,7 +194,7 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
 OUR_OPTIONS = ("prefix", "stream_maxlen")
 
 
-class RedisLedger(Ledger):
+class RedisLedger(RedisDecisions, Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
     def __init__(
@@ -246,6 +248,13 @@ class RedisLedger(Ledger):
             f"{p}resamt:{t}:{period_key}",
             f"{p}spent:{t}:{period_key}",
         ]
+
+    @property
+    def redis_client(self) -> Any:
+        return self._redis
+
+    async def redis_call(self, coro: Any) -> Any:
+        return await self._call(coro)
 
     async def _call(self, coro: Any) -> Any:
         try:

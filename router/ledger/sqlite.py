@@ -44,6 +44,7 @@ from router.ledger.base import (
     Usage,
     ewma,
 )
+from router.ledger.history_sqlite import SqliteDecisions
 from router.ledger.sqlite_schema import is_busy, migrate, transaction
 
 log = logging.getLogger("router.ledger")
@@ -53,7 +54,7 @@ PURGE_EVERY_S = 60.0
 CHECKPOINT_EVERY = 1000  # inline calls between background WAL checkpoints
 
 
-class SqliteLedger(Ledger):
+class SqliteLedger(SqliteDecisions, Ledger):
     """Ledger in a SQLite file (``":memory:"`` works too, for one instance only)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, url: str = "") -> None:
@@ -125,6 +126,16 @@ class SqliteLedger(Ledger):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
+
+    async def off_loop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the ledger thread (the decision history's calls)."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(self._conn))  # type: ignore[arg-type]
         except sqlite3.Error as exc:
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
 

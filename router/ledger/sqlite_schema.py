@@ -10,6 +10,8 @@ Tables (created if missing; ``PRAGMA user_version`` is the schema version):
   state          JSON documents (the pacer's state)
   output_tokens  EWMA of completion tokens per model
   rate           GCRA state of the team rate limits (router/ledger/rate.py)
+  decisions      the decision history: one decision-log line per request (JSON in
+                 ``line``), indexed by ts, team, model, status (router/ledger/history.py)
 
 Amounts are REAL (binary floats): a running float sum of n costs is off by about
 n * 1e-16 of the total, far inside the 1e-9 USD to which totals must match the decision
@@ -18,8 +20,9 @@ no secondary index beyond the one the reserve check reads and the one that makes
 settle once, and ``reservations`` is WITHOUT ROWID, to keep the pages written per commit
 few; ``spend`` keeps its rowid, which is the audit trail's insertion order.
 
-Schema 2 (this version) added the unique index on ``spend.ref`` (where set) and the
-``rate`` table; a schema-1 file is upgraded in place when first opened.
+Schema 2 added the unique index on ``spend.ref`` (where set) and the ``rate`` table;
+schema 3 (this version) the ``decisions`` table. An older file is upgraded in place when
+first opened.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import sqlite3
 
 from router.ledger.base import LedgerError
 
-SCHEMA_VERSION = 2  # 2: spend.ref unique when set; rate table
+SCHEMA_VERSION = 3  # 2: spend.ref unique when set; rate table. 3: decisions
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
@@ -75,6 +78,18 @@ CREATE TABLE IF NOT EXISTS rate (
     PRIMARY KEY (team, kind)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS spend_ref ON spend (ref) WHERE ref <> '';
+CREATE TABLE IF NOT EXISTS decisions (
+    id      TEXT PRIMARY KEY,
+    ts      REAL NOT NULL,
+    team    TEXT,
+    model   TEXT,
+    status  INTEGER NOT NULL,
+    line    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE INDEX IF NOT EXISTS decisions_team ON decisions (team, ts);
+CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, ts);
+CREATE INDEX IF NOT EXISTS decisions_status ON decisions (status, ts);
 """
 
 

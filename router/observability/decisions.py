@@ -183,9 +183,13 @@ class DecisionLog:
         return self._queued - self._done
 
     def write(self, record: DecisionRecord) -> None:
+        self.write_line(record.log_line())
+
+    def write_line(self, fields: dict[str, Any]) -> None:
+        """``write`` for a line already built (the service also hands it to the history)."""
         if not self._enabled:
             return
-        line = dumps(record.log_line()) + b"\n"
+        line = dumps(fields) + b"\n"
         with self._cond:
             if self._closing or len(self._buf) >= self.max_pending:
                 self.dropped += 1

@@ -121,6 +121,11 @@ class RouterMetrics:
             ["provider"],
             registry=r,
         )
+        self._history_dropped = Counter(
+            "router_decision_history_dropped",
+            "Decision-history lines not stored in the ledger (queue full or ledger down)",
+            registry=r,
+        )
         self._overhead = Histogram(
             "router_overhead_seconds",
             "Time spent in the router per chat request, upstream excluded",
@@ -224,6 +229,10 @@ class RouterMetrics:
                 c = self._tok_c[k] = self._tokens.labels(team, kind)
             if n:
                 c.inc(n)
+
+    def count_history_dropped(self, n: int) -> None:
+        """``n`` decision lines the ledger's history will not have (the log file does)."""
+        self._history_dropped.inc(n)
 
     def record_attempts(self, provider: str, n: int) -> None:
         """``n`` requests sent to ``provider`` for one candidate (1 unless retried)."""

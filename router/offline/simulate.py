@@ -176,6 +176,7 @@ class FrontierPoint:
     spend_usd: float  # over the sample
     top_model: str  # the model serving the most prompts
     top_share: float
+    routed: int = 0  # prompts with a candidate under the cap
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,7 @@ def frontier_scored(
                 spend_usd=float(sp.costs[r, p].sum()),
                 top_model=sp.models[top],
                 top_share=k / ok.sum(),
+                routed=int(ok.sum()),
             )
         )
     return out

@@ -195,8 +195,11 @@ class Accounts:
             "cost_sensitivity": team.cost_sensitivity,
         }
 
-    async def cost_sensitivity(self, team: TeamPolicy, usage: Usage, period: Period) -> float:
-        """The team's λ; with ``budget.pacing`` it adapts so spend tracks the budget."""
+    async def cost_sensitivity(
+        self, team: TeamPolicy, usage: Usage, period: Period, *, save: bool = True
+    ) -> float:
+        """The team's λ; with ``budget.pacing`` it adapts so spend tracks the budget.
+        ``save=False`` reads it without moving the pacer (admin views, previews)."""
         b = team.budget
         if not b.pacing or b.usd is None or b.period == "total":
             return team.cost_sensitivity
@@ -211,7 +214,8 @@ class Accounts:
             period.end,
             self.clock(),
         )
-        await self.ledger.set_state(state_key, state)
+        if save:
+            await self.ledger.set_state(state_key, state)
         return lam
 
     async def reserve(self, hold: Hold, amount_usd: float, *, ref: str) -> None:

@@ -18,6 +18,7 @@ from router.errors import (
 )
 from router.observability.decisions import DecisionRecord
 from router.policy import (
+    Candidate,
     Decision,
     check_fits,
     decide,
@@ -99,28 +100,7 @@ class Planner:
 
         scores = await self.scorer().score(req.messages)
         rec.scoring_ms = scores.scoring_ms
-        catalog = config.catalog
-        names = eligible_models(
-            scores.models,
-            catalog,
-            team,
-            opts.models if opts else None,
-            req.needs(),
-            prompt_tokens=prompt_tokens,
-            max_tokens=req.output_token_limit,
-            learned_output_tokens=self.accounts.learned_output,
-        )
-        coefs = scores.coef_of()
-        cands = make_candidates(
-            names,
-            coefs,
-            head=scores.head,
-            catalog=catalog,
-            prompt_tokens=prompt_tokens,
-            max_tokens=req.output_token_limit,
-            learned_output_tokens=self.accounts.learned_output,
-            choices=req.n or 1,
-        )
+        cands, coefs = self.candidates(config, team, req, scores, prompt_tokens)
         strategy = (opts.strategy if opts else None) or team.strategy
         rec.strategy = strategy
         lam = await self.accounts.cost_sensitivity(team, usage, period)
@@ -161,6 +141,40 @@ class Planner:
             prompt_tokens,
             hold,
         )
+
+    def candidates(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        scores: Any,
+        prompt_tokens: int,
+    ) -> tuple[list[Candidate], dict[str, float]]:
+        """The team's candidates for this scored request, priced; and the coefs by model.
+        NoCandidateError when none is eligible."""
+        opts = req.router
+        names = eligible_models(
+            scores.models,
+            config.catalog,
+            team,
+            opts.models if opts else None,
+            req.needs(),
+            prompt_tokens=prompt_tokens,
+            max_tokens=req.output_token_limit,
+            learned_output_tokens=self.accounts.learned_output,
+        )
+        coefs = scores.coef_of()
+        cands = make_candidates(
+            names,
+            coefs,
+            head=scores.head,
+            catalog=config.catalog,
+            prompt_tokens=prompt_tokens,
+            max_tokens=req.output_token_limit,
+            learned_output_tokens=self.accounts.learned_output,
+            choices=req.n or 1,
+        )
+        return cands, coefs
 
     def _direct(
         self,

@@ -22,7 +22,9 @@ import anyio
 from router.config import RouterConfig, TeamPolicy
 from router.errors import AuthenticationError, NotReadyError
 from router.ledger import JournalError, Ledger, SettlementJournal, create_ledger
+from router.ledger.history import DEFAULT_RETENTION_DAYS
 from router.observability import DecisionLog, DecisionRecord, RouterMetrics
+from router.observability.history import DecisionHistory
 from router.policy import price_table
 from router.protocol import LeaderboardRequest
 from router.serving.accounting import Accounts
@@ -63,6 +65,8 @@ class RouterService:
         log_prompts: bool = False,
         journal_path: str | None = None,
         clock: Callable[[], float] = time.time,
+        decision_history: bool = True,
+        decision_retention_days: float = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.initial_config = config
         self.ledger_url = ledger_url
@@ -73,6 +77,9 @@ class RouterService:
         self.limits = limits
         self.log_prompts = log_prompts
         self.clock = clock
+        self.decision_history = decision_history
+        self.decision_retention_days = decision_retention_days
+        self.history: DecisionHistory | None = None
         self.metrics = RouterMetrics()
         self.load_error: str | None = None
         self.tokens = TokenCounter(self._tokenizer)
@@ -80,6 +87,7 @@ class RouterService:
         self.ledger: Ledger
         self.journal: SettlementJournal
         self.accounts: Accounts
+        self.planner: Planner
         self.generations: Generations
         self.decisions: DecisionLog
         self._parts: ChatParts
@@ -112,15 +120,24 @@ class RouterService:
             self.initial_config, lambda c: UpstreamClient(c.catalog, transports=self.transports)
         )
         self.decisions = DecisionLog(self.decision_log_target)
+        if self.decision_history:
+            self.history = DecisionHistory(
+                self.ledger,
+                retention_s=self.decision_retention_days * 86400.0,
+                clock=self.clock,
+                on_drop=self.metrics.count_history_dropped,
+            )
+            self.history.start()
         await self.accounts.load_learned_output(self.initial_config.catalog.models)
+        self.planner = Planner(
+            self.accounts,
+            self.tokens,
+            self.require_ready,
+            max_prompt_tokens=limits.max_prompt_tokens,
+        )
         self._parts = ChatParts(
             accounts=self.accounts,
-            planner=Planner(
-                self.accounts,
-                self.tokens,
-                self.require_ready,
-                max_prompt_tokens=limits.max_prompt_tokens,
-            ),
+            planner=self.planner,
             tokens=self.tokens,
             authenticate=lambda gen, auth: authenticate(gen.config, auth),
             record=self.record,
@@ -164,6 +181,8 @@ class RouterService:
         if self.engine is not None:
             await self.engine.close()
         await self.generations.close()
+        if self.history is not None:
+            await self.history.close()
         if self.journal.pending_count():
             await self.journal.replay(self.ledger)  # one last try; what is left stays on disk
         self.journal.close()
@@ -274,7 +293,10 @@ class RouterService:
     # ------------------------------------------------------------ observability
 
     def record(self, rec: DecisionRecord) -> None:
-        self.decisions.write(rec)
+        line = rec.log_line()
+        self.decisions.write_line(line)
+        if self.history is not None:
+            self.history.offer(line)
         m = self.metrics
         m.record_request(
             rec.team,

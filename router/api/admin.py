@@ -1,0 +1,226 @@
+"""The admin API (``/v1/admin/*``): teams, decision history, stats, route preview, what-if.
+
+Access: the key in ``P2L_ROUTER_ADMIN_KEY`` sees every team; a team key sees only its own
+team (asking for another is 403; another team's decision is 404, as if unknown); no key
+is 401. Shapes are the response models below (served in /openapi.json with ``--docs``);
+errors are OpenAI's shape like everywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from router.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from router.ledger.history import MAX_QUERY_LIMIT, parse_duration, parse_since
+from router.serving.admin import MAX_WHATIF_DECISIONS, AdminQueries
+
+
+class TeamRow(BaseModel):
+    team: str
+    limit_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    journaled_usd: float
+    period: str
+    period_start: str
+    period_end: str | None
+    elapsed_share: float | None = Field(description="share of the period gone, 0..1")
+    projected_spend_usd: float | None = Field(description="spent / elapsed_share")
+    strategy: str
+    cost_sensitivity: float = Field(description="λ in the team file")
+    cost_sensitivity_now: float = Field(description="the paced λ with pacing on, else the file's")
+
+
+class TeamList(BaseModel):
+    object: str = "list"
+    data: list[TeamRow]
+
+
+class DecisionPage(BaseModel):
+    object: str = "list"
+    data: list[dict[str, Any]] = Field(description="decision-log lines, newest first")
+    next_cursor: str | None
+
+
+class StatsGroup(BaseModel):
+    team: str | None
+    model: str | None
+    requests: int
+    spend_usd: float
+    share: float = Field(description="share of the team's requests")
+    scoring_ms_p50: float | None
+    scoring_ms_p99: float | None
+    upstream_ms_p50: float | None
+    upstream_ms_p99: float | None
+    overhead_ms_p50: float | None
+    overhead_ms_p99: float | None
+    fallbacks: int
+    errors: int
+
+
+class StatsBucket(BaseModel):
+    start: str
+    team: str | None
+    model: str | None
+    requests: int
+    spend_usd: float
+
+
+class Stats(BaseModel):
+    since: str | None
+    bucket_s: float
+    groups: list[StatsGroup]
+    buckets: list[StatsBucket]
+
+
+class PreviewRequest(BaseModel):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+
+
+class PreviewTeam(BaseModel):
+    team: str
+    chosen: str | None = None
+    expected_cost_usd: float | None = None
+    strategy: str | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+class Preview(BaseModel):
+    head: str
+    models: list[dict[str, Any]] = Field(description="the prompt's leaderboard rows")
+    teams: list[PreviewTeam]
+
+
+class WhatIfRequest(BaseModel):
+    team: str
+    cost_sensitivity: list[float] = Field(min_length=1, max_length=200)
+    limit: int = Field(500, ge=1, le=MAX_WHATIF_DECISIONS)
+
+
+class WhatIfPoint(BaseModel):
+    cost_sensitivity: float
+    spend_usd: float
+    mean_score: float
+    requests: int
+
+
+class WhatIf(BaseModel):
+    team: str
+    points: list[WhatIfPoint]
+
+
+def admin_scope(service: Any, authorization: str | None) -> str | None:
+    """None for the admin key (every team), else the team of a valid team key."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise AuthenticationError("the admin API needs 'Bearer <admin key or team key>'")
+    cfg = service.config
+    if cfg.admin_enabled and cfg.is_admin(key):
+        return None
+    return service.authenticate(authorization).name
+
+
+def _team_filter(scope: str | None, team: str | None) -> str | None:
+    if scope is not None and team not in (None, "", scope):
+        raise PermissionDeniedError(f"a team key reads only its own team ('{scope}')")
+    return scope or team or None
+
+
+def _bad(param: str, exc: ValueError) -> InvalidRequestError:
+    return InvalidRequestError(str(exc), param=param)
+
+
+def create_admin_routes(service: Any) -> APIRouter:
+    routes = APIRouter(prefix="/v1/admin", tags=["admin"])
+    queries = AdminQueries(service)
+
+    @routes.get("/teams", response_model=TeamList)
+    async def teams(request: Request) -> dict[str, Any]:
+        """Each team: budget, spend, period, pace, strategy and λ now."""
+        scope = admin_scope(service, request.headers.get("authorization"))
+        return {"object": "list", "data": await queries.teams(scope)}
+
+    @routes.get("/decisions", response_model=DecisionPage)
+    async def decisions(
+        request: Request,
+        team: str | None = None,
+        model: str | None = None,
+        status: str | None = Query(None, description="an HTTP status, 'ok' or 'error'"),
+        since: str | None = Query(None, description="ISO time or a duration: 30m, 24h, 7d"),
+        limit: int = Query(50, ge=1, le=MAX_QUERY_LIMIT),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Stored decisions, newest first; pass ``next_cursor`` back for the next page."""
+        scope = admin_scope(service, request.headers.get("authorization"))
+        try:
+            since_ts = parse_since(since, service.clock())
+        except ValueError as exc:
+            raise _bad("since", exc) from None
+        try:
+            data, nxt = await service.ledger.query_decisions(
+                team=_team_filter(scope, team), model=model, status=status, since=since_ts,
+                limit=limit, cursor=cursor,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise _bad("cursor" if cursor and "cursor" in str(exc) else "status", exc) from None
+        return {"object": "list", "data": data, "next_cursor": nxt}
+
+    @routes.get("/decisions/{decision_id}", response_model=dict[str, Any])
+    async def decision(request: Request, decision_id: str) -> dict[str, Any]:
+        """One decision: its full log line."""
+        scope = admin_scope(service, request.headers.get("authorization"))
+        line = await service.ledger.get_decision(decision_id)
+        if line is None or (scope is not None and line.get("team") != scope):
+            raise NotFoundError(f"no decision '{decision_id}' (or past retention)")
+        return line
+
+    @routes.get("/stats", response_model=Stats)
+    async def stats(
+        request: Request,
+        since: str | None = Query(None, description="ISO time or a duration: 30m, 24h, 7d"),
+        bucket: str = Query("1h", description="bucket width: seconds, or 1m, 5m, 1h, 1d"),
+    ) -> dict[str, Any]:
+        """Per team × model: requests, spend, share, latency percentiles, fallbacks,
+        errors; and requests and spend per time bucket."""
+        scope = admin_scope(service, request.headers.get("authorization"))
+        try:
+            since_ts = parse_since(since, service.clock())
+        except ValueError as exc:
+            raise _bad("since", exc) from None
+        try:
+            bucket_s = parse_duration(bucket)
+            if bucket_s <= 0:
+                raise ValueError("bucket must be > 0")
+        except ValueError as exc:
+            raise _bad("bucket", exc) from None
+        return await service.ledger.decision_stats(since=since_ts, bucket_s=bucket_s, team=scope)
+
+    @routes.post("/route-preview", response_model=Preview)
+    async def route_preview(request: Request, body: PreviewRequest) -> dict[str, Any]:
+        """The prompt's leaderboard and the model each team's policy would pick now (no
+        call upstream, nothing reserved)."""
+        scope = admin_scope(service, request.headers.get("authorization"))
+        return await queries.route_preview(body.messages, scope)
+
+    @routes.post("/whatif", response_model=WhatIf)
+    async def whatif(request: Request, body: WhatIfRequest) -> dict[str, Any]:
+        """Cost-aware routing of the team's recent decisions at each λ: expected spend and
+        mean score over them."""
+        scope = admin_scope(service, request.headers.get("authorization"))
+        name = _team_filter(scope, body.team)
+        team = service.config.teams.get(name)
+        if team is None:
+            raise InvalidRequestError(f"no team '{body.team}'", param="team")
+        return await queries.whatif(team, body.cost_sensitivity, body.limit)
+
+    return routes

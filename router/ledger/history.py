@@ -1,0 +1,183 @@
+"""Decision history: the decision-log lines kept by the ledger, shared by both backends.
+
+Every replica writes its decisions to the one ledger, so the admin API and the reports
+see the whole deployment. A stored decision is exactly the decision-log line (the prompt
+only when prompt logging is on), indexed by ``ts`` (Unix seconds), ``team``, ``model``
+(the model that served it, else the one chosen) and ``status``.
+
+Paging is newest first with an opaque cursor (the last row's ``ts`` and id, or a Redis
+stream id). ``summarize_decisions`` is the one aggregation behind ``/v1/admin/stats``
+and ``p2l-router decisions summarize``, so the API and the CLI cannot disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+DEFAULT_RETENTION_DAYS = 30.0
+MAX_QUERY_LIMIT = 1000
+LATENCIES = ("scoring_ms", "upstream_ms", "overhead_ms")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def line_ts(line: dict[str, Any]) -> float:
+    """A line's ``ts`` (ISO 8601, as the decision log writes it) as Unix seconds."""
+    ts = line.get("ts")
+    if isinstance(ts, int | float):
+        return float(ts)
+    dt = datetime.fromisoformat(str(ts))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def line_model(line: dict[str, Any]) -> str | None:
+    return line.get("served_by") or line.get("chosen")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``30m``, ``24h``, ``7d``; ValueError otherwise."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d or seconds)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_since(text: str | None, now: float) -> float | None:
+    """``since`` as Unix seconds: an ISO time, or a duration back from ``now``."""
+    if text is None or text == "":
+        return None
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return line_ts({"ts": text})
+    except ValueError:
+        raise ValueError(
+            f"since={text!r} is neither an ISO time nor a duration like 30m, 24h, 7d"
+        ) from None
+
+
+def status_matches(status: int, wanted: str | int | None) -> bool:
+    """``wanted``: an HTTP status, ``ok`` (below 400) or ``error`` (400 and above)."""
+    if wanted is None or wanted == "":
+        return True
+    if wanted == "ok":
+        return status < 400
+    if wanted == "error":
+        return status >= 400
+    return status == int(wanted)
+
+
+def check_status_filter(wanted: str | int | None) -> str | int | None:
+    if wanted in (None, "", "ok", "error"):
+        return wanted
+    try:
+        return int(wanted)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"status={wanted!r}: use an HTTP status, 'ok' or 'error'") from None
+
+
+def encode_cursor(*parts: object) -> str:
+    raw = "\x1f".join(str(p) for p in parts).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, n: int) -> list[str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("invalid cursor; pass next_cursor from the previous page") from None
+    parts = raw.split("\x1f")
+    if len(parts) != n:
+        raise ValueError("invalid cursor; pass next_cursor from the previous page")
+    return parts
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_QUERY_LIMIT:
+        raise ValueError(f"limit must be 1..{MAX_QUERY_LIMIT} (got {limit})")
+    return limit
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def summarize_decisions(
+    lines: Iterable[dict[str, Any]], *, bucket_s: float = 3600.0, since: float | None = None
+) -> dict[str, Any]:
+    """Per team × model: requests, spend, share of the team's requests, P50/P99 of the
+    scoring, upstream and overhead times, fallbacks tried, errors (status >= 400); and
+    requests and spend per time bucket. ``model`` is the serving model, else the chosen
+    one, else null (refused before a choice). Latencies count only lines that spent time
+    there (scoring only routed requests, upstream only requests sent upstream)."""
+    if not bucket_s > 0 or not math.isfinite(bucket_s):
+        raise ValueError(f"bucket must be > 0 seconds (got {bucket_s!r})")
+    groups: dict[tuple[Any, Any], dict[str, Any]] = {}
+    lat: dict[tuple[Any, Any], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    buckets: dict[tuple[float, Any, Any], dict[str, Any]] = {}
+    per_team: dict[Any, int] = defaultdict(int)
+    for line in lines:
+        ts = line_ts(line)
+        if since is not None and ts < since:
+            continue
+        key = (line.get("team"), line_model(line))
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {
+                "team": key[0], "model": key[1], "requests": 0, "spend_usd": 0.0,
+                "fallbacks": 0, "errors": 0,
+            }  # fmt: skip
+        cost = float(line.get("cost_usd") or 0.0)
+        g["requests"] += 1
+        g["spend_usd"] += cost
+        g["fallbacks"] += len(line.get("fallbacks") or ())
+        g["errors"] += int(line.get("status", 200) >= 400)
+        per_team[key[0]] += 1
+        for name in LATENCIES:
+            v = line.get(name)
+            if v is None or (name == "scoring_ms" and not v):
+                continue
+            if name == "upstream_ms" and not line.get("attempts", 1):
+                continue
+            lat[key][name].append(float(v))
+        start = math.floor(ts / bucket_s) * bucket_s
+        b = buckets.get((start, *key))
+        if b is None:
+            b = buckets[(start, *key)] = {
+                "start": iso(start), "team": key[0], "model": key[1], "requests": 0,
+                "spend_usd": 0.0,
+            }  # fmt: skip
+        b["requests"] += 1
+        b["spend_usd"] += cost
+    out_groups = []
+    for key, g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        g["share"] = g["requests"] / per_team[key[0]]
+        for name in LATENCIES:
+            vals = lat[key][name]
+            g[f"{name.removesuffix('_ms')}_ms_p50"] = _pct(vals, 50)
+            g[f"{name.removesuffix('_ms')}_ms_p99"] = _pct(vals, 99)
+        out_groups.append(g)
+    return {
+        "since": None if since is None else iso(since),
+        "bucket_s": bucket_s,
+        "groups": out_groups,
+        "buckets": [
+            buckets[k] for k in sorted(buckets, key=lambda k: (k[0], str(k[1]), str(k[2])))
+        ],
+    }

@@ -1,0 +1,150 @@
+"""The Redis ledger's decision history.
+
+Keys (under the ledger's prefix), each bounded:
+
+  {p}decisions       STREAM  one entry per decision: id, ts, team, model, status, line
+                             (XADD MAXLEN ~ stream_maxlen; XTRIM MINID at purge)
+  {p}decision:{id}   STR     the line, for GET /v1/admin/decisions/{id}
+                             (EX decision_retention_s)
+
+A page is read newest first with XREVRANGE from the cursor (an exclusive stream id) and
+filtered here; the stream id is the time Redis took the entry, a little after the
+decision's ``ts``, so ``since`` bounds the range with ``SINCE_SLACK_S`` to spare (for
+clocks that differ between hosts) and the exact ``ts`` filter is applied to each entry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+from urllib.parse import quote
+
+from router.ledger.history import (
+    check_limit,
+    check_status_filter,
+    decode_cursor,
+    encode_cursor,
+    line_model,
+    line_ts,
+    status_matches,
+)
+
+SINCE_SLACK_S = 300.0
+SCAN_CHUNK = 500  # entries read per XREVRANGE while filling a page
+
+
+class RedisDecisions:
+    """Decision-history methods of :class:`router.ledger.RedisLedger`."""
+
+    prefix: str
+    stream_maxlen: int
+    decision_retention_s: float
+
+    async def redis_call(self, coro: Any) -> Any:
+        """Await ``coro``, mapping Redis errors to LedgerError; implemented by the ledger."""
+        raise NotImplementedError
+
+    @property
+    def redis_client(self) -> Any:
+        raise NotImplementedError
+
+    def _stream(self) -> str:
+        return f"{self.prefix}decisions"
+
+    def _key(self, decision_id: str) -> str:
+        return f"{self.prefix}decision:{quote(decision_id, safe='')}"
+
+    async def record_decisions(self, lines: list[dict[str, Any]]) -> None:
+        if not lines:
+            return
+        ttl = max(1, math.ceil(self.decision_retention_s))
+        entries = []
+        for line in lines:
+            text = json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+            entries.append(
+                {
+                    "id": str(line["decision_id"]),
+                    "ts": repr(line_ts(line)),
+                    "team": line.get("team") or "",
+                    "model": line_model(line) or "",
+                    "status": str(int(line.get("status") or 0)),
+                    "line": text,
+                }
+            )
+        pipe = self.redis_client.pipeline(transaction=False)
+        for e in entries:
+            # SET NX: a replayed batch neither duplicates nor re-adds to the stream.
+            pipe.set(self._key(e["id"]), e["line"], ex=ttl, nx=True)
+        fresh = await self.redis_call(pipe.execute())
+        pipe = self.redis_client.pipeline(transaction=False)
+        for e, new in zip(entries, fresh, strict=True):
+            if new:
+                pipe.xadd(self._stream(), e, maxlen=self.stream_maxlen, approximate=True)
+        await self.redis_call(pipe.execute())
+
+    async def _scan(
+        self, since: float | None, cursor: str | None, want: int, keep: Any
+    ) -> tuple[list[tuple[str, dict[str, str]]], bool]:
+        """Entries newest first from ``cursor`` that ``keep(fields)``, up to ``want``;
+        and whether more may follow."""
+        top = f"({cursor}" if cursor else "+"
+        low = "-" if since is None else f"{max(0, int((since - SINCE_SLACK_S) * 1000))}-0"
+        out: list[tuple[str, dict[str, str]]] = []
+        while len(out) < want:
+            chunk = await self.redis_call(
+                self.redis_client.xrevrange(self._stream(), top, low, count=SCAN_CHUNK)
+            )
+            for sid, fields in chunk:
+                if since is not None and float(fields["ts"]) < since:
+                    continue
+                if keep(fields):
+                    out.append((sid, fields))
+                    if len(out) == want:
+                        return out, True
+            if len(chunk) < SCAN_CHUNK:
+                return out, False
+            top = f"({chunk[-1][0]}"
+        return out, True
+
+    async def query_decisions(
+        self,
+        *,
+        team: str | None = None,
+        model: str | None = None,
+        status: str | int | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        check_limit(limit)
+        wanted = check_status_filter(status)
+        start = decode_cursor(cursor, 1)[0] if cursor else None
+
+        def keep(f: dict[str, str]) -> bool:
+            return (
+                (team is None or f["team"] == team)
+                and (model is None or f["model"] == model)
+                and status_matches(int(f["status"]), wanted)
+            )
+
+        rows, more = await self._scan(since, start, limit + 1, keep)
+        page = rows[:limit]
+        nxt = encode_cursor(page[-1][0]) if more and len(rows) > limit else None
+        return [json.loads(f["line"]) for _, f in page], nxt
+
+    async def get_decision(self, decision_id: str) -> dict[str, Any] | None:
+        text = await self.redis_call(self.redis_client.get(self._key(decision_id)))
+        return None if text is None else json.loads(text)
+
+    async def decisions_since(self, since: float | None, team: str | None) -> list[dict[str, Any]]:
+        rows, _ = await self._scan(
+            since, None, math.inf, lambda f: team is None or f["team"] == team
+        )  # type: ignore[arg-type]
+        lines = [json.loads(f["line"]) for _, f in rows]
+        lines.reverse()
+        return lines
+
+    async def purge_decisions(self, before_ts: float) -> int:
+        minid = f"{max(0, int(before_ts * 1000))}-0"
+        return int(await self.redis_call(self.redis_client.xtrim(self._stream(), minid=minid)))

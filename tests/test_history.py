@@ -1,0 +1,149 @@
+"""Decision history in the ledger (real SQLite file, real Redis) and its batching writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from test_ledger import store  # noqa: F401  (the fixture: both backends)
+
+from router.ledger import LedgerError
+from router.ledger.history import iso, parse_since, summarize_decisions
+from router.observability.history import DecisionHistory
+
+
+def line(i: int, ts: float, *, team: str = "a", model: str = "m1", status: int = 200,
+         cost: float = 0.001, **kw: Any) -> dict[str, Any]:  # fmt: skip
+    return {
+        "ts": iso(ts),
+        "decision_id": f"d{i:04d}-{uuid.uuid4().hex[:6]}",
+        "team": team,
+        "chosen": model,
+        "served_by": model if status < 400 else None,
+        "candidates": [{"model": model, "coef": 0.1, "score": 0.5, "expected_cost_usd": cost}],
+        "fallbacks": [],
+        "attempts": 1,
+        "cost_usd": cost if status < 400 else None,
+        "scoring_ms": 1.0 + i,
+        "upstream_ms": 10.0 + i,
+        "overhead_ms": 0.5,
+        "status": status,
+        **kw,
+    }
+
+
+async def test_record_query_get_page(store):  # noqa: F811
+    ledger = store()
+    now = float(int(time.time()))
+    lines = [
+        line(i, now - 100 + i, team="a" if i % 3 else "b", status=502 if i == 7 else 200)
+        for i in range(25)
+    ]
+    await ledger.record_decisions(lines[:10])
+    await ledger.record_decisions(lines[10:])
+    await ledger.record_decisions(lines[:5])  # a replayed batch adds nothing
+
+    seen, cursor = [], None
+    while True:
+        page, cursor = await ledger.query_decisions(team="a", limit=4, cursor=cursor)
+        seen += page
+        if cursor is None:
+            break
+    want = [x for x in reversed(lines) if x["team"] == "a"]
+    assert [x["decision_id"] for x in seen] == [x["decision_id"] for x in want]
+
+    errors, _ = await ledger.query_decisions(status="error")
+    assert [x["decision_id"] for x in errors] == [lines[7]["decision_id"]]
+    recent, nxt = await ledger.query_decisions(since=now - 100 + 20, limit=100)
+    assert [x["decision_id"] for x in recent] == [x["decision_id"] for x in lines[:19:-1]]
+    assert nxt is None
+    assert await ledger.get_decision(lines[3]["decision_id"]) == lines[3]
+    assert await ledger.get_decision("nope") is None
+
+    stats = await ledger.decision_stats(since=None, bucket_s=60)
+    total = sum(x["cost_usd"] or 0.0 for x in lines)
+    assert sum(g["spend_usd"] for g in stats["groups"]) == pytest.approx(total, abs=1e-12)
+    assert sum(g["requests"] for g in stats["groups"]) == 25
+    assert sum(b["requests"] for b in stats["buckets"]) == 25
+    only_b = await ledger.decision_stats(since=None, team="b")
+    assert {g["team"] for g in only_b["groups"]} == {"b"}
+
+    with pytest.raises(ValueError):
+        await ledger.query_decisions(cursor="!!not-a-cursor")
+
+
+async def test_purge(store):  # noqa: F811
+    ledger = store()
+    now = float(int(time.time()))
+    await ledger.record_decisions([line(1, now - 40 * 86400), line(2, now)])
+    if type(ledger).__name__ == "SqliteLedger":  # by ts
+        assert await ledger.purge_decisions(now - 30 * 86400) == 1
+        [left], _ = await ledger.query_decisions()
+        assert left["ts"] == iso(now)
+    # Redis trims its stream by the time each entry was stored; both drop everything here.
+    await ledger.purge_decisions(time.time() + 5)
+    assert (await ledger.query_decisions())[0] == []
+
+
+async def test_writer_batches_and_counts_drops(store):  # noqa: F811
+    ledger = store()
+    dropped: list[int] = []
+    h = DecisionHistory(ledger, retention_s=86400, max_pending=5, on_drop=dropped.append)
+    h.start()
+    now = float(int(time.time()))
+    for i in range(8):  # three over the bound: dropped at once, never waited for
+        h.offer(line(i, now + i))
+    assert h.dropped == 3 and sum(dropped) == 3
+    await h.flush()
+    assert h.written == 5
+    assert len((await ledger.query_decisions())[0]) == 5
+    await h.close()
+
+
+async def test_writer_keeps_a_refused_batch(tmp_path):
+    from router.ledger import SqliteLedger
+
+    ledger = SqliteLedger(tmp_path / "l.db")
+    h = DecisionHistory(ledger, retention_s=86400)
+    h.offer(line(1, time.time()))
+    await ledger.close()  # every write now fails
+    await h.flush()
+    assert h.pending == 1 and h.dropped == 0
+    await h.close()  # the last try fails too: counted
+    assert h.dropped == 1
+    with pytest.raises(LedgerError):
+        await ledger.record_decisions([line(2, time.time())])
+
+
+def test_summarize_percentiles_and_share():
+    t = 1_800_000_000.0
+    lines = [line(i, t + i, model="m1") for i in range(100)]
+    lines += [line(100, t, model="m2", status=502, fallbacks=[{"model": "m1", "error": "x"}])]
+    s = summarize_decisions(lines, bucket_s=3600)
+    g1, g2 = s["groups"]
+    assert (g1["model"], g1["requests"], g2["errors"], g2["fallbacks"]) == ("m1", 100, 1, 1)
+    assert g1["share"] == pytest.approx(100 / 101)
+    assert g1["scoring_ms_p50"] == pytest.approx(50.5)
+    assert g1["upstream_ms_p99"] == pytest.approx(10 + 98.01)
+    assert s["since"] is None and s["buckets"][0]["requests"] == 100
+
+
+def test_parse_since():
+    assert parse_since("24h", 100_000.0) == 100_000.0 - 86400
+    assert parse_since("30m", 10_000.0) == 10_000.0 - 1800
+    assert parse_since("2026-01-01T00:00:00Z", 0) == 1767225600.0
+    with pytest.raises(ValueError):
+        parse_since("yesterday", 0)
+
+
+async def test_history_needs_a_positive_retention(tmp_path):
+    from router.ledger import SqliteLedger
+
+    ledger = SqliteLedger(tmp_path / "l.db")
+    with pytest.raises(ValueError):
+        DecisionHistory(ledger, retention_s=0)
+    await ledger.close()
+    await asyncio.sleep(0)
