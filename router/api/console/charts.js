@@ -62,7 +62,7 @@ function drawTimeChart(el, buckets, valueOf, fmt) {
     legend: { live: false },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true } },
-    axes: [{}, { values: (u, vals) => vals.map(fmt), size: 64 }],
+    axes: [{}, { values: (u, vals) => vals.map(fmt), size: 84 }],
     series: [
       {},
       ...names.map((n) => ({
