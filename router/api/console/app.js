@@ -112,7 +112,7 @@ async function signIn(key) {
   $("whoami").hidden = false;
   const names = state.teams.map((t) => t.team);
   $("who-label").textContent =
-    names.length === 1 ? `Signed in: team ${names[0]}` : `Signed in: ${names.length} teams`;
+    `Signed in: ${names.length} team${names.length === 1 ? "" : "s"} visible`;
   fillTeamSelects(names);
   renderTeams(state.teams);
   startPolling();
@@ -231,8 +231,11 @@ async function refreshStats() {
   showError("stats-error", null);
   renderShare(stats.groups || []);
   renderStatsTable(stats.groups || []);
-  P2LCharts.drawTimeChart($("spend-chart"), stats.buckets || [], (b) => b.spend_usd, fmtUsdAxis);
-  P2LCharts.drawTimeChart($("req-chart"), stats.buckets || [], (b) => b.requests, (v) => String(v));
+  const from = P2LCharts.toEpochSeconds(stats.since);
+  const to = Date.now() / 1000;
+  const buckets = stats.buckets || [];
+  P2LCharts.drawTimeChart($("spend-chart"), buckets, (b) => b.spend_usd, fmtUsdAxis, from, to);
+  P2LCharts.drawTimeChart($("req-chart"), buckets, (b) => b.requests, (v) => String(v), from, to);
 }
 
 function renderShare(groups) {

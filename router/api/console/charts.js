@@ -42,7 +42,8 @@ function bucketSeries(buckets, seriesOf, valueOf) {
 }
 
 // Replace the chart in `el` (a uPlot instance kept on the element) with a new one.
-function drawTimeChart(el, buckets, valueOf, fmt) {
+// The x axis spans the whole window [from, to] (seconds), not only the buckets with traffic.
+function drawTimeChart(el, buckets, valueOf, fmt, from, to) {
   if (el._plot) {
     el._plot.destroy();
     el._plot = null;
@@ -61,7 +62,7 @@ function drawTimeChart(el, buckets, valueOf, fmt) {
     height: 220,
     legend: { live: false },
     cursor: { drag: { x: false, y: false } },
-    scales: { x: { time: true } },
+    scales: { x: { time: true, range: (u, lo, hi) => [from ?? lo, to ?? hi] } },
     axes: [{}, { values: (u, vals) => vals.map(fmt), size: 84 }],
     series: [
       {},
@@ -69,47 +70,52 @@ function drawTimeChart(el, buckets, valueOf, fmt) {
         label: n,
         stroke: colorFor(n),
         width: 2,
-        points: { show: xs.length < 3 },
+        points: { show: xs.length < 12 },
       })),
     ],
   };
   el._plot = new uPlot(opts, [xs, ...ys], el);
 }
 
-// What-if: spend (x) against mean score (y), one point per λ, the chosen one ringed.
+// What-if: spend (x) against mean score (y), one point per λ; the chosen λ is ringed by a
+// draw hook (a marker series would vanish where several λ give the same point).
 function drawWhatIfChart(el, points, selected, fmtUsd) {
   const order = points.map((p, i) => i).sort((a, b) => points[a].spend_usd - points[b].spend_usd);
-  const xs = order.map((i) => points[i].spend_usd);
-  const ys = order.map((i) => points[i].mean_score);
-  const mark = order.map((i) => (i === selected ? points[i].mean_score : null));
+  el._mark = [points[selected].spend_usd, points[selected].mean_score];
   if (el._plot) {
-    el._plot.setData([xs, ys, mark]);
+    el._plot.redraw(false);
     return;
   }
   el.replaceChildren();
   if (typeof uPlot === "undefined") return;
+  const ring = (u) => {
+    const [x, y] = el._mark;
+    const ctx = u.ctx;
+    const r = 8 * devicePixelRatio;
+    ctx.save();
+    ctx.beginPath();
+    ctx.arc(u.valToPos(x, "x", true), u.valToPos(y, "y", true), r, 0, 2 * Math.PI);
+    ctx.lineWidth = 3 * devicePixelRatio;
+    ctx.strokeStyle = PALETTE[1];
+    ctx.stroke();
+    ctx.restore();
+  };
   const opts = {
     width: plotWidth(el),
     height: 220,
-    legend: { live: false },
+    legend: { show: false },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: false } },
     axes: [
       { values: (u, vals) => vals.map(fmtUsd), label: "spend (USD)", space: 70 },
       { label: "mean score", size: 56 },
     ],
-    series: [
-      {},
-      { label: "λ sweep", stroke: PALETTE[0], width: 2, points: { show: true, size: 6 } },
-      {
-        label: "chosen λ",
-        stroke: PALETTE[1],
-        width: 0,
-        points: { show: true, size: 14, width: 3, fill: "transparent" },
-      },
-    ],
+    series: [{}, { label: "λ sweep", stroke: PALETTE[0], width: 2, points: { show: true, size: 6 } }],
+    hooks: { draw: [ring] },
   };
-  el._plot = new uPlot(opts, [xs, ys, mark], el);
+  const xs = order.map((i) => points[i].spend_usd);
+  const ys = order.map((i) => points[i].mean_score);
+  el._plot = new uPlot(opts, [xs, ys], el);
 }
 
 function resizeCharts() {
