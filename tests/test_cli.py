@@ -240,7 +240,7 @@ def test_demo_serves_the_sdk(tmp_path):
             str(tmp_path / "decisions.jsonl"),
         ],
         cwd=REPO,
-        env=ENV,
+        env={k: v for k, v in ENV.items() if k != "P2L_ROUTER_ADMIN_KEY"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -248,6 +248,12 @@ def test_demo_serves_the_sdk(tmp_path):
     root = f"http://127.0.0.1:{port}"
     try:
         wait_ready(root, proc)
+        # The console is served, and the demo's well-known admin key opens the admin endpoints.
+        page = httpx.get(root + "/console", follow_redirects=True)
+        assert page.status_code == 200 and "p2l-router console" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        admin = {"authorization": "Bearer demo-admin"}
+        assert httpx.get(root + "/metrics", headers=admin).status_code == 200
         client = openai.OpenAI(base_url=root + "/v1", api_key="demo", max_retries=0)
         resp = client.chat.completions.create(
             model="p2l", messages=[{"role": "user", "content": "Write a haiku about routers"}]
@@ -268,6 +274,7 @@ def test_demo_serves_the_sdk(tmp_path):
         out, _ = stop(proc)
     assert f'base_url="{root}/v1"' in out
     assert "auth: OFF (--allow-unauthenticated)" in out
+    assert f"console: {root}/console/    sign in with the admin key: demo-admin" in out
     lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
     assert len(lines) == 2
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from router.api.admin import create_admin_routes
+from router.api.console import mount_console
 from router.api.fastpath import ChatFastPath
 from router.api.responses import INTERNAL_ERROR, JSONResponse, error_response
 from router.api.routes import create_routes
@@ -80,6 +81,7 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(create_routes(service))
     app.include_router(create_admin_routes(service))
+    mount_console(app)
     return ChatFastPath(app, service)
 
 

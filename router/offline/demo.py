@@ -3,19 +3,25 @@
 A tiny random P2L checkpoint is written once into a cache folder, an in-process echo
 provider serves every model in it, and the team ``default`` gets a small daily budget on a
 SQLite ledger. The demo runs unauthenticated on purpose (``allow_unauthenticated``; any
-api_key is accepted) and its banner says so; the echo provider costs nothing. The router
-code path is the real one; only the provider and the checkpoint's weights are stand-ins.
+api_key is accepted) and its banner says so; the echo provider costs nothing. So that the
+web console can be tried, the demo opens the admin endpoints with ``P2L_ROUTER_ADMIN_KEY``
+or, when that is unset, the well-known key ``demo-admin`` (the demo only; ``serve`` keeps
+them closed without the variable). The router code path is the real one; only the
+provider and the checkpoint's weights are stand-ins.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from router.config import DEFAULT_TEAM, RouterConfig
+from router.api.console import console_url
+from router.config import ADMIN_KEY_ENV, DEFAULT_TEAM, RouterConfig
 from router.config_files import load_config
 
 # Arena names (as in the real P2L model list) with early-2025 list prices, USD per 1M tokens.
@@ -37,6 +43,7 @@ DEMO_MODELS: dict[str, tuple[float, float]] = {
     "qwen2.5-72b-instruct": (1.20, 1.20),
 }
 DEMO_KEY = "demo"  # any key works: the demo is unauthenticated
+DEMO_ADMIN_KEY = "demo-admin"  # the console's sign-in key when P2L_ROUTER_ADMIN_KEY is unset
 DEMO_BUDGET_USD = 1.0
 DEMO_BASE_URL = "http://echo.invalid/v1"  # never dialled: the echo transport answers in-process
 
@@ -52,7 +59,7 @@ class Demo:
     transports: dict[str, Any]
 
     def reload(self) -> RouterConfig:
-        return load_config(self.providers, self.policies, allow_unauthenticated=True)
+        return load_config(self.providers, self.policies, demo_env(), allow_unauthenticated=True)
 
     def banner(self, host: str, port: int) -> str:
         url = f"http://{host}:{port}/v1"
@@ -68,8 +75,20 @@ class Demo:
                 '    print(client.chat.completions.create(model="p2l", messages=[{"role": "user", '
                 '"content": "Write a haiku about routers"}]).choices[0].message.content)',
                 f"  decisions: response headers x-router-*, GET {url}/budget, POST {url}/leaderboard",
+                f"  console: {console_url(host, port)}    sign in with the admin key: "
+                f"{demo_admin_key()}",
             ]
         )
+
+
+def demo_admin_key(env: Mapping[str, str] | None = None) -> str:
+    """``P2L_ROUTER_ADMIN_KEY`` when set, else the demo's well-known key."""
+    return (os.environ if env is None else env).get(ADMIN_KEY_ENV) or DEMO_ADMIN_KEY
+
+
+def demo_env() -> dict[str, str]:
+    """The environment the demo's config is read from: the process's, with the admin key."""
+    return {**os.environ, ADMIN_KEY_ENV: demo_admin_key()}
 
 
 def prepare_demo(root: Path) -> Demo:
@@ -107,7 +126,7 @@ def prepare_demo(root: Path) -> Demo:
             }
         )
     )
-    config = load_config(providers, policies, allow_unauthenticated=True)
+    config = load_config(providers, policies, demo_env(), allow_unauthenticated=True)
     transports = {"echo": StreamingASGITransport(create_echo_app(tuple(sorted(DEMO_MODELS))))}
     return Demo(
         root, ckpt, providers, policies, f"sqlite:///{root / 'ledger.db'}", config, transports
