@@ -196,7 +196,7 @@ def test_eligible_models(kw, want):
         (
             P2L,
             {"team": team(allow=["claude*"])},
-            r"no model allowed by policies/research.yaml allow \['claude\*'\] is served by a "
+            r"no model allowed by research.yaml allow \['claude\*'\] is served by a "
             r"configured provider \(served: \[gpt-4o, gpt-4o-mini, llama-3-8b\]\)",
         ),
         (
