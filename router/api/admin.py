@@ -136,6 +136,13 @@ def _team_filter(scope: str | None, team: str | None) -> str | None:
     return scope or team or None
 
 
+def _since(since: str | None, now: float) -> float | None:
+    try:
+        return parse_since(since, now)
+    except ValueError as exc:
+        raise _bad("since", exc) from None
+
+
 def _bad(param: str, exc: ValueError) -> InvalidRequestError:
     return InvalidRequestError(str(exc), param=param)
 
@@ -162,10 +169,7 @@ def create_admin_routes(service: Any) -> APIRouter:
     ) -> dict[str, Any]:
         """Stored decisions, newest first; pass ``next_cursor`` back for the next page."""
         scope = admin_scope(service, request.headers.get("authorization"))
-        try:
-            since_ts = parse_since(since, service.clock())
-        except ValueError as exc:
-            raise _bad("since", exc) from None
+        since_ts = _since(since, service.clock())
         try:
             data, nxt = await service.ledger.query_decisions(
                 team=_team_filter(scope, team), model=model, status=status, since=since_ts,
@@ -193,10 +197,7 @@ def create_admin_routes(service: Any) -> APIRouter:
         """Per team × model: requests, spend, share, latency percentiles, fallbacks,
         errors; and requests and spend per time bucket."""
         scope = admin_scope(service, request.headers.get("authorization"))
-        try:
-            since_ts = parse_since(since, service.clock())
-        except ValueError as exc:
-            raise _bad("since", exc) from None
+        since_ts = _since(since, service.clock())
         try:
             bucket_s = parse_duration(bucket)
             if bucket_s <= 0:

@@ -44,7 +44,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from router.ledger.history import DEFAULT_RETENTION_DAYS, summarize_decisions
+from router.ledger.history import (
+    DEFAULT_RETENTION_DAYS,
+    DecisionQuery,
+    check_limit,
+    check_status_filter,
+    summarize_decisions,
+)
 from router.ledger.rate import check_rate_args
 
 EPSILON_USD = 1e-12
@@ -278,7 +284,6 @@ class Ledger(ABC):
     async def record_decisions(self, lines: list[dict[str, Any]]) -> None:
         """Store decision-log lines (idempotent by ``decision_id``)."""
 
-    @abstractmethod
     async def query_decisions(
         self,
         *,
@@ -291,6 +296,14 @@ class Ledger(ABC):
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Stored lines, newest first, and the cursor of the next page (None at the end).
         ``status``: an HTTP status, ``ok`` or ``error``; ``since``: Unix seconds."""
+        check_limit(limit)
+        return await self._query_decisions(
+            DecisionQuery(team, model, check_status_filter(status), since, limit, cursor)
+        )
+
+    @abstractmethod
+    async def _query_decisions(self, q: DecisionQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """:meth:`query_decisions` with checked arguments."""
 
     @abstractmethod
     async def get_decision(self, decision_id: str) -> dict[str, Any] | None:

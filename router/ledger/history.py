@@ -17,6 +17,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +82,18 @@ def status_matches(status: int, wanted: str | int | None) -> bool:
     if wanted == "error":
         return status >= 400
     return status == int(wanted)
+
+
+@dataclass(frozen=True)
+class DecisionQuery:
+    """A checked ``query_decisions`` (``status``: the parsed filter)."""
+
+    team: str | None
+    model: str | None
+    status: Any
+    since: float | None
+    limit: int
+    cursor: str | None
 
 
 def check_status_filter(wanted: str | int | None) -> str | int | None:

@@ -21,8 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from router.ledger.history import (
-    check_limit,
-    check_status_filter,
+    DecisionQuery,
     decode_cursor,
     encode_cursor,
     line_model,
@@ -107,18 +106,9 @@ class RedisDecisions:
             top = f"({chunk[-1][0]}"
         return out, True
 
-    async def query_decisions(
-        self,
-        *,
-        team: str | None = None,
-        model: str | None = None,
-        status: str | int | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        check_limit(limit)
-        wanted = check_status_filter(status)
+    async def _query_decisions(self, q: DecisionQuery) -> tuple[list[dict[str, Any]], str | None]:
+        team, model, since, limit, cursor = q.team, q.model, q.since, q.limit, q.cursor
+        wanted = q.status
         start = decode_cursor(cursor, 1)[0] if cursor else None
 
         def keep(f: dict[str, str]) -> bool:

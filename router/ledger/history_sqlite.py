@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from router.ledger.history import (
-    check_limit,
-    check_status_filter,
+    DecisionQuery,
     decode_cursor,
     encode_cursor,
     line_model,
@@ -69,23 +68,14 @@ class SqliteDecisions:
 
         await self.off_loop(write)
 
-    async def query_decisions(
-        self,
-        *,
-        team: str | None = None,
-        model: str | None = None,
-        status: str | int | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        check_limit(limit)
+    async def _query_decisions(self, q: DecisionQuery) -> tuple[list[dict[str, Any]], str | None]:
+        team, model, since, limit, cursor = q.team, q.model, q.since, q.limit, q.cursor
         where, args = [], []
         for column, value in (("team", team), ("model", model)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        clause, extra = _status_sql(check_status_filter(status))
+        clause, extra = _status_sql(q.status)
         if clause:
             where.append(clause)
             args += extra

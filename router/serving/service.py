@@ -52,6 +52,19 @@ class RequestLimits:
 DEFAULT_LIMITS = RequestLimits()
 
 
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Where the service keeps its state and what it records (see ``RouterService``)."""
+
+    ledger_url: str
+    journal_path: str
+    decision_log: str | None
+    transports: dict[str, Any] | None
+    log_prompts: bool
+    decision_history: bool
+    decision_retention_days: float
+
+
 class RouterService:
     def __init__(
         self,
@@ -69,16 +82,18 @@ class RouterService:
         decision_retention_days: float = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.initial_config = config
-        self.ledger_url = ledger_url
-        self.journal_path = journal_path or default_journal_path(ledger_url)
-        self.decision_log_target = decision_log
         self.engine = engine
-        self.transports = transports
         self.limits = limits
-        self.log_prompts = log_prompts
         self.clock = clock
-        self.decision_history = decision_history
-        self.decision_retention_days = decision_retention_days
+        self.options = ServiceOptions(
+            ledger_url=ledger_url,
+            journal_path=journal_path or default_journal_path(ledger_url),
+            decision_log=decision_log,
+            transports=transports,
+            log_prompts=log_prompts,
+            decision_history=decision_history,
+            decision_retention_days=decision_retention_days,
+        )
         self.history: DecisionHistory | None = None
         self.metrics = RouterMetrics()
         self.load_error: str | None = None
@@ -103,8 +118,9 @@ class RouterService:
     async def start(self) -> None:
         limits = self.limits
         self.loop = asyncio.get_running_loop()
-        self.ledger = create_ledger(self.ledger_url)
-        self.journal = await open_journal(self.journal_path, self.ledger)
+        opts = self.options
+        self.ledger = create_ledger(opts.ledger_url)
+        self.journal = await open_journal(opts.journal_path, self.ledger)
         if self.journal.pending_count():
             log.warning(
                 "journal %s holds %d settlement(s) the ledger has not taken; replaying",
@@ -117,13 +133,13 @@ class RouterService:
         )
         self.accounts = Accounts(self.ledger, self.journal, self.clock)
         self.generations = Generations(
-            self.initial_config, lambda c: UpstreamClient(c.catalog, transports=self.transports)
+            self.initial_config, lambda c: UpstreamClient(c.catalog, transports=opts.transports)
         )
-        self.decisions = DecisionLog(self.decision_log_target)
-        if self.decision_history:
+        self.decisions = DecisionLog(opts.decision_log)
+        if opts.decision_history:
             self.history = DecisionHistory(
                 self.ledger,
-                retention_s=self.decision_retention_days * 86400.0,
+                retention_s=opts.decision_retention_days * 86400.0,
                 clock=self.clock,
                 on_drop=self.metrics.count_history_dropped,
             )
@@ -143,7 +159,7 @@ class RouterService:
             record=self.record,
             count_attempts=self.metrics.record_attempts,
             max_n=limits.max_n,
-            log_prompts=self.log_prompts,
+            log_prompts=opts.log_prompts,
             shutting_down=lambda: self.shutting_down,
         )
         self.metrics.set_callbacks(
