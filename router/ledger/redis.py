@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import router.ledger.rate as rate
@@ -45,11 +45,13 @@ from router.ledger.base import (
     InsufficientBudget,
     Ledger,
     LedgerError,
-    Observation,
     Reservation,
     Usage,
     redacted,
 )
+
+if TYPE_CHECKING:
+    from router.ledger.base import Observation
 from router.ledger.history_redis import RedisDecisions
 
 DEFAULT_PREFIX = "p2l-router:"

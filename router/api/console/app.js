@@ -548,6 +548,18 @@ function showWhatIfPoint() {
 
 // ------------------------------------------------------------------ wiring
 
+/** A form whose submit runs ``action`` with its button busy and errors shown in place. */
+function onSubmit(formId, buttonId, errorId, action) {
+  $(formId).addEventListener("submit", busy($(buttonId), async () => {
+    showError(errorId, null);
+    try {
+      await action();
+    } catch (exc) {
+      guard(errorId)(exc);
+    }
+  }));
+}
+
 function busy(button, fn) {
   return async (ev) => {
     ev.preventDefault();
@@ -585,22 +597,8 @@ function wire() {
     ev.currentTarget.textContent = `Live: ${state.live ? "on" : "off"}`;
   });
   $("decisions-more").addEventListener("click", loadOlder);
-  $("preview-form").addEventListener("submit", busy($("preview-button"), async () => {
-    showError("preview-error", null);
-    try {
-      await preview($("prompt").value);
-    } catch (exc) {
-      guard("preview-error")(exc);
-    }
-  }));
-  $("whatif-form").addEventListener("submit", busy($("whatif-run"), async () => {
-    showError("whatif-error", null);
-    try {
-      await runWhatIf($("w-team").value);
-    } catch (exc) {
-      guard("whatif-error")(exc);
-    }
-  }));
+  onSubmit("preview-form", "preview-button", "preview-error", () => preview($("prompt").value));
+  onSubmit("whatif-form", "whatif-run", "whatif-error", () => runWhatIf($("w-team").value));
   $("w-slider").addEventListener("input", showWhatIfPoint);
   $("dd-close").addEventListener("click", () => $("decision-dialog").close());
   $("decision-dialog").addEventListener("close", () => {
