@@ -17,7 +17,7 @@ from typing import Any
 
 from router.api.workers import check_workers, is_worker, supervise
 from router.errors import ConfigError
-from router.offline.commands import cmd_leaderboard, cmd_simulate
+from router.offline.commands import cmd_export_backbone, cmd_leaderboard, cmd_simulate
 from router.scoring.types import DEFAULT_P2L_MODEL
 
 log = logging.getLogger("router")
@@ -359,21 +359,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- tools
-
-
-def cmd_export_backbone(args: argparse.Namespace) -> int:
-    from router.scoring.export import export_backbone
-    from router.scoring.types import ModelLoadError
-
-    try:
-        out = export_backbone(
-            args.src, args.out, device=args.device, max_length=args.max_length, force=args.force
-        )
-    except ModelLoadError as exc:
-        raise SystemExit(f"p2l-router: {exc}") from None
-    print(f"wrote {out}; serve it with vLLM (README, 'Scaling out'), then")
-    print(f"  p2l-router serve --p2l-model {out} --scorer-url http://ENGINE:8000")
-    return 0
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ body is not. ``breaker_failures`` failed calls in a row open a circuit breaker: 
 then fails fast with ``ScorerUnavailableError`` (503 ``scorer_unavailable``, or the
 team's ``on_scorer_down``) until ``breaker_cooldown_s`` has passed, when one call is let
 through to test the engine. No library here: the breaker is a dozen lines of state, and
-tenacity's retry loop would hide the connect-only rule that matters.
+tenacity's retry loop would hide the connect-only rule that matters (breaker.py).
 
 Before it is ready the engine must reproduce the exported probe (``fidelity_error``).
 """
@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 
 from router.errors import NotReadyError, OverloadedError, ScorerUnavailableError
+from router.scoring.breaker import CircuitBreaker
 from router.scoring.exported import ExportedP2L
 from router.scoring.fidelity import fidelity_error
 from router.scoring.frontend import cache_key
@@ -76,40 +77,6 @@ class _Request:
     key: bytes
     future: asyncio.Future[Result]
     enqueued: float = field(default_factory=time.perf_counter)
-
-
-class CircuitBreaker:
-    """Closed -> open after ``failures`` in a row -> one trial call after ``cooldown_s``."""
-
-    def __init__(self, failures: int, cooldown_s: float) -> None:
-        self.failures, self.cooldown_s = failures, cooldown_s
-        self.in_a_row = 0
-        self.opened_at: float | None = None
-        self.trial = False
-
-    @property
-    def is_open(self) -> bool:
-        return self.opened_at is not None
-
-    def allow(self) -> bool:
-        if self.opened_at is None:
-            return True
-        if not self.trial and time.monotonic() - self.opened_at >= self.cooldown_s:
-            self.trial = True  # half-open: this call tests the engine
-            return True
-        return False
-
-    def success(self) -> None:
-        if self.opened_at is not None:
-            log.info("scoring engine is answering again; circuit closed")
-        self.in_a_row, self.opened_at, self.trial = 0, None, False
-
-    def failure(self) -> None:
-        self.in_a_row += 1
-        if self.trial or (self.opened_at is None and self.in_a_row >= self.failures):
-            if self.opened_at is None:
-                log.error("scoring engine failed %d call(s) in a row; circuit open", self.in_a_row)
-            self.opened_at, self.trial = time.monotonic(), False
 
 
 class RemoteScoringEngine:
