@@ -33,7 +33,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Python 3.11 from the deadsnakes PPA (Ubuntu 22.04 ships 3.10).
+# Python 3.11 from the deadsnakes PPA (Ubuntu 22.04 ships 3.10). The PPA's package
+# versions move under the same name; the base image tag is what pins the system.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gnupg software-properties-common \
  && add-apt-repository -y ppa:deadsnakes/ppa \
@@ -46,7 +48,7 @@ RUN ${PYTHON} -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 # torch first, pinned, from the CUDA index (a separate layer: it is the big one).
-RUN pip install --upgrade pip \
+RUN pip install "pip>=24.3" \
  && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
 WORKDIR /app
@@ -62,7 +64,7 @@ COPY policies/ policies/
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin router \
  && mkdir -p /data/hf \
  && chown -R router:router /data
-USER router
+USER 10001
 
 ENV HF_HOME=/data/hf \
     P2L_ROUTER_LEDGER=sqlite:////data/p2l-router.db

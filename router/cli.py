@@ -1,4 +1,4 @@
-"""``p2l-router``: serve, demo, leaderboard, simulate, decisions, tiny-checkpoint,
+"""``p2l-router``: serve, demo, leaderboard, simulate, decisions, tiny-checkpoint, export-backbone,
 check-config.
 
 Every flag can also be set by an environment variable ``P2L_ROUTER_<FLAG>``
@@ -15,12 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from router.api.workers import check_workers, is_worker, supervise
 from router.errors import ConfigError
-from router.offline.commands import cmd_leaderboard, cmd_simulate
+from router.offline.commands import cmd_export_backbone, cmd_leaderboard, cmd_simulate
 from router.offline.reports import add_decisions_parser, cmd_decisions
 from router.scoring.types import DEFAULT_P2L_MODEL
 
 log = logging.getLogger("router")
+
+SCORER_KEY_ENV = "P2L_ROUTER_SCORER_KEY"  # the engine's --api-key; never a flag (argv is public)
 
 
 def _env(flag: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
@@ -117,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="settlements the ledger could not take wait here (default: beside a SQLite "
         "ledger, else ./p2l-router.journal)",
     )
+    _add(
+        s,
+        "scorer-url",
+        None,
+        help="score on a remote engine (vLLM, e.g. http://vllm:8000); --p2l-model then names "
+        f"the folder export-backbone wrote; the engine's key is read from {SCORER_KEY_ENV}",
+    )
+    _add(
+        s,
+        "scorer-dtype",
+        "float32",
+        help="the engine's dtype; sets the start-up probe's tolerance (float32 1e-3, "
+        "bfloat16 5e-2)",
+    )
+    _add(s, "scorer-timeout-s", 30.0, float, help="bound on one call to the scoring engine")
+    _add(s, "workers", 1, int, help="router processes sharing the port (needs --scorer-url)")
+    _add(s, "force", False, _bool, help="allow --workers > 1 with an in-process P2L model")
     _auth_flag(s)
 
     d = sub.add_parser("demo", help="serve fully offline: tiny checkpoint + built-in echo provider")
@@ -139,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens", type=int, default=None, help="output tokens for the expected cost"
     )
     lb.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    ex = sub.add_parser(
+        "export-backbone", help="write a P2L checkpoint as a folder a vLLM engine serves"
+    )
+    ex.add_argument("src", help="hub id or folder of a P2L checkpoint")
+    ex.add_argument("out", help="the folder to write")
+    _add(ex, "device", "cpu", help="where the float32 probe is computed (cpu | cuda)")
+    ex.add_argument("--max-length", type=int, default=8192, help="the P2L max input length")
+    ex.add_argument("--force", action="store_true", help="overwrite a non-empty OUT")
 
     tc = sub.add_parser("tiny-checkpoint", help="write a random tiny P2L checkpoint")
     tc.add_argument("dir")
@@ -171,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -180,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "leaderboard": cmd_leaderboard,
         "tiny-checkpoint": cmd_tiny_checkpoint,
+        "export-backbone": cmd_export_backbone,
         "check-config": cmd_check_config,
         "simulate": cmd_simulate,
         "decisions": cmd_decisions,
@@ -197,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def load_engine(args: argparse.Namespace, model: str) -> Any:
+    if getattr(args, "scorer_url", None):
+        return load_remote_engine(args, model)
     from router.scoring import ModelLoadError, ScoringEngine, load_p2l
 
     log.info("loading P2L model %s on %s ...", model, args.device)
@@ -209,6 +242,32 @@ def load_engine(args: argparse.Namespace, model: str) -> Any:
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
+    )
+
+
+def load_remote_engine(args: argparse.Namespace, folder: str) -> Any:
+    """The exported folder's tokenizer and head, scoring on the engine at --scorer-url
+    (no torch imported)."""
+    from router.scoring.exported import load_exported
+    from router.scoring.remote import RemoteScorerConfig, RemoteScoringEngine
+    from router.scoring.types import ModelLoadError
+
+    try:
+        model = load_exported(folder)
+    except ModelLoadError as exc:
+        raise SystemExit(f"p2l-router: {exc}") from None
+    log.info("scoring on the engine at %s with the head of %s", args.scorer_url, folder)
+    return RemoteScoringEngine(
+        model,
+        RemoteScorerConfig(
+            url=args.scorer_url,
+            api_key=os.environ.get(SCORER_KEY_ENV) or None,
+            dtype=args.scorer_dtype,
+            timeout_s=args.scorer_timeout_s,
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+        ),
     )
 
 
@@ -226,6 +285,7 @@ def run_server(
         port=args.port,
         log_level=str(args.log_level),
         grace_s=args.shutdown_grace_s,
+        reuse_port=is_worker(),
     )
     return 0
 
@@ -240,6 +300,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     config = reload()
+    if args.workers > 1 and not is_worker():
+        check_workers(args.workers, remote_scorer=bool(args.scorer_url), force=args.force)
+        return supervise(args.argv, args.workers)
     for w in config.warnings:
         log.warning("%s", w)
     if not config.admin_enabled:

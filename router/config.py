@@ -233,6 +233,8 @@ class TeamPolicy(_Model):
     max_cost_per_request_usd: float | None = Field(None, gt=0)
     opponent_mix: dict[str, float] | None = None
     log_prompts: bool = False
+    # With a remote scorer that is down: reject (503 scorer_unavailable) | cheapest | a model
+    on_scorer_down: str = Field("reject", min_length=1)
 
     _key_digests: tuple[bytes, ...] = PrivateAttr(default=())
 

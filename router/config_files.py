@@ -275,7 +275,8 @@ def _admin_digest(env: Mapping[str, str], teams: Mapping[str, TeamPolicy]) -> by
 
 
 def _unmatched_names(teams: Mapping[str, TeamPolicy], catalog: Catalog) -> list[str]:
-    """Warnings for allow/deny globs and opponent_mix names that match no catalog model."""
+    """Warnings for allow/deny globs, opponent_mix and on_scorer_down names that match no
+    catalog model."""
     out = []
     for t in teams.values():
         for field, globs in (("allow", t.allow), ("deny", t.deny)):
@@ -286,4 +287,10 @@ def _unmatched_names(teams: Mapping[str, TeamPolicy], catalog: Catalog) -> list[
             for m in t.opponent_mix:
                 if m not in catalog.models:
                     out.append(f"{t.file}: opponent_mix: {m!r} is not in {catalog.source}")
+        down = t.on_scorer_down
+        if down not in ("reject", "cheapest") and down not in catalog.models:
+            out.append(
+                f"{t.file}: on_scorer_down: {down!r} is neither reject, cheapest nor a model "
+                f"in {catalog.source} (the cheapest model is used instead)"
+            )
     return out

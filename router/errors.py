@@ -14,6 +14,7 @@ RouterError                      -> an OpenAI-style error body with an HTTP stat
  ├── UpstreamError                502 upstream_error (code: last upstream status or error kind)
  ├── NotReadyError                503 not_ready
  ├── OverloadedError              503 overloaded (retry_after seconds)
+ ├── ScorerUnavailableError       503 scorer_unavailable (the remote scoring engine is down)
  └── ProviderRejectedError        the provider's own 400/413/422, passed through
 ConfigError                      a bad providers.yaml / policies file; lists file, field, problem
 
@@ -138,6 +139,13 @@ class OverloadedError(RouterError, status=503, type="overloaded", code="overload
         headers.setdefault("retry-after", str(max(1, round(retry_after_s))))
         super().__init__(message, headers=headers, **kw)
         self.retry_after_s = retry_after_s
+
+
+class ScorerUnavailableError(
+    RouterError, status=503, type="scorer_unavailable", code="scorer_unavailable"
+):
+    """The remote scoring engine does not answer (or its circuit is open) and the team's
+    ``on_scorer_down`` is ``reject``."""
 
 
 @dataclass(frozen=True)

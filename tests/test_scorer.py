@@ -413,7 +413,7 @@ def test_extra_or_missing_weights_are_refused(checkpoints, tmp_path, change, fra
 
 
 def test_count_tokens_in_pieces_equals_the_whole_text(tiny_checkpoint):
-    from router.scoring.modeling import COUNT_CHUNK_CHARS
+    from router.scoring.frontend import COUNT_CHUNK_CHARS
 
     model = load_p2l(tiny_checkpoint, device="cpu")
     backend = model.tokenizer.backend_tokenizer

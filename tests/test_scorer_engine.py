@@ -14,7 +14,8 @@ import torch
 
 from router.errors import InvalidRequestError, NotReadyError, OverloadedError
 from router.scoring import ScoringEngine, load_p2l, write_tiny_checkpoint
-from router.scoring.engine import cache_key, forward_splitting_on_oom, plan_batches
+from router.scoring.engine import forward_splitting_on_oom, plan_batches
+from router.scoring.frontend import cache_key
 
 MODELS = ["model-a", "model-b", "model-c", "model-d", "model-e"]
 

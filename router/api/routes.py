@@ -69,6 +69,11 @@ def create_routes(service: RouterService) -> APIRouter:
         # counted in budgets), but an operator should see them.
         journaled = service.journal.pending_count()
         extra: dict[str, Any] = {"journaled_settlements": journaled} if journaled else {}
+        # A remote scorer says whether its engine answers; a replica stays ready while it
+        # is down (teams with on_scorer_down other than reject are still served).
+        health = getattr(service.engine, "health", None)
+        if health is not None:
+            extra.update(health())
         if service.ready:
             return JSONResponse({"status": "ready", **extra})
         body: dict[str, Any] = {"status": "failed" if service.load_error else "loading", **extra}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import threading
 from collections.abc import Generator
 from types import FrameType
@@ -134,6 +135,17 @@ def serve(
     port: int,
     log_level: str = "info",
     grace_s: float = DEFAULT_GRACE_S,
+    reuse_port: bool = False,
 ) -> None:
+    """``reuse_port``: bind with SO_REUSEPORT, so that several workers share the port."""
     config = uvicorn_config(app, host=host, port=port, log_level=log_level, grace_s=grace_s)
-    GracefulServer(config, service, grace_s).run()
+    sockets = None
+    if reuse_port:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+        sockets = [sock]
+    GracefulServer(config, service, grace_s).run(sockets=sockets)

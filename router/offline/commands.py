@@ -1,4 +1,4 @@
-"""The offline commands of ``p2l-router``: ``leaderboard`` and ``simulate``.
+"""The offline commands of ``p2l-router``: ``leaderboard``, ``simulate``, ``export-backbone``.
 
 Kept out of ``router.cli`` (which parses flags and serves) so that each stays short; heavy
 imports (the scorer, torch) happen inside the commands, not at import.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SIMULATE_BATCH", "cmd_leaderboard", "cmd_simulate"]
+__all__ = ["SIMULATE_BATCH", "cmd_export_backbone", "cmd_leaderboard", "cmd_simulate"]
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -135,3 +135,18 @@ def _as_json(result: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(result)
+
+
+def cmd_export_backbone(args: argparse.Namespace) -> int:
+    from router.scoring.export import export_backbone
+    from router.scoring.types import ModelLoadError
+
+    try:
+        out = export_backbone(
+            args.src, args.out, device=args.device, max_length=args.max_length, force=args.force
+        )
+    except ModelLoadError as exc:
+        raise SystemExit(f"p2l-router: {exc}") from None
+    print(f"wrote {out}; serve it with vLLM (README, 'Scaling out'), then")
+    print(f"  p2l-router serve --p2l-model {out} --scorer-url http://ENGINE:8000")
+    return 0

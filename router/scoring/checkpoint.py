@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from router.scoring.frontend import load_tokenizer
 from router.scoring.modeling import P2LForPromptRanking, P2LModel, annotate_config
 from router.scoring.types import HEADS, ModelLoadError
 
@@ -89,7 +90,7 @@ def _resolve_device(device: str, dtype: str | None) -> tuple[torch.device, torch
     return dev, _DTYPES[dtype]
 
 
-def _local_folder(model: str) -> Path:
+def local_folder(model: str) -> Path:
     """The checkpoint folder: ``model`` itself, or its hub snapshot (download if allowed)."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -240,25 +241,6 @@ def _load_network(
     return network.eval().requires_grad_(False)
 
 
-def _load_tokenizer(folder: Path, training_config: dict[str, Any] | None) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the tokenizer in {folder}: {exc}") from exc
-    tokenizer.truncation_side = "left"
-    tokenizer.padding_side = "right"
-    tokenizer.model_max_length = 1 << 30  # we truncate ourselves; silence the length warning
-    if not tokenizer.chat_template and training_config and training_config.get("chat_template"):
-        tokenizer.chat_template = training_config["chat_template"]
-    if not tokenizer.chat_template:
-        raise ModelLoadError(f"the tokenizer in {folder} has no chat template")
-    if not tokenizer.cls_token or tokenizer.convert_tokens_to_ids(tokenizer.cls_token) is None:
-        raise ModelLoadError(f"the tokenizer in {folder} has no cls_token (P2L uses <|cls|>)")
-    return tokenizer
-
-
 def load_p2l(
     model: str,
     *,
@@ -277,7 +259,7 @@ def load_p2l(
 
     started = time.perf_counter()
     dev, dt = _resolve_device(device, dtype)
-    folder = _local_folder(model)
+    folder = local_folder(model)
     for name in ("config.json", "model_list.json"):
         if not (folder / name).is_file():
             raise ModelLoadError(
@@ -294,7 +276,7 @@ def load_p2l(
         raise ModelLoadError(f"cannot read {folder / 'config.json'}: {exc}") from exc
     if config.model_type not in _SUPPORTED_BACKBONES:
         log.warning("P2L backbone %r is untested (tested: qwen2, llama)", config.model_type)
-    tokenizer = _load_tokenizer(folder, training_config)
+    tokenizer = load_tokenizer(folder, training_config)
     shapes = _head_shapes(_weight_files(folder))
     num_models, has_eta = check_head(shapes, len(model_list), config.hidden_size)
     head_type = resolve_head(has_eta, training_config, head)

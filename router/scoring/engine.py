@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from router.errors import NotReadyError, OverloadedError
+from router.scoring.frontend import cache_key
 from router.scoring.modeling import P2LModel
 from router.scoring.types import Scores
 
@@ -35,11 +35,6 @@ log = logging.getLogger("router.scoring")
 
 Result = tuple[np.ndarray, float | None, int]  # coefs (M,), eta_raw, prompt tokens
 ForwardFn = Callable[[Sequence[Sequence[int]]], tuple[np.ndarray, np.ndarray | None]]
-
-
-def cache_key(text: str) -> bytes:
-    """The cache key of one exact scorer input text."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 @dataclass(eq=False)

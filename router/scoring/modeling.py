@@ -25,7 +25,7 @@ from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from router.scoring.inputs import render as render_input
+from router.scoring.frontend import P2LInputs
 from router.scoring.types import ModelLoadError
 
 # config attributes this module reads (the loader sets them; save_pretrained keeps them)
@@ -133,25 +133,7 @@ class P2LForPromptRanking(PreTrainedModel):
         return P2LOutput(coefs=coefs, eta=eta, pooled=pooled)
 
 
-# Text longer than this is counted in pieces (see ``P2LModel.count_tokens``).
-COUNT_CHUNK_CHARS = 64 * 1024
-
-
-def split_before_spaces(text: str, size: int) -> list[str]:
-    """``text`` in pieces of about ``size`` characters, each cut just before a space."""
-    pieces, i, n = [], 0, len(text)
-    while i < n:
-        j = min(n, i + size)
-        if j < n:
-            k = text.rfind(" ", i + 1, j)
-            if k > i:
-                j = k
-        pieces.append(text[i:j])
-        i = j
-    return pieces
-
-
-class P2LModel:
+class P2LModel(P2LInputs):
     """A loaded P2L checkpoint: its tokenizer and network, and the exact input rendering."""
 
     def __init__(
@@ -170,65 +152,23 @@ class P2LModel:
             raise ModelLoadError(f"{len(model_list)} model names for a head of {width} outputs")
         if head_type != "bt" and network.head.eta_head is None:
             raise ModelLoadError(f"head {head_type!r} needs an eta head; this network has none")
-        self.model_list: tuple[str, ...] = tuple(model_list)
+        super().__init__(
+            tokenizer=tokenizer,
+            model_list=model_list,
+            head_type=head_type,
+            max_length=max_length,
+            source=source,
+        )
         self.head: Literal["bt", "rk", "grk"] = head_type
         self.network = network
         self.device = str(network.device)
         self.dtype = str(network.dtype).removeprefix("torch.")
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.source = source
         self._torch_device = network.device
         self._forward = torch.compile(network, dynamic=True) if compile else network
-        self._cls_id = int(tokenizer.convert_tokens_to_ids(tokenizer.cls_token))
         self._pad_id = next(
             (t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0
         )
         self.num_parameters = sum(p.numel() for p in network.parameters())
-
-    def render(self, messages: list[dict]) -> str:
-        """The exact scorer input text for these chat messages (InvalidRequestError if bad)."""
-        return render_input(self.tokenizer, messages)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of plain text with the scorer's tokenizer (no special tokens added).
-
-        On the request path (every reservation), so it calls the Rust tokenizer directly
-        when there is one: the Python wrapper costs more than the tokenization."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(text) <= COUNT_CHUNK_CHARS:
-            return len(backend.encode(text, add_special_tokens=False))
-        # ``encode`` holds the GIL for the whole text (seconds for megabytes), stalling the
-        # event loop even from a worker thread; ``encode_batch`` releases it. Cut before a
-        # space, byte-level BPE pre-tokenizes the pieces exactly as the whole text.
-        pieces = split_before_spaces(text, COUNT_CHUNK_CHARS)
-        return sum(len(e) for e in backend.encode_batch(pieces, add_special_tokens=False))
-
-    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
-        """Token ids truncated from the LEFT to max_length (the CLS stays), and full lengths."""
-        tok = self.tokenizer
-        ids = tok(list(texts), truncation=False)["input_ids"]
-        full = [len(x) for x in ids]
-        long = [i for i, n in enumerate(full) if n > self.max_length]
-        if long:
-            cut = tok([texts[i] for i in long], truncation=True, max_length=self.max_length)[
-                "input_ids"
-            ]
-            for i, row in zip(long, cut, strict=True):
-                ids[i] = row
-        return ids, full
-
-    def cls_positions(self, ids: Sequence[Sequence[int]]) -> list[int]:
-        """Index of the (last) CLS token in each row; ValueError when a row has none."""
-        positions = []
-        for r, row in enumerate(ids):
-            try:
-                positions.append(len(row) - 1 - list(reversed(row)).index(self._cls_id))
-            except ValueError:
-                raise ValueError(f"scorer input row {r} has no CLS token") from None
-        return positions
 
     @torch.inference_mode()
     def forward_ids(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -5,7 +5,7 @@ cost. Routed requests are scored by P2L and decided by the team's strategy (pure
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -16,6 +16,7 @@ from router.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoCandidateError,
+    ScorerUnavailableError,
 )
 from router.observability.decisions import DecisionRecord
 from router.policy import (
@@ -99,7 +100,13 @@ class Planner:
         if req.model not in ROUTER_ALIASES:
             return self._direct(config, team, req, rec, cap, hold, prompt_tokens)
 
-        scores = await self.scorer().score(req.messages)
+        scorer = self.scorer()
+        try:
+            scores = await scorer.score(req.messages)
+        except ScorerUnavailableError as exc:
+            if team.on_scorer_down == "reject":
+                raise
+            return self._scorer_down(config, team, req, rec, cap, hold, prompt_tokens, scorer, exc)
         rec.scoring_ms = scores.scoring_ms
         cands, coefs = self.candidates(config, team, req, scores, prompt_tokens)
         strategy = (opts.strategy if opts else None) or team.strategy
@@ -153,9 +160,23 @@ class Planner:
     ) -> tuple[list[Candidate], dict[str, float]]:
         """The team's candidates for this scored request, priced; and the coefs by model.
         NoCandidateError when none is eligible."""
+        coefs = scores.coef_of()
+        cands = self._priced(config, team, req, scores.models, coefs, scores.head, prompt_tokens)
+        return cands, coefs
+
+    def _priced(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        models: Any,
+        coefs: Mapping[str, float],
+        head: str,
+        prompt_tokens: int,
+    ) -> list[Candidate]:
         opts = req.router
         names = eligible_models(
-            scores.models,
+            models,
             config.catalog,
             team,
             opts.models if opts else None,
@@ -164,18 +185,74 @@ class Planner:
             max_tokens=req.output_token_limit,
             learned_output_tokens=self.accounts.learned_output,
         )
-        coefs = scores.coef_of()
-        cands = make_candidates(
+        return make_candidates(
             names,
             coefs,
-            head=scores.head,
+            head=head,
             catalog=config.catalog,
             prompt_tokens=prompt_tokens,
             max_tokens=req.output_token_limit,
             learned_output_tokens=self.accounts.learned_output,
             choices=req.n or 1,
         )
-        return cands, coefs
+
+    def _scorer_down(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        rec: DecisionRecord,
+        cap: float | None,
+        hold: Hold,
+        prompt_tokens: int,
+        scorer: Any,
+        exc: ScorerUnavailableError,
+    ) -> RoutePlan:
+        """No scores (the remote engine is down): the team's ``on_scorer_down`` picks,
+        cheapest first or its named model first, within the cap and the budget."""
+        mode = team.on_scorer_down
+        names = list(scorer.model.model_list)
+        if mode != "cheapest" and mode not in names and mode in config.catalog.models:
+            names.append(mode)  # a named fallback may be a model P2L does not rank
+        cands = self._priced(
+            config, team, req, names, dict.fromkeys(names, 0.0), "bt", prompt_tokens
+        )
+        left = rec.budget_remaining_usd
+        fits = [
+            c
+            for c in cands
+            if (cap is None or c.expected_cost_usd <= cap)
+            and (left is None or c.expected_cost_usd <= left)
+        ]
+        if not fits:
+            raise BudgetExceededError(
+                f"team '{team.name}': the scorer is down and no candidate's expected cost "
+                "fits the cap and the budget left"
+            )
+        order = sorted(fits, key=lambda c: (c.expected_cost_usd, c.model))
+        named = [c for c in order if c.model == mode]
+        ranking: list[Candidate] = named + [c for c in order if c.model != mode]
+        why = f"model {mode} first" if named else "cheapest first"
+        if mode != "cheapest" and not named:
+            why += f" ({mode} is not eligible for this request)"
+        rec.strategy = f"on_scorer_down:{mode}" if mode == "cheapest" else "on_scorer_down:model"
+        rec.reason = f"scorer unavailable ({exc.message}); on_scorer_down: {why}"
+        rec.chosen = ranking[0].model
+        rec.decision = Decision(
+            strategy=rec.strategy,
+            chosen=rec.chosen,
+            ranking=tuple(ranking),
+            reason=rec.reason,
+            runner_up=ranking[1].model if len(ranking) > 1 else None,
+        )
+        return RoutePlan(
+            team,
+            req,
+            [c.model for c in ranking],
+            {c.model: c.expected_cost_usd for c in ranking},
+            prompt_tokens,
+            hold,
+        )
 
     def _direct(
         self,
