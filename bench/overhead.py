@@ -193,6 +193,13 @@ def main() -> None:
         help="sample the router with py-spy (pip install py-spy) into OUT (raw folded stacks)",
     )
     ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="router processes (serve --workers N --force); with N > 1 the router runs on "
+        "every core, sharing them with the load generator",
+    )
+    ap.add_argument(
         "--decision-history",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -227,11 +234,13 @@ def main() -> None:
             ],
             env=env,
         )
+        cores = {args.router_core, args.client_core}
+        router_cores = args.router_core if args.workers == 1 else ",".join(sorted(cores))
         router = subprocess.Popen(
             [
                 "taskset",
                 "-c",
-                args.router_core,
+                router_cores,
                 PY,
                 "-m",
                 "router",
@@ -253,6 +262,7 @@ def main() -> None:
                 "--log-level",
                 "warning",
                 "--decision-history" if args.decision_history else "--no-decision-history",
+                *(["--workers", str(args.workers), "--force"] if args.workers > 1 else []),
             ],
             env=env,
         )
@@ -277,7 +287,8 @@ def main() -> None:
             router.wait(10)
             upstream.wait(10)
     print(
-        f"router on core {args.router_core}; upstream + load generator on core {args.client_core}; "
+        f"router ({args.workers} worker(s)) on core(s) {router_cores}; upstream + load generator "
+        f"on core {args.client_core}; "
         f"{duration:g} s per scenario; decision history "
         f"{'on' if args.decision_history else 'off'}"
     )
