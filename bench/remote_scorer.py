@@ -75,11 +75,53 @@ async def run_mode(mode: str, folder: str, url: str, n: int, concurrency: int) -
     }
 
 
+def process_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def full_router_rss(tmp: Path, folder: Path, url: str, n: int) -> tuple[float, float]:
+    """``p2l-router serve --scorer-url`` in a process of its own, against the fake
+    upstream; its RSS once ready and after ``n`` routed chat requests."""
+    import httpx
+    from conftest import TEAM_KEY, write_config
+    from fake_upstream import FakeUpstream
+    from router_process import RouterProcess
+
+    with FakeUpstream() as fake:
+        root = tmp / "router"
+        root.mkdir()
+        providers, policies, env = write_config(root, fake.base_url)
+        r = RouterProcess(
+            root, checkpoint=folder, providers=providers, policies=policies, env=env,
+            extra=("--scorer-url", url, "--decision-log", "off"),
+        )  # fmt: skip
+        try:
+            r.wait_ready()
+            ready = process_rss_mb(r.proc.pid)
+            headers = {"authorization": f"Bearer {TEAM_KEY}"}
+            with httpx.Client(base_url=r.root, headers=headers, timeout=30) as c:
+                for i in range(n):
+                    body = {"model": "p2l", "messages": [{"role": "user", "content": f"q {i}"}]}
+                    c.post("/v1/chat/completions", json=body).raise_for_status()
+            return ready, process_rss_mb(r.proc.pid)
+        finally:
+            r.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--child", nargs=5, metavar=("MODE", "FOLDER", "URL", "N", "C"))
+    ap.add_argument(
+        "--router-requests",
+        type=int,
+        default=1000,
+        help="then a full router with --scorer-url serves this many routed requests; its RSS",
+    )
     args = ap.parse_args()
     if args.child:
         mode, folder, url, n, c = args.child
@@ -113,6 +155,8 @@ def main() -> None:
                 )
                 rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
                 print(json.dumps(rows[-1]), flush=True)
+        if args.router_requests:
+            router_rss = full_router_rss(tmp, out, engine.url, args.router_requests)
     finally:
         engine.stop()
     print(f"\n{'mode':<11} {'conc':>4} {'prompts/s':>10} {'P50 ms':>8} {'P99 ms':>8} {'RSS MB':>7}")
@@ -120,6 +164,11 @@ def main() -> None:
         print(
             f"{r['mode']:<11} {r['concurrency']:>4} {r['prompts_per_s']:>10.1f} "
             f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rss_mb']:>7.0f}"
+        )
+    if args.router_requests:
+        print(
+            f"\nfull router with --scorer-url: RSS {router_rss[0]:.0f} MB when ready, "
+            f"{router_rss[1]:.0f} MB after {args.router_requests} routed requests"
         )
 
 
