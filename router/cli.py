@@ -17,7 +17,13 @@ from typing import Any
 
 from router.api.workers import check_workers, is_worker, supervise
 from router.errors import ConfigError
-from router.offline.commands import cmd_export_backbone, cmd_leaderboard, cmd_simulate
+from router.offline.commands import (
+    cmd_check_config,
+    cmd_export_backbone,
+    cmd_leaderboard,
+    cmd_simulate,
+    cmd_tiny_checkpoint,
+)
 from router.offline.reports import add_decisions_parser, cmd_decisions
 from router.scoring.types import DEFAULT_P2L_MODEL
 
@@ -370,61 +376,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(demo.banner(args.host, args.port), flush=True)
     return run_server(args, service, demo.reload)
-
-
-# ---------------------------------------------------------------- tools
-
-
-def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    from router.offline.demo import DEMO_MODELS
-    from router.scoring import write_tiny_checkpoint
-
-    models = (
-        [m.strip() for m in args.models.split(",") if m.strip()]
-        if args.models
-        else list(DEMO_MODELS)
-    )
-    path = write_tiny_checkpoint(
-        args.dir, models, head=args.head, backbone=args.backbone, seed=args.seed
-    )
-    print(
-        f"wrote a random {args.backbone} {args.head} P2L checkpoint with {len(models)} models to {path}"
-    )
-    return 0
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    from router.config import load_config
-
-    cfg = load_config(
-        args.providers, args.policies, allow_unauthenticated=args.allow_unauthenticated
-    )
-    cat = cfg.catalog
-    avail = cat.available_models()
-    print(f"providers: {len(cat.providers)} in {cat.source}")
-    for name, p in sorted(cat.providers.items()):
-        state = f"skipped ({cat.skipped[name]} unset)" if name in cat.skipped else "ok"
-        n = sum(1 for m in cat.models.values() if m.provider == name)
-        print(f"  {name:<12} {n:>3} models  {p.base_url}  {state}")
-    print(f"models: {len(cat.models)} configured, {len(avail)} routable (provider key set)")
-    print(f"auth: {'on' if cfg.auth_enabled else 'off (--allow-unauthenticated)'}")
-    print(f"admin: {'on' if cfg.admin_enabled else 'closed (P2L_ROUTER_ADMIN_KEY unset)'}")
-    print(f"teams: {len(cfg.teams)}")
-    for t in sorted(cfg.teams.values(), key=lambda t: t.name):
-        b = t.budget
-        limit = "none" if b.usd is None else f"${b.usd:g}/{b.period} ({b.timezone})"
-        rate = ""
-        if t.rate_limit is not None:
-            r = t.rate_limit
-            rate = f" rate_limit={r.requests_per_minute or '-'}rpm/{r.tokens_per_minute or '-'}tpm"
-        allowed = sum(1 for m in avail if t.allows(m))
-        print(
-            f"  {t.name:<12} keys={t.key_count} budget={limit} on_exhausted={b.on_exhausted} "
-            f"strategy={t.strategy} λ={t.cost_sensitivity:g} allowed_routable={allowed}{rate}"
-        )
-    for w in cfg.warnings:
-        print(f"warning: {w}")
-    return 0
 
 
 if __name__ == "__main__":

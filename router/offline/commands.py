@@ -1,4 +1,5 @@
-"""The offline commands of ``p2l-router``: ``leaderboard``, ``simulate``, ``export-backbone``.
+"""The commands of ``p2l-router`` that serve nothing: ``leaderboard``, ``simulate``,
+``export-backbone``, ``tiny-checkpoint``, ``check-config``.
 
 Kept out of ``router.cli`` (which parses flags and serves) so that each stays short; heavy
 imports (the scorer, torch) happen inside the commands, not at import.
@@ -149,4 +150,56 @@ def cmd_export_backbone(args: argparse.Namespace) -> int:
         raise SystemExit(f"p2l-router: {exc}") from None
     print(f"wrote {out}; serve it with vLLM (README, 'Scaling out'), then")
     print(f"  p2l-router serve --p2l-model {out} --scorer-url http://ENGINE:8000")
+    return 0
+
+
+def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from router.offline.demo import DEMO_MODELS
+    from router.scoring import write_tiny_checkpoint
+
+    models = (
+        [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.models
+        else list(DEMO_MODELS)
+    )
+    path = write_tiny_checkpoint(
+        args.dir, models, head=args.head, backbone=args.backbone, seed=args.seed
+    )
+    print(
+        f"wrote a random {args.backbone} {args.head} P2L checkpoint with {len(models)} models to {path}"
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from router.config import load_config
+
+    cfg = load_config(
+        args.providers, args.policies, allow_unauthenticated=args.allow_unauthenticated
+    )
+    cat = cfg.catalog
+    avail = cat.available_models()
+    print(f"providers: {len(cat.providers)} in {cat.source}")
+    for name, p in sorted(cat.providers.items()):
+        state = f"skipped ({cat.skipped[name]} unset)" if name in cat.skipped else "ok"
+        n = sum(1 for m in cat.models.values() if m.provider == name)
+        print(f"  {name:<12} {n:>3} models  {p.base_url}  {state}")
+    print(f"models: {len(cat.models)} configured, {len(avail)} routable (provider key set)")
+    print(f"auth: {'on' if cfg.auth_enabled else 'off (--allow-unauthenticated)'}")
+    print(f"admin: {'on' if cfg.admin_enabled else 'closed (P2L_ROUTER_ADMIN_KEY unset)'}")
+    print(f"teams: {len(cfg.teams)}")
+    for t in sorted(cfg.teams.values(), key=lambda t: t.name):
+        b = t.budget
+        limit = "none" if b.usd is None else f"${b.usd:g}/{b.period} ({b.timezone})"
+        rate = ""
+        if t.rate_limit is not None:
+            r = t.rate_limit
+            rate = f" rate_limit={r.requests_per_minute or '-'}rpm/{r.tokens_per_minute or '-'}tpm"
+        allowed = sum(1 for m in avail if t.allows(m))
+        print(
+            f"  {t.name:<12} keys={t.key_count} budget={limit} on_exhausted={b.on_exhausted} "
+            f"strategy={t.strategy} λ={t.cost_sensitivity:g} allowed_routable={allowed}{rate}"
+        )
+    for w in cfg.warnings:
+        print(f"warning: {w}")
     return 0
