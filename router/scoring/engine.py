@@ -15,34 +15,20 @@ On CUDA out-of-memory a batch is split in halves and retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from router.errors import NotReadyError, OverloadedError
-from router.scoring.frontend import cache_key
+from router.scoring.batching import BatchingScorer, Result
 from router.scoring.modeling import P2LModel
-from router.scoring.types import Scores
 
 log = logging.getLogger("router.scoring")
 
-Result = tuple[np.ndarray, float | None, int]  # coefs (M,), eta_raw, prompt tokens
 ForwardFn = Callable[[Sequence[Sequence[int]]], tuple[np.ndarray, np.ndarray | None]]
-
-
-@dataclass(eq=False)
-class _Request:
-    text: str
-    key: bytes
-    future: asyncio.Future[Result]
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 def forward_splitting_on_oom(
@@ -97,8 +83,10 @@ def plan_batches(
     return groups[::-1]
 
 
-class ScoringEngine:
+class ScoringEngine(BatchingScorer):
     """Scores chat prompts with a P2L model without blocking the event loop."""
+
+    model: P2LModel
 
     def __init__(
         self,
@@ -113,47 +101,26 @@ class ScoringEngine:
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_batch_tokens < 1:
             raise ValueError("max_batch_size, max_batch_tokens and max_queue must be >= 1")
-        self.model = model
+        super().__init__(
+            model, max_queue=max_queue, cache_size=cache_size, extra_stats=("oom_splits",)
+        )
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000.0
-        self.max_queue = max_queue
-        self.cache_size = cache_size
         self.forward_overhead_tokens = forward_overhead_tokens
-        self.ready = False
-        self._pending: deque[_Request] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._cache: OrderedDict[bytes, Result] = OrderedDict()
-        self._closed = False
-        self._stats = {
-            "cache_hits": 0,
-            "cache_misses": 0,
-            "batches": 0,
-            "forwards": 0,
-            "prompts_scored": 0,
-            "max_batch_seen": 0,
-            "overloaded": 0,
-            "cancelled": 0,
-            "oom_splits": 0,
-            "errors": 0,
-        }
-        self._forward_s = 0.0
-        self._in_flight = 0
         self._last_batch_size = 0
 
     # lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the batcher task and the forward thread (idempotent)."""
-        if self._closed:
-            raise RuntimeError("this ScoringEngine is closed")
-        if self._task is not None:
-            return
-        self._wakeup = asyncio.Event()
+    def _open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2l-forward")
-        self._task = asyncio.create_task(self._batcher(), name="p2l-batcher")
+
+    async def _release(self) -> None:
+        """The forward thread is released."""
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def warmup(self, *, calibrate: bool = True) -> None:
         """Forwards through the worker thread (allocations, kernels); then ``ready``.
@@ -193,124 +160,27 @@ class ScoringEngine:
         overhead = round(short_s / per_token) - len(row)
         return int(min(max(overhead, 16), self.max_batch_tokens))
 
-    async def close(self) -> None:
-        """Stop batching; queued callers get NotReadyError; the forward thread is released."""
-        self._closed = True
-        self.ready = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        while self._pending:
-            req = self._pending.popleft()
-            if not req.future.done():
-                req.future.set_exception(NotReadyError("the scorer is shutting down"))
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-
     # scoring ---------------------------------------------------------------------------
-
-    async def score(self, messages: list[dict]) -> Scores:
-        """This prompt's scores. InvalidRequestError for bad messages; OverloadedError when full."""
-        started = time.perf_counter()
-        text = self.model.render(messages)  # raises InvalidRequestError
-        key = cache_key(text)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            self._stats["cache_hits"] += 1
-            return self._scores(hit, cached=True, started=started)
-        self._stats["cache_misses"] += 1
-        if self._closed:
-            raise NotReadyError("the scorer is shutting down")
-        if self._task is None:
-            await self.start()
-        if len(self._pending) >= self.max_queue:
-            self._stats["overloaded"] += 1
-            raise OverloadedError(
-                f"the scorer queue is full ({self.max_queue} prompts waiting); retry shortly",
-                retry_after_s=self._retry_after_s(),
-            )
-        req = _Request(text, key, asyncio.get_running_loop().create_future())
-        self._pending.append(req)
-        assert self._wakeup is not None
-        self._wakeup.set()
-        try:
-            result = await req.future
-        except asyncio.CancelledError:
-            self._stats["cancelled"] += 1
-            with contextlib.suppress(ValueError):
-                self._pending.remove(req)  # frees its slot; a running batch drops its result
-            raise
-        return self._scores(result, cached=False, started=started)
 
     def stats(self) -> dict[str, int | float]:
         """Counters for /metrics and benchmarks."""
-        forwards = self._stats["forwards"]
-        return {
-            **self._stats,
-            "queued": len(self._pending),
-            "in_flight": self._in_flight,
-            "cache_entries": len(self._cache),
-            "forward_seconds_total": round(self._forward_s, 6),
-            "avg_batch_size": self._stats["prompts_scored"] / forwards if forwards else 0.0,
-            "ready": int(self.ready),
-            "forward_overhead_tokens": self.forward_overhead_tokens,
-        }
+        return {**super().stats(), "forward_overhead_tokens": self.forward_overhead_tokens}
 
     # internals -------------------------------------------------------------------------
-
-    def _scores(self, result: Result, *, cached: bool, started: float) -> Scores:
-        coefs, eta, tokens = result
-        return Scores(
-            models=self.model.model_list,
-            coefs=coefs,
-            eta=eta,
-            head=self.model.head,
-            prompt_tokens=tokens,
-            cached=cached,
-            scoring_ms=(time.perf_counter() - started) * 1000.0,
-        )
 
     def _retry_after_s(self) -> float:
         batches = self._stats["batches"]
         per_batch = self._forward_s / batches if batches else 0.5
         return max(1.0, per_batch * (len(self._pending) / self.max_batch_size + 1))
 
-    def _remember(self, key: bytes, result: Result) -> None:
-        if self.cache_size <= 0:
-            return
-        self._cache[key] = result
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-
     async def _batcher(self) -> None:
-        assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await self._wait_for_pending()
             # Let a burst gather (until max_wait after the oldest request, or a full batch),
             # but only under concurrent load: a lone caller should not pay the wait.
             wait_s = self.max_wait_s if self._last_batch_size > 1 else 0.0
-            deadline = self._pending[0].enqueued + wait_s
-            while len(self._pending) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-            batch: list[_Request] = []
-            while self._pending and len(batch) < self.max_batch_size:
-                req = self._pending.popleft()
-                if not req.future.done():
-                    batch.append(req)
+            batch = await self._gather(wait_s, self.max_batch_size)
             if not batch:
                 continue
             self._in_flight = self._last_batch_size = len(batch)
@@ -321,17 +191,13 @@ class ScoringEngine:
             except Exception as exc:  # surfaced to every caller of this batch
                 self._stats["errors"] += 1
                 log.exception("P2L forward failed for a batch of %d", len(batch))
-                for req in batch:
-                    if not req.future.done():
-                        req.future.set_exception(exc)
+                self._fail(batch, exc)
                 continue
             finally:
                 self._in_flight = 0
             self._stats["batches"] += 1
             for req, result in zip(batch, results, strict=True):
-                self._remember(req.key, result)
-                if not req.future.done():
-                    req.future.set_result(result)
+                self._deliver(req, result)
 
     def _run_batch(self, texts: list[str]) -> list[Result]:
         """Worker thread: tokenize, group by length, forward each group."""
@@ -344,9 +210,7 @@ class ScoringEngine:
             coefs, eta = forward_splitting_on_oom(
                 self.model.forward_ids, [ids[i] for i in group], self._count_split
             )
-            self._stats["forwards"] += 1
-            self._stats["prompts_scored"] += len(group)
-            self._stats["max_batch_seen"] = max(self._stats["max_batch_seen"], len(group))
+            self._count_forward(len(group))
             for row, i in enumerate(group):
                 c = coefs[row].copy()
                 c.setflags(write=False)  # shared with the cache

@@ -19,27 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 
-from router.errors import NotReadyError, OverloadedError, ScorerUnavailableError
+from router.errors import ScorerUnavailableError
+from router.scoring.batching import BatchingScorer, PendingRequest
 from router.scoring.breaker import CircuitBreaker
 from router.scoring.exported import ExportedP2L
 from router.scoring.fidelity import fidelity_error
-from router.scoring.frontend import cache_key
-from router.scoring.types import Scores
 
 log = logging.getLogger("router.scoring")
 
-Result = tuple[np.ndarray, float | None, int]  # coefs (M,), eta_raw, prompt tokens
 T = TypeVar("T")
 
 
@@ -71,46 +67,29 @@ class RemoteScorerConfig:
         return 1e-3 if self.dtype in ("float32", "fp32") else 5e-2
 
 
-@dataclass(eq=False)
-class _Request:
-    text: str
-    key: bytes
-    future: asyncio.Future[Result]
-    enqueued: float = field(default_factory=time.perf_counter)
-
-
-class RemoteScoringEngine:
+class RemoteScoringEngine(BatchingScorer):
     """``ScoringEngine``'s interface over an embeddings endpoint."""
 
+    task_name = "p2l-remote-batcher"
+    model: ExportedP2L
+
     def __init__(self, model: ExportedP2L, config: RemoteScorerConfig) -> None:
-        self.model = model
+        super().__init__(
+            model,
+            max_queue=config.max_queue,
+            cache_size=config.cache_size,
+            extra_stats=("connect_retries",),
+        )
         self.config = config
-        self.ready = False
         self.served_model: str | None = None
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
         self._client: httpx.AsyncClient | None = None
-        self._pending: list[_Request] = []
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._calls: set[asyncio.Task[None]] = set()
-        self._cache: OrderedDict[bytes, Result] = OrderedDict()
-        self._closed = False
-        self._stats = dict.fromkeys(
-            ("cache_hits", "cache_misses", "batches", "forwards", "prompts_scored")
-            + ("max_batch_seen", "overloaded", "cancelled", "errors", "connect_retries"),
-            0,
-        )
-        self._forward_s = 0.0
-        self._in_flight = 0
 
     # lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._closed:
-            raise RuntimeError("this RemoteScoringEngine is closed")
-        if self._task is not None:
-            return
+    def _open(self) -> None:
         c = self.config
         headers = {"authorization": f"Bearer {c.api_key}"} if c.api_key else {}
         self._client = httpx.AsyncClient(
@@ -119,9 +98,7 @@ class RemoteScoringEngine:
             timeout=httpx.Timeout(c.timeout_s, connect=c.connect_timeout_s),
             limits=httpx.Limits(max_connections=c.max_in_flight + 2),
         )
-        self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(c.max_in_flight)
-        self._task = asyncio.create_task(self._batcher(), name="p2l-remote-batcher")
 
     async def warmup(self) -> None:
         """Wait for the engine, then check it reproduces the probe; ``ready`` after that.
@@ -163,75 +140,25 @@ class RemoteScoringEngine:
             self.config.tolerance,
         )
 
-    async def close(self) -> None:
-        self._closed = True
-        self.ready = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def _release(self) -> None:
+        """Calls in flight are cancelled (their callers were failed) and the client closed."""
         for task in list(self._calls):
             task.cancel()
-        for req in self._pending:
-            if not req.future.done():
-                req.future.set_exception(NotReadyError("the scorer is shutting down"))
-        self._pending.clear()
         if self._client is not None:
             await self._client.aclose()
 
     # scoring ---------------------------------------------------------------------------
 
-    async def score(self, messages: list[dict]) -> Scores:
-        """This prompt's scores; ScorerUnavailableError when the engine cannot answer."""
-        started = time.perf_counter()
-        text = self.model.render(messages)  # raises InvalidRequestError
-        key = cache_key(text)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            self._stats["cache_hits"] += 1
-            return self._scores(hit, cached=True, started=started)
-        self._stats["cache_misses"] += 1
-        if self._closed:
-            raise NotReadyError("the scorer is shutting down")
-        if self._task is None:
-            await self.start()
+    def _admit(self) -> None:
+        """Fail fast while the circuit is open."""
         if not self.breaker.allow():
             raise ScorerUnavailableError(
                 f"the scoring engine at {self.config.root} is down (circuit open); retry shortly",
                 headers={"retry-after": str(max(1, round(self.config.breaker_cooldown_s)))},
             )
-        if len(self._pending) >= self.config.max_queue:
-            self._stats["overloaded"] += 1
-            raise OverloadedError(
-                f"the scorer queue is full ({self.config.max_queue} prompts waiting); retry shortly"
-            )
-        req = _Request(text, key, asyncio.get_running_loop().create_future())
-        self._pending.append(req)
-        assert self._wakeup is not None
-        self._wakeup.set()
-        try:
-            result = await req.future
-        except asyncio.CancelledError:
-            self._stats["cancelled"] += 1
-            with contextlib.suppress(ValueError):
-                self._pending.remove(req)
-            raise
-        return self._scores(result, cached=False, started=started)
 
     def stats(self) -> dict[str, int | float]:
-        forwards = self._stats["forwards"]
-        return {
-            **self._stats,
-            "queued": len(self._pending),
-            "in_flight": self._in_flight,
-            "cache_entries": len(self._cache),
-            "forward_seconds_total": round(self._forward_s, 6),
-            "avg_batch_size": self._stats["prompts_scored"] / forwards if forwards else 0.0,
-            "ready": int(self.ready),
-            "engine_up": int(not self.breaker.is_open),
-        }
+        return {**super().stats(), "engine_up": int(not self.breaker.is_open)}
 
     def health(self) -> dict[str, Any]:
         """For /readyz: where the engine is and whether it answers."""
@@ -245,37 +172,13 @@ class RemoteScoringEngine:
 
     # internals -------------------------------------------------------------------------
 
-    def _scores(self, result: Result, *, cached: bool, started: float) -> Scores:
-        coefs, eta, tokens = result
-        return Scores(
-            models=self.model.model_list,
-            coefs=coefs,
-            eta=eta,
-            head=self.model.head,  # type: ignore[arg-type]
-            prompt_tokens=tokens,
-            cached=cached,
-            scoring_ms=(time.perf_counter() - started) * 1000.0,
-        )
-
     async def _batcher(self) -> None:
-        assert self._wakeup is not None and self._slots is not None
+        assert self._slots is not None
         c = self.config
         while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await self._wait_for_pending()
             await self._slots.acquire()  # a free call slot; requests gather meanwhile
-            deadline = self._pending[0].enqueued + c.max_wait_ms / 1000 if self._pending else 0
-            while 0 < len(self._pending) < c.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-            batch = [r for r in self._pending[: c.max_batch_size] if not r.future.done()]
-            del self._pending[: c.max_batch_size]
+            batch = await self._gather(c.max_wait_ms / 1000, c.max_batch_size)
             if not batch:
                 self._slots.release()
                 continue
@@ -283,7 +186,7 @@ class RemoteScoringEngine:
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
-    async def _run_batch(self, batch: list[_Request]) -> None:
+    async def _run_batch(self, batch: list[PendingRequest]) -> None:
         assert self._slots is not None
         self._in_flight += len(batch)
         t0 = time.perf_counter()
@@ -295,33 +198,18 @@ class RemoteScoringEngine:
             if not isinstance(exc, ScorerUnavailableError):
                 log.exception("remote scoring failed for a batch of %d", len(batch))
                 exc = ScorerUnavailableError(f"the scoring engine's answer was unusable: {exc}")
-            for req in batch:
-                if not req.future.done():
-                    req.future.set_exception(exc)
+            self._fail(batch, exc)
             return
         finally:
             self._in_flight -= len(batch)
             self._slots.release()
         self._forward_s += time.perf_counter() - t0
         self._stats["batches"] += 1
-        self._stats["forwards"] += 1
-        self._stats["prompts_scored"] += len(batch)
-        self._stats["max_batch_seen"] = max(self._stats["max_batch_seen"], len(batch))
+        self._count_forward(len(batch))
         for row, req in enumerate(batch):
             c = coefs[row].copy()
             c.setflags(write=False)  # shared with the cache
-            result = (c, None if eta is None else float(eta[row]), full[row])
-            self._remember(req.key, result)
-            if not req.future.done():
-                req.future.set_result(result)
-
-    def _remember(self, key: bytes, result: Result) -> None:
-        if self.config.cache_size <= 0:
-            return
-        self._cache[key] = result
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.config.cache_size:
-            self._cache.popitem(last=False)
+            self._deliver(req, (c, None if eta is None else float(eta[row]), full[row]))
 
     async def _get(self, path: str) -> dict[str, Any]:
         return await self._call("GET", path, None, lambda resp: resp.json())

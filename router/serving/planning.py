@@ -5,7 +5,7 @@ cost. Routed requests are scored by P2L and decided by the team's strategy (pure
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -57,6 +57,30 @@ class RoutePlan:
         )
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """One request being planned, with what ``plan`` worked out before choosing."""
+
+    config: RouterConfig
+    team: TeamPolicy
+    req: ChatRequest
+    rec: DecisionRecord
+    cap: float | None
+    hold: Hold
+    prompt_tokens: int
+
+    def ranked(self, ranking: Sequence[Candidate]) -> RoutePlan:
+        """The plan that tries ``ranking`` in order, at the expected costs."""
+        return RoutePlan(
+            self.team,
+            self.req,
+            [c.model for c in ranking],
+            {c.model: c.expected_cost_usd for c in ranking},
+            self.prompt_tokens,
+            self.hold,
+        )
+
+
 class Planner:
     def __init__(
         self,
@@ -97,8 +121,9 @@ class Planner:
                 f"{self.max_prompt_tokens} per request",
                 param="messages",
             )
+        asked = _Asked(config, team, req, rec, cap, hold, prompt_tokens)
         if req.model not in ROUTER_ALIASES:
-            return self._direct(config, team, req, rec, cap, hold, prompt_tokens)
+            return self._direct(asked)
 
         scorer = self.scorer()
         try:
@@ -106,7 +131,7 @@ class Planner:
         except ScorerUnavailableError as exc:
             if team.on_scorer_down == "reject":
                 raise
-            return self._scorer_down(config, team, req, rec, cap, hold, prompt_tokens, scorer, exc)
+            return self._scorer_down(asked, scorer, exc)
         rec.scoring_ms = scores.scoring_ms
         cands, coefs = self.candidates(config, team, req, scores, prompt_tokens)
         strategy = (opts.strategy if opts else None) or team.strategy
@@ -141,14 +166,7 @@ class Planner:
         rec.decision = decision
         rec.chosen = decision.chosen
         rec.reason = decision.reason
-        return RoutePlan(
-            team,
-            req,
-            [c.model for c in decision.ranking],
-            {c.model: c.expected_cost_usd for c in decision.ranking},
-            prompt_tokens,
-            hold,
-        )
+        return asked.ranked(decision.ranking)
 
     def candidates(
         self,
@@ -196,26 +214,16 @@ class Planner:
             choices=req.n or 1,
         )
 
-    def _scorer_down(
-        self,
-        config: RouterConfig,
-        team: TeamPolicy,
-        req: ChatRequest,
-        rec: DecisionRecord,
-        cap: float | None,
-        hold: Hold,
-        prompt_tokens: int,
-        scorer: Any,
-        exc: ScorerUnavailableError,
-    ) -> RoutePlan:
+    def _scorer_down(self, asked: _Asked, scorer: Any, exc: ScorerUnavailableError) -> RoutePlan:
         """No scores (the remote engine is down): the team's ``on_scorer_down`` picks,
         cheapest first or its named model first, within the cap and the budget."""
+        config, team, req, rec, cap = asked.config, asked.team, asked.req, asked.rec, asked.cap
         mode = team.on_scorer_down
         names = list(scorer.model.model_list)
         if mode != "cheapest" and mode not in names and mode in config.catalog.models:
             names.append(mode)  # a named fallback may be a model P2L does not rank
         cands = self._priced(
-            config, team, req, names, dict.fromkeys(names, 0.0), "bt", prompt_tokens
+            config, team, req, names, dict.fromkeys(names, 0.0), "bt", asked.prompt_tokens
         )
         left = rec.budget_remaining_usd
         fits = [
@@ -245,26 +253,17 @@ class Planner:
             reason=rec.reason,
             runner_up=ranking[1].model if len(ranking) > 1 else None,
         )
-        return RoutePlan(
-            team,
-            req,
-            [c.model for c in ranking],
-            {c.model: c.expected_cost_usd for c in ranking},
-            prompt_tokens,
-            hold,
-        )
+        return asked.ranked(ranking)
 
-    def _direct(
-        self,
-        config: RouterConfig,
-        team: TeamPolicy,
-        req: ChatRequest,
-        rec: DecisionRecord,
-        cap: float | None,
-        hold: Hold,
-        prompt_tokens: int,
-    ) -> RoutePlan:
-        catalog = config.catalog
+    def _direct(self, asked: _Asked) -> RoutePlan:
+        team, req, rec, cap, prompt_tokens = (
+            asked.team,
+            asked.req,
+            asked.rec,
+            asked.cap,
+            asked.prompt_tokens,
+        )
+        catalog = asked.config.catalog
         model = catalog.models.get(req.model)
         if model is None:
             raise ModelNotFoundError(
@@ -298,4 +297,4 @@ class Planner:
                 if req.router and req.router.max_cost_usd
                 else "max_tokens",
             )
-        return RoutePlan(team, req, [req.model], {req.model: cost}, prompt_tokens, hold)
+        return RoutePlan(team, req, [req.model], {req.model: cost}, prompt_tokens, asked.hold)
