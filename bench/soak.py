@@ -62,19 +62,13 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from conftest import PRICES as TEST_PRICES  # noqa: E402
+from conftest import TINY_MODELS  # noqa: E402
 from fake_upstream import Behaviour, FakeUpstream  # noqa: E402
 from soak_report import MARK, Outcome, Plan, read_ledger, reconcile, report  # noqa: E402
 
-PRICES = {  # input, output USD per 1M tokens
-    "claude-3-5-haiku-20241022": (0.80, 4.00),
-    "claude-3-5-sonnet-20241022": (3.00, 15.00),
-    "deepseek-v3": (0.27, 1.10),
-    "gemini-1.5-flash-002": (0.075, 0.30),
-    "gpt-4o-2024-08-06": (2.50, 10.00),
-    "gpt-4o-mini-2024-07-18": (0.15, 0.60),
-    "llama-3.1-8b-instruct": (0.18, 0.18),
-    "o1-mini": (3.00, 12.00),
-}
+# The tests' catalog: the tiny checkpoint's models at their real prices (per 1M tokens).
+PRICES = {m: TEST_PRICES[m] for m in TINY_MODELS}
 TIMEOUTS = {"connect": 2, "first_byte": 4, "idle": 4, "total": 10}
 # Five failed calls in a row open a provider's circuit for 10 s (the default is 30 s).
 CIRCUIT = {"failures": 5, "cooldown_s": 10}

@@ -22,15 +22,10 @@ from fake_upstream import KEY, FakeUpstream, make_catalog  # noqa: E402
 MSGS = [{"role": "user", "content": "say something nice"}]
 
 
-@pytest.fixture(scope="module")
-def up():
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh(up):
-    up.clear()
+@pytest.fixture
+def up(fake: FakeUpstream) -> FakeUpstream:
+    """The session's fake upstream, cleared for each test (conftest's ``fake``)."""
+    return fake
 
 
 @pytest.fixture

@@ -24,15 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_upstream import KEY, FakeUpstream, make_catalog  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def up():
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh(up):
-    up.clear()
+@pytest.fixture
+def up(fake: FakeUpstream) -> FakeUpstream:
+    """The session's fake upstream, cleared for each test (conftest's ``fake``)."""
+    return fake
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
