@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import PRICES as TEST_PRICES  # noqa: E402
 from conftest import TINY_MODELS  # noqa: E402
 from fake_upstream import Behaviour, FakeUpstream  # noqa: E402
+from router_process import wait_http_ok  # noqa: E402
 from soak_report import MARK, Outcome, Plan, read_ledger, reconcile, report  # noqa: E402
 
 # The tests' catalog: the tiny checkpoint's models at their real prices (per 1M tokens).
@@ -144,17 +145,7 @@ def start_router(work: Path, providers: Path, policies: Path, ckpt: Path, port: 
 
 
 def wait_ready(root: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"router exited with {proc.returncode}; see its log")
-        try:
-            if httpx.get(root + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("router never became ready")
+    wait_http_ok(root + "/readyz", proc, what="the router (see its log)", timeout=timeout)
 
 
 def rss_mb(pid: int) -> float:

@@ -166,6 +166,20 @@ class RouterHandle:
         return httpx.Client(base_url=self.root, headers=headers, timeout=30)
 
 
+def default_models() -> dict[str, dict[str, Any]]:
+    """The test catalog: every model of ``PRICES`` on the fake provider, as ``up-<name>``."""
+    return {
+        name: {
+            "provider": "fake",
+            "upstream_model": f"up-{name}",
+            "input_usd_per_mtok": i,
+            "output_usd_per_mtok": o,
+            "supports": ["tools", "vision"],
+        }
+        for name, (i, o) in PRICES.items()
+    }
+
+
 def write_config(
     tmp: Path,
     fake_url: str,
@@ -182,16 +196,7 @@ def write_config(
         "max_retries": 1,
         **(provider or {}),
     }
-    model_cfg = models or {
-        name: {
-            "provider": "fake",
-            "upstream_model": f"up-{name}",
-            "input_usd_per_mtok": i,
-            "output_usd_per_mtok": o,
-            "supports": ["tools", "vision"],
-        }
-        for name, (i, o) in PRICES.items()
-    }
+    model_cfg = models or default_models()
     providers = tmp / "providers.yaml"
     providers.write_text(
         yaml.safe_dump(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,29 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def wait_http_ok(
+    url: str,
+    proc: subprocess.Popen,
+    *,
+    what: str,
+    timeout: float = 90,
+    interval: float = 0.1,
+    log: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll ``url`` until it answers 200; fail at once when ``proc`` exits, or after
+    ``timeout`` (a deadline, not an ordering sleep). ``log`` says why, on failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode}: {log()}"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"{what} never answered {url}: {log()}")
 
 
 class RouterProcess:
@@ -75,16 +99,11 @@ class RouterProcess:
         )
 
     def wait_ready(self, timeout: float = 90) -> RouterProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.err_log.read_text()
-            try:
-                if httpx.get(self.root + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("router never became ready")
+        wait_http_ok(
+            self.root + "/readyz", self.proc, what="the router", timeout=timeout,
+            log=self.err_log.read_text,
+        )  # fmt: skip
+        return self
 
     def wait_log(self, text: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

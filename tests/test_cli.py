@@ -14,7 +14,8 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import TINY_MODELS, free_socket, write_config
+from conftest import TINY_MODELS, write_config
+from router_process import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -31,24 +32,11 @@ def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess
     )
 
 
-def free_port() -> int:
-    s = free_socket()
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def wait_ready(root: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "router exited"
-        try:
-            if httpx.get(root + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("router never became ready")
+    wait_http_ok(
+        root + "/readyz", proc, what="the router", timeout=timeout,
+        log=lambda: proc.stderr.read() if proc.stderr else "",
+    )  # fmt: skip
 
 
 def stop(proc: subprocess.Popen) -> tuple[str, str]:

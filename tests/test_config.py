@@ -463,6 +463,29 @@ def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
         ("allow: gpt-4o*", "allow", "valid list"),
         ("opponent_mix: {a: 0, b: 0}", "opponent_mix", "positive sum"),
         ("stratgy: strict", "stratgy", "unknown field"),
+        # budget and rate_limit
+        ("strategy: strict", "budget", "`budget: none` for no limit"),
+        ("budget:", "budget", "is empty; write `budget: none`"),
+        ("budget: {period: week}", "budget.usd", "`budget: none` for no limit"),
+        ("budget: unlimited", "budget", "valid dictionary"),
+        ("budget: none\nrate_limit: {}", "rate_limit", "set requests_per_minute and/or"),
+        (
+            "budget: none\nrate_limit: {requests_per_minute: 0}",
+            "rate_limit.requests_per_minute",
+            "greater than 0",
+        ),
+        (
+            "budget: none\nrate_limit: {tokens_per_minute: -5}",
+            "rate_limit.tokens_per_minute",
+            "greater than 0",
+        ),
+        (
+            "budget: none\nrate_limit: {tokens_per_minute: 1.5}",
+            "rate_limit.tokens_per_minute",
+            "integer",
+        ),
+        ("budget: none\nrate_limit: {rpm: 10}", "rate_limit.rpm", "unknown field"),
+        ("budget: none\nrate_limit: 100", "rate_limit", "valid dictionary"),
     ],
 )
 def test_policy_errors_name_file_and_field(
@@ -608,44 +631,6 @@ def test_duplicate_model_key_is_a_config_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- budget, rate limit, admin
-
-
-@pytest.mark.parametrize(
-    ("policy", "field", "message"),
-    [
-        ("strategy: strict", "budget", "`budget: none` for no limit"),
-        ("budget:", "budget", "is empty; write `budget: none`"),
-        ("budget: {period: week}", "budget.usd", "`budget: none` for no limit"),
-        ("budget: unlimited", "budget", "valid dictionary"),
-        ("budget: none\nrate_limit: {}", "rate_limit", "set requests_per_minute and/or"),
-        (
-            "budget: none\nrate_limit: {requests_per_minute: 0}",
-            "rate_limit.requests_per_minute",
-            "greater than 0",
-        ),
-        (
-            "budget: none\nrate_limit: {tokens_per_minute: -5}",
-            "rate_limit.tokens_per_minute",
-            "greater than 0",
-        ),
-        (
-            "budget: none\nrate_limit: {tokens_per_minute: 1.5}",
-            "rate_limit.tokens_per_minute",
-            "integer",
-        ),
-        ("budget: none\nrate_limit: {rpm: 10}", "rate_limit.rpm", "unknown field"),
-        ("budget: none\nrate_limit: 100", "rate_limit", "valid dictionary"),
-    ],
-)
-def test_budget_and_rate_limit_errors_name_file_and_field(
-    tmp_path: Path, policy: str, field: str, message: str
-) -> None:
-    path = _write(tmp_path / "policies" / "team.yaml", policy + "\n")
-    with pytest.raises(ConfigError) as exc:
-        load_policies(tmp_path / "policies", env={})
-    problems = _problems(exc)
-    assert field in problems, problems
-    assert problems[field].startswith(f"{path}: ") and message in problems[field], problems[field]
 
 
 @pytest.mark.parametrize(

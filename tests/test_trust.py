@@ -40,6 +40,7 @@ from conftest import (
     TEAM_KEY,
     RouterHandle,
     ThreadServer,
+    default_models,
     free_socket,
     write_config,
 )
@@ -433,16 +434,7 @@ def test_connection_refused_is_retried_then_502_with_no_body_sent(make_router, f
 
 def catalog(**overrides: dict) -> dict:
     """The conftest catalog with some models' fields changed (None removes a field)."""
-    models = {
-        name: {
-            "provider": "fake",
-            "upstream_model": f"up-{name}",
-            "input_usd_per_mtok": i,
-            "output_usd_per_mtok": o,
-            "supports": ["tools", "vision"],
-        }
-        for name, (i, o) in PRICES.items()
-    }
+    models = default_models()
     for name, fields in overrides.items():
         for k, v in fields.items():
             if v is None:

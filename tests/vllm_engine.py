@@ -7,10 +7,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
+from router_process import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -64,16 +63,12 @@ class VllmEngine:
         return self
 
     def wait_up(self) -> VllmEngine:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/v1/models", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"vLLM did not come up; log:\n{self.log.read_text()[-3000:]}")
+        assert self.proc is not None
+        wait_http_ok(
+            self.url + "/v1/models", self.proc, what="vLLM", timeout=START_TIMEOUT_S,
+            interval=0.25, log=lambda: self.log.read_text()[-3000:],
+        )  # fmt: skip
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
