@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -79,6 +80,40 @@ def fake(fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
     fake_upstream_server.clear()
     yield fake_upstream_server
     fake_upstream_server.clear()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis ledger URL with a prefix of this test's own, its keys deleted afterwards."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+    prefix = f"p2l-test-{uuid.uuid4().hex[:8]}:"
+    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def run_processes(code: str, url: str, n: int) -> list[int]:
+    """``code`` (a script taking the ledger URL, printing one integer) in ``n`` real
+    processes at once; the integers they printed."""
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url], cwd=root, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(n)
+    ]
+    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    return counts
 
 
 def free_socket() -> socket.socket:

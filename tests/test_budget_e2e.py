@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import openai
 import pytest
-import redis
 from conftest import TEAM_KEY
 
 O1 = "o1-mini"  # $3 / $12 per 1M tokens
@@ -131,19 +129,6 @@ def test_crashed_reservation_is_released_after_ttl(make_router):
     r.openai().chat.completions.create(
         model=O1, messages=[{"role": "user", "content": "x"}], max_tokens=20_000
     )
-
-
-@pytest.fixture
-def redis_url():
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
-    prefix = f"p2l-test-{uuid.uuid4().hex[:8]}:"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
 
 
 async def test_redis_ledger_through_the_router(make_router, redis_url):

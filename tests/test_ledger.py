@@ -12,14 +12,13 @@ import math
 import random
 import socket
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_processes
 
 from router.ledger import (
     InsufficientBudget,
@@ -394,14 +393,7 @@ _WORKER = textwrap.dedent(
 def test_two_processes_share_one_sqlite_file(tmp_path):
     """Real processes: BEGIN IMMEDIATE makes check-and-insert atomic across them."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, url], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        for _ in range(3)
-    ]
-    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    counts = run_processes(_WORKER, url, 3)
     assert sum(counts) == 100  # exactly the limit (1.0 / 0.01), whoever won the races
 
 

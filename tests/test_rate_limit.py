@@ -6,13 +6,12 @@ The clock is the caller's (``now``), frozen or moved by hand, so the tests are e
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import test_ledger
-from test_ledger import REDIS_HOST, REDIS_PORT, ROOT, T0, needs_redis
+from conftest import run_processes
+from test_ledger import REDIS_HOST, REDIS_PORT, T0, needs_redis
 
 from router.ledger import Ledger
 from router.ledger.rate import gcra
@@ -117,14 +116,7 @@ _WORKER = textwrap.dedent(
 def test_two_processes_share_one_rate_limit(tmp_path):
     """Real processes on one SQLite file: the limit holds across them."""
     url = f"sqlite:///{tmp_path / 'rate.db'}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, url], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    counts = run_processes(_WORKER, url, 2)
     assert sum(counts) == 50
 
 

@@ -24,7 +24,6 @@ import subprocess
 import threading
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -540,20 +539,8 @@ def test_routed_huge_answer_falls_back_to_the_next_candidate(make_router, fake, 
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def rate_ledger(request) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-        return
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    prefix = f"p2l-trust-{uuid.uuid4().hex[:8]}:"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-    client.close()
+def rate_ledger(request) -> str | None:
+    return None if request.param == "sqlite" else request.getfixturevalue("redis_url")
 
 
 def test_rate_limit_refuses_the_third_request_unforwarded(make_router, fake, rate_ledger):
