@@ -33,6 +33,7 @@ from pydantic import (
 
 from router.policy.candidates import DEFAULT_EXPECTED_OUTPUT_TOKENS
 from router.policy.strategies import STRATEGY_NAMES
+from router.redaction import Redactor
 
 log = logging.getLogger("router.config")
 
@@ -329,6 +330,15 @@ class RouterConfig(_Model):
         if self._admin_digest is None or not key:
             return False
         return hmac.compare_digest(self._admin_digest, key_digest(key))
+
+    def redactor(self, *extra_secrets: str | None) -> Redactor:
+        """What masks this config's secrets (provider keys in plain text, client and admin
+        keys by digest) and ``extra_secrets`` (the scoring engine's key) in upstream text."""
+        plain = [p.api_key for p in self.catalog.providers.values()]
+        digests = list(self._team_by_digest)
+        if self._admin_digest is not None:
+            digests.append(self._admin_digest)
+        return Redactor([*plain, *extra_secrets], digests)
 
 
 # ---------------------------------------------------------------- loading

@@ -52,9 +52,13 @@ class RouterError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        summary: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        # The message without upstream text (which may quote the prompt): what the
+        # decision log keeps unless prompts are logged. None: the message has none.
+        self.summary = summary
         self.param = param
         if code is not None:
             self.code = code
@@ -174,8 +178,15 @@ class ProviderRejectedError(RouterError, type="invalid_request_error"):
     """The provider refused the client's request (400/413/422): its answer goes back to
     the client as it was, in OpenAI's error shape, and no other candidate is tried."""
 
-    def __init__(self, status: int, message: str, error: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error: dict[str, Any] | None = None,
+        *,
+        summary: str | None = None,
+    ) -> None:
+        super().__init__(message, summary=summary)
         self.status = status
         err = error or {}
         self._body = {

@@ -132,7 +132,7 @@ class ChatFlow:
                 return answer
             return await self._complete(self.plan, body)
         except RouterError as exc:
-            rec.status, rec.error = exc.status, exc.message
+            rec.status, rec.error = exc.status, self.loggable(exc.message, exc.summary)
             return refusal(exc, rec)
         except LedgerError as exc:
             # Without the ledger no budget can be enforced: refuse rather than overspend.
@@ -152,6 +152,11 @@ class ChatFlow:
             if not streaming:
                 await self._release()
                 parts.record(rec)
+
+    def loggable(self, message: str, summary: str | None) -> str:
+        """What the decision log keeps of an error: without prompt logging, the
+        prompt-free ``summary`` of one that carries upstream text."""
+        return message if summary is None or self.rec.prompt is not None else summary
 
     def mark_interrupted(self, exc: BaseException) -> None:
         rec = self.rec
@@ -217,13 +222,16 @@ class ChatFlow:
         if not exc.retryable and exc.status in CLIENT_FAULT_STATUSES:
             err = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
             raise ProviderRejectedError(
-                exc.status or 400, exc.message, err if isinstance(err, dict) else None
+                exc.status or 400,
+                exc.message,
+                err if isinstance(err, dict) else None,
+                summary=exc.prompt_free,
             )
         self.rec.fallbacks.append(
             {
                 "model": cfg.name,
                 "error": str(exc.status) if exc.status else exc.kind,
-                "message": exc.message[:300],
+                "message": self.loggable(exc.message, exc.summary)[:300],
                 "attempts": exc.attempts,
                 "may_have_arrived": exc.may_have_arrived,
             }
@@ -233,8 +241,11 @@ class ChatFlow:
         code = str(last.status) if last and last.status else (last.kind if last else "no_candidate")
         n = len(plan.candidates)
         what = "the requested model" if n == 1 else f"all {n} candidates"
+        head = f"{what} failed upstream; last error: "
         return UpstreamError(
-            f"{what} failed upstream; last error: {last.message if last else '?'}", code=code
+            head + (last.message if last else "?"),
+            code=code,
+            summary=head + last.prompt_free if last and last.summary else None,
         )
 
     async def _complete(self, plan: RoutePlan, body: dict[str, Any]) -> Answer:

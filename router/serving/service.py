@@ -113,6 +113,11 @@ class RouterService:
     def config(self) -> RouterConfig:
         return self.generations.current.config
 
+    @property
+    def scorer_key(self) -> str | None:
+        """The remote scoring engine's key, one more secret to keep out of what teams see."""
+        return getattr(getattr(self.engine, "config", None), "api_key", None)
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -133,7 +138,10 @@ class RouterService:
         )
         self.accounts = Accounts(self.ledger, self.journal, self.clock)
         self.generations = Generations(
-            self.initial_config, lambda c: UpstreamClient(c.catalog, transports=opts.transports)
+            self.initial_config,
+            lambda c: UpstreamClient(
+                c.catalog, transports=opts.transports, redactor=c.redactor(self.scorer_key)
+            ),
         )
         self.decisions = DecisionLog(opts.decision_log)
         if opts.decision_history:
@@ -310,6 +318,12 @@ class RouterService:
 
     def record(self, rec: DecisionRecord) -> None:
         line = rec.log_line()
+        # Upstream text was scrubbed where it came in; this is the second lock on the door
+        # of everything a team can read (log, history, admin API, console).
+        redactor = self.generations.current.upstream.redactor
+        for key in ("error", "fallbacks"):
+            if line.get(key):
+                line[key] = redactor.value(line[key])
         self.decisions.write_line(line)
         if self.history is not None:
             self.history.offer(line)

@@ -50,11 +50,6 @@ async def relay_chunks(
                     usage = chunk["usage"]
                 last_id = chunk.get("id", last_id)
                 created = chunk.get("created", created)
-                if "error" in chunk and "choices" not in chunk:
-                    rec.status = 502
-                    rec.error = str(chunk["error"])[:300]
-                    yield chunk
-                    continue
                 if not chunk.get("choices") and "usage" in chunk and not wants_usage:
                     continue
                 if not wants_usage:
@@ -65,7 +60,7 @@ async def relay_chunks(
                 yield chunk
         except UpstreamFailure as exc:
             rec.status = 502
-            rec.error = exc.message
+            rec.error = flow.loggable(exc.message, exc.summary)
             err = UpstreamError(
                 f"the upstream stream from '{model}' broke: {exc.message}", code=exc.kind
             )

@@ -29,6 +29,7 @@ import httpx
 
 from router.config import Catalog, ModelConfig
 from router.jsonio import dumps
+from router.redaction import Redactor
 from router.upstream.deadlines import Deadline
 from router.upstream.failures import (
     TRANSPORT_ERRORS,
@@ -53,15 +54,23 @@ class UpstreamClient:
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
     ) -> None:
         """``transports`` replaces a provider's network pool (e.g. the in-process echo
         app); those are not closed by :meth:`aclose`. ``clock`` drives the circuit
         breakers' cooldowns. Raises ``ConfigError`` for a header value that could not
-        be sent safely (a control character, e.g. a key with a trailing newline)."""
+        be sent safely (a control character, e.g. a key with a trailing newline).
+        ``redactor`` masks the router's secrets in upstream text (default: the
+        providers' keys)."""
         transports = transports or {}
+        if redactor is None:
+            redactor = Redactor(p.api_key for p in catalog.providers.values())
+        self.redactor = redactor
         self._tls: ssl.SSLContext | None = None
         self._providers = {
-            name: Provider(cfg, transports.get(name), self._tls_context, clock, catalog.source)
+            name: Provider(
+                cfg, transports.get(name), self._tls_context, clock, catalog.source, redactor
+            )
             for name, cfg in catalog.providers.items()
         }
 

@@ -16,13 +16,19 @@ provider (``may_have_arrived``), which decides whether it may be sent again:
 
 Third-party exceptions (httpx, aiohttp as the cause of an httpx one, OSError from an
 injected transport) become these in :func:`translate` only, with ``raise ... from``.
-Messages never contain the provider key: it only travels in a header, and error text
-from upstream is scrubbed of it.
+Messages never contain a secret of the router: keys only travel in headers, and text
+from upstream is decoded and scrubbed of every key the router holds
+(``router/redaction.py``). On 401/403 the provider's text, which is about the router's
+own credentials, is not kept at all. Where a message carries upstream text (which may
+quote the prompt), ``summary`` is a prompt-free version built from the status and the
+error's short identifiers (type, code, param): what the decision log keeps without
+``--log-prompts``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
@@ -59,14 +65,15 @@ class UpstreamFailure(Exception):
     retry_after: float | None = None
     provider: str | None = None
     attempts: int = 1
+    summary: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
 
     @property
-    def code(self) -> str:
-        """What the router reports as the 502's ``code``: the status, else the kind."""
-        return str(self.status) if self.status is not None else self.kind
+    def prompt_free(self) -> str:
+        """The message without upstream text (which may quote the prompt)."""
+        return self.summary or self.message
 
     @property
     def provider_fault(self) -> bool:
@@ -85,6 +92,8 @@ class FailureSource(Protocol):
     retry_statuses: frozenset[int]
 
     def scrub(self, text: str) -> str: ...
+
+    def scrub_value(self, value: Any) -> Any: ...
 
 
 def failure(p: FailureSource, kind: str, message: str, **kw: Any) -> UpstreamFailure:
@@ -110,12 +119,16 @@ def translate(exc: BaseException, p: FailureSource, *, answer_started: bool) -> 
     if isinstance(exc, aiohttp.ConnectionTimeoutError | httpx.ConnectTimeout):
         return _not_sent(p, f"connect timeout after {p.connect:g}s")
     if isinstance(exc, aiohttp.ClientResponseError | httpx.LocalProtocolError):
-        return failure(p, "protocol", f"invalid answer{after}: {detail}")
+        return failure(
+            p, "protocol", f"invalid answer{after}: {detail}",
+            summary=f"{p.name}: invalid answer{after} ({type(exc).__name__})",
+        )  # fmt: skip
     if isinstance(exc, aiohttp.ServerTimeoutError | httpx.TimeoutException):
         return failure(p, "timeout", f"timeout{after}: {detail}")
     if isinstance(exc, aiohttp.ClientError | httpx.TransportError | OSError):
         return failure(p, "disconnect", f"connection broken{after}: {detail}")
-    return failure(p, "protocol", detail)  # UnsupportedProtocol, DecodingError, ...
+    # UnsupportedProtocol, DecodingError, ...
+    return failure(p, "protocol", detail, summary=f"{p.name}: {type(exc).__name__}")
 
 
 def _not_sent(p: FailureSource, message: str) -> UpstreamFailure:
@@ -144,8 +157,13 @@ def retry_after(headers: httpx.Headers) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# Statuses whose text is about the router's own credentials: never relayed.
+CREDENTIAL_STATUSES = frozenset({401, 403, 407})
+_IDENT = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
+
+
 async def status_failure(resp: httpx.Response, p: FailureSource) -> UpstreamFailure:
-    """Read (a bounded part of) a non-2xx answer and describe it."""
+    """Read (a bounded part of) a non-2xx answer and describe it, scrubbed."""
     raw = b""
     try:
         async for part in body_parts(resp):
@@ -156,12 +174,20 @@ async def status_failure(resp: httpx.Response, p: FailureSource) -> UpstreamFail
         pass
     finally:
         await resp.aclose()
-    text = p.scrub(raw[:ERROR_BODY_LIMIT].decode("utf-8", "replace"))
-    body = parse_object(text)
-    err = body.get("error") if body else None
-    detail = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
-    detail = detail or text[:200].strip() or resp.reason_phrase
     status = resp.status_code
+    summary = f"{p.name}: upstream returned {status}"
+    if status in CREDENTIAL_STATUSES:
+        detail, body = "the provider refused the router's credentials (see its api_key_env)", None
+    else:
+        text = raw[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
+        body = parse_object(text)  # decoded first, then scrubbed: escapes hide nothing
+        body = p.scrub_value(body) if body is not None else None
+        err = body.get("error") if body else None
+        detail = (
+            err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
+        )
+        detail = str(detail) if detail else p.scrub(text)[:200].strip() or resp.reason_phrase
+        summary += describe_error(err)
     return failure(
         p,
         "status",
@@ -170,7 +196,21 @@ async def status_failure(resp: httpx.Response, p: FailureSource) -> UpstreamFail
         retryable=status in NOT_PROCESSED_STATUSES or status in p.retry_statuses,
         body=body,
         retry_after=retry_after(resp.headers),
+        summary=summary,
     )
+
+
+def describe_error(err: Any) -> str:
+    """`` (type x, code y, param z)`` from an upstream error object: its short identifiers
+    only, never its message (which may quote the prompt)."""
+    if not isinstance(err, dict):
+        return ""
+    parts = [
+        f"{k} {v}"
+        for k in ("type", "code", "param")
+        if isinstance(v := err.get(k), str | int) and _IDENT.fullmatch(str(v))
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def parse_object(data: bytes | str) -> dict | None:

@@ -12,6 +12,7 @@ import httpx
 
 from router.config import ProviderConfig
 from router.errors import ConfigError, ConfigProblem
+from router.redaction import Redactor
 from router.upstream.circuit import CircuitBreaker
 from router.upstream.failures import UpstreamFailure, failure, translate
 from router.upstream.transport import create_transport
@@ -29,7 +30,7 @@ class Provider:
     __slots__ = (
         "name", "transport", "owned", "url", "headers", "extensions", "connect", "first_byte",
         "idle", "total", "max_retries", "retry_statuses", "max_response_bytes",
-        "max_sse_event_bytes", "breaker", "key",
+        "max_sse_event_bytes", "breaker", "redactor",
     )  # fmt: skip
 
     def __init__(
@@ -39,10 +40,13 @@ class Provider:
         tls: Callable[[], ssl.SSLContext],
         clock: Callable[[], float],
         source: str = "providers.yaml",
+        redactor: Redactor | None = None,
     ) -> None:
         self.name = cfg.name
         self.url = httpx.URL(cfg.base_url + "/chat/completions")
-        self.key = cfg.api_key
+        # Every secret of the router, not only this provider's key: a provider may quote
+        # anything it was ever sent, and a gateway in front of several may quote another's.
+        self.redactor = redactor if redactor is not None else Redactor([cfg.api_key])
         self.headers = _headers(cfg, self.url, source)
         self.owned = transport is None
         self.transport = transport if transport is not None else create_transport(cfg, tls)
@@ -73,7 +77,10 @@ class Provider:
         return request
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.key, "***") if self.key and self.key in text else text
+        return self.redactor.text(text)
+
+    def scrub_value(self, value: Any) -> Any:
+        return self.redactor.value(value)
 
     def fail(self, kind: str, message: str, **kw: Any) -> UpstreamFailure:
         return failure(self, kind, message, **kw)

@@ -17,7 +17,7 @@ import httpx
 
 from router.jsonio import loads
 from router.upstream.deadlines import Deadline
-from router.upstream.failures import TRANSPORT_ERRORS
+from router.upstream.failures import TRANSPORT_ERRORS, describe_error
 
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 
@@ -32,6 +32,8 @@ class StreamProvider(Protocol):
     max_sse_event_bytes: int
 
     def scrub(self, text: str) -> str: ...
+
+    def scrub_value(self, value: Any) -> Any: ...
 
     def fail(self, kind: str, message: str, **kw: Any) -> Exception: ...
 
@@ -211,9 +213,12 @@ class UpstreamStream:
         if event == b"error" or (isinstance(obj, dict) and "error" in obj and "choices" not in obj):
             err = obj.get("error") if isinstance(obj, dict) else None
             detail = err.get("message") if isinstance(err, dict) else err
-            detail = p.scrub(str(detail or data[:200].decode("utf-8", "replace")))
-            body = obj if isinstance(obj, dict) else None
-            return p.fail("protocol", f"error event in stream: {detail}", body=body)
+            detail = str(detail) if detail else data[:200].decode("utf-8", "replace")
+            body = p.scrub_value(obj) if isinstance(obj, dict) else None
+            return p.fail(
+                "protocol", f"error event in stream: {p.scrub(detail)}", body=body,
+                summary=f"{p.name}: error event in stream{describe_error(err)}",
+            )  # fmt: skip
         if not isinstance(obj, dict):
             return p.fail("protocol", "a stream chunk is not a JSON object")
         return obj
