@@ -223,6 +223,7 @@ def write_config(
     other_team: dict[str, Any] | None = None,
     provider: dict[str, Any] | None = None,
     models: dict[str, Any] | None = None,
+    provider_key: str = PROVIDER_KEY,
 ) -> tuple[Path, Path, dict[str, str]]:
     prov = {
         "base_url": fake_url,
@@ -270,7 +271,7 @@ def write_config(
         )
     )
     env = {
-        "FAKE_PROVIDER_KEY": PROVIDER_KEY,
+        "FAKE_PROVIDER_KEY": provider_key,
         "RESEARCH_KEY": TEAM_KEY,
         "OTHER_KEY": OTHER_KEY,
         "P2L_ROUTER_ADMIN_KEY": ADMIN_KEY,

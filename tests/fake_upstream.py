@@ -93,6 +93,8 @@ class Behaviour:
     huge_body: int = 0
     body_delay_s: float = 0.0
     hold: threading.Event | None = None
+    error_raw: bytes | None = None  # the error answer's body, byte for byte
+    stream_error_raw: bytes | None = None  # an SSE data event after the first chunk
 
 
 @dataclass
@@ -151,6 +153,8 @@ class FakeUpstream:
         huge_body: int = 0,
         body_delay_s: float = 0.0,
         hold: threading.Event | None = None,
+        error_raw: bytes | None = None,
+        stream_error_raw: bytes | None = None,
     ) -> None:
         """Set how requests for ``model`` (as the upstream sees it; ``"*"``: any) go.
 
@@ -164,6 +168,9 @@ class FakeUpstream:
         bytes; ``huge_body=N``: a non-streamed answer of N bytes (chunked, no length).
         ``hold``: once the body is in (``requests`` shows it), wait until the test sets
         this event (at most ``HOLD_LIMIT_S``), then go on as the rest says.
+        ``error_raw``: the error answer's body exactly as given (escapes a JSON encoder
+        would not write); ``stream_error_raw``: a stream that sends its first chunk, then
+        ``data: <these bytes>`` (an error event), then ends.
         ``fail_times=N`` applies all of this to the next N requests only, then the model
         answers normally.
         """
@@ -172,7 +179,8 @@ class FakeUpstream:
         with self._lock:
             self._behaviours[model] = Behaviour(
                 status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body,
-                drop_after_read, huge_line, huge_body, body_delay_s, hold,
+                drop_after_read, huge_line, huge_body, body_delay_s, hold, error_raw,
+                stream_error_raw,
             )  # fmt: skip
 
     def clear(self) -> None:
@@ -293,6 +301,11 @@ class FakeUpstream:
             extra = []
             if b.retry_after is not None:
                 extra.append((b"retry-after", str(b.retry_after).encode()))
+            if b.error_raw is not None:
+                head = [(b"content-type", b"application/json"), *extra]
+                await send({"type": "http.response.start", "status": b.status, "headers": head})
+                await send({"type": "http.response.body", "body": b.error_raw})
+                return
             err = b.error_body or error_body(
                 f"fake upstream failure {b.status}", type="server_error", code=str(b.status)
             )
@@ -309,7 +322,10 @@ class FakeUpstream:
                 await send_json(send, 200, answer)
             rec.usage = answer["usage"]
             return
-        await self._stream(body, b.chunk_delay_s if b else 0.0, rec, receive, send)
+        await self._stream(
+            body, b.chunk_delay_s if b else 0.0, rec, receive, send,
+            b.stream_error_raw if b else None,
+        )  # fmt: skip
 
     async def _slow_body(self, answer: dict, delay: float, send: Any) -> None:
         data = dumps(answer)
@@ -353,8 +369,9 @@ class FakeUpstream:
             watcher.cancel()
 
     async def _stream(
-        self, body: dict, delay: float, rec: Recorded, receive: Any, send: Any
-    ) -> None:
+        self, body: dict, delay: float, rec: Recorded, receive: Any, send: Any,
+        error_raw: bytes | None = None,
+    ) -> None:  # fmt: skip
         gone = asyncio.Event()
         watcher = asyncio.create_task(_watch(receive, gone))
         try:
@@ -367,6 +384,10 @@ class FakeUpstream:
                     return
                 await send({"type": "http.response.body", "body": sse(chunk), "more_body": True})
                 rec.chunks_sent += 1
+                if error_raw is not None:
+                    event = b"data: " + error_raw + b"\n\n"
+                    await send({"type": "http.response.body", "body": event, "more_body": False})
+                    return
                 if chunk.get("usage"):
                     rec.usage = chunk["usage"]
             if delay:
