@@ -7,7 +7,7 @@ verbatim (``extra="allow"``) and forwarded unchanged. Validation failures become
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
@@ -66,7 +66,7 @@ class ChatRequest(BaseModel):
 class LeaderboardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[dict[str, Any]] | None = Field(None, min_length=1)
+    messages: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
     prompt: str | None = None
     top_k: int | None = Field(None, ge=2, le=64)
     max_tokens: int | None = Field(None, ge=1)
@@ -127,9 +127,6 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest if isinstance(value, dict | list) else 0
 
 
-Kind = Literal["chat", "leaderboard"]
-
-
 def parse_chat(data: dict[str, Any], *, max_n: int) -> ChatRequest:
     try:
         req = ChatRequest.model_validate(data)
@@ -141,7 +138,15 @@ def parse_chat(data: dict[str, Any], *, max_n: int) -> ChatRequest:
 
 
 def parse_leaderboard(data: dict[str, Any]) -> LeaderboardRequest:
+    return parse_model(LeaderboardRequest, data)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` validated as ``model``; a failure is a 400 naming the field."""
     try:
-        return LeaderboardRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise _field_error(exc) from exc

@@ -8,11 +8,12 @@ errors are OpenAI's shape like everywhere else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from router.api.fastpath import read_body
 from router.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -20,6 +21,7 @@ from router.errors import (
     PermissionDeniedError,
 )
 from router.ledger.history import MAX_QUERY_LIMIT, parse_duration, parse_since
+from router.protocol import MAX_MESSAGES, parse_json_object, parse_model
 from router.serving.admin import MAX_WHATIF_DECISIONS, AdminQueries
 
 
@@ -82,7 +84,9 @@ class Stats(BaseModel):
 
 
 class PreviewRequest(BaseModel):
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_MESSAGES)
 
 
 class PreviewTeam(BaseModel):
@@ -101,6 +105,8 @@ class Preview(BaseModel):
 
 
 class WhatIfRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     team: str
     cost_sensitivity: list[float] = Field(min_length=1, max_length=200)
     limit: int = Field(500, ge=1, le=MAX_WHATIF_DECISIONS)
@@ -116,6 +122,21 @@ class WhatIfPoint(BaseModel):
 class WhatIf(BaseModel):
     team: str
     points: list[WhatIfPoint]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: Request, model: type[M], limit: int) -> M:
+    """The body as ``model``, read only once the caller is authenticated, within the
+    same size and stall limits as chat (413, 408), malformed input a 400 naming the field."""
+    return parse_model(model, parse_json_object(await read_body(request, limit)))
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body in /openapi.json: the handler reads it itself (after auth)."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": schema}}
 
 
 def admin_scope(service: Any, authorization: str | None) -> str | None:
@@ -206,22 +227,26 @@ def create_admin_routes(service: Any) -> APIRouter:
             raise _bad("bucket", exc) from None
         return await service.ledger.decision_stats(since=since_ts, bucket_s=bucket_s, team=scope)
 
-    @routes.post("/route-preview", response_model=Preview)
-    async def route_preview(request: Request, body: PreviewRequest) -> dict[str, Any]:
+    @routes.post("/route-preview", response_model=Preview, openapi_extra=_body(PreviewRequest))
+    async def route_preview(request: Request) -> dict[str, Any]:
         """The prompt's leaderboard and the model each team's policy would pick now (no
         call upstream, nothing reserved)."""
         scope = admin_scope(service, request.headers.get("authorization"))
+        body = await read_model(request, PreviewRequest, service.limits.max_body_bytes)
         return await queries.route_preview(body.messages, scope)
 
-    @routes.post("/whatif", response_model=WhatIf)
-    async def whatif(request: Request, body: WhatIfRequest) -> dict[str, Any]:
+    @routes.post("/whatif", response_model=WhatIf, openapi_extra=_body(WhatIfRequest))
+    async def whatif(request: Request) -> dict[str, Any]:
         """Cost-aware routing of the team's recent decisions at each λ: expected spend and
         mean score over them."""
         scope = admin_scope(service, request.headers.get("authorization"))
+        body = await read_model(request, WhatIfRequest, service.limits.max_body_bytes)
         name = _team_filter(scope, body.team)
         team = service.config.teams.get(name)
         if team is None:
             raise InvalidRequestError(f"no team '{body.team}'", param="team")
+        if scope is not None:
+            await service.accounts.take_rate(team, 0)
         return await queries.whatif(team, body.cost_sensitivity, body.limit)
 
     return routes

@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.api.responses import INTERNAL_ERROR, JSONResponse, chat_response
 from router.errors import BodyTooLargeError, InvalidRequestError, RequestTimeoutError
@@ -30,9 +30,28 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_limited(declared: str | None, receive: Receive, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(_too_large(int(declared), limit))
+    receive = bounded(receive, limit)
     chunks: list[bytes] = []
-    size = 0
     while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequestError("the client disconnected before sending the whole body")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def bounded(receive: Receive, limit: int) -> Receive:
+    """``receive`` that refuses a body over ``limit`` bytes (413) or one that stalls
+    ``BODY_READ_TIMEOUT_S`` (408), whichever route reads it and however: the safety net
+    under the routes that read their bodies with :func:`read_limited` after auth."""
+    size = 0
+    done = False
+
+    async def receive_bounded() -> Message:
+        nonlocal size, done
+        if done:  # the body is in: a wait for the disconnect may take as long as it takes
+            return await receive()
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT_S):
                 message = await receive()
@@ -41,15 +60,16 @@ async def read_limited(declared: str | None, receive: Receive, limit: int) -> by
                 f"the request body stalled: nothing arrived for {BODY_READ_TIMEOUT_S:g} s "
                 f"after {size} bytes"
             ) from None
-        if message["type"] == "http.disconnect":
-            raise InvalidRequestError("the client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(_too_large(size, limit))
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise BodyTooLargeError(_too_large(size, limit))
+            done = not message.get("more_body", False)
+        else:
+            done = True
+        return message
+
+    return receive_bounded
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -64,6 +84,8 @@ class ChatFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+            if scope["type"] == "http":  # every route's body within the chat path's bounds
+                receive = bounded(receive, self.service.limits.max_body_bytes)
             await self.app(scope, receive, send)
             return
         auth = length = None

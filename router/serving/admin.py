@@ -7,6 +7,7 @@ itself (pages, stats) is read straight from the ledger by the routes.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -75,10 +76,10 @@ class AdminQueries:
         svc = self.service
         engine = svc.require_ready()
         req = ChatRequest(model="p2l", messages=messages)
-        scores = await engine.score(messages)
-        prompt_tokens = await svc.tokens.count_prompt(messages)
-        catalog = svc.config.catalog
         teams = self.teams_in(scope)
+        prompt_tokens = await svc.admit(teams[0] if scope is not None else None, messages)
+        scores = await engine.score(messages)
+        catalog = svc.config.catalog
         shown = [
             m
             for m in scores.models
@@ -131,20 +132,26 @@ class AdminQueries:
             lines += [x for x in page if x.get("candidates")]
             if cursor is None:
                 break
-        sp = scored_from_lines(lines[:limit])
-        if sp is None:
-            points = []
-        else:
-            points = [
-                {
-                    "cost_sensitivity": p.cost_sensitivity,
-                    "spend_usd": p.spend_usd,
-                    "mean_score": p.mean_score,
-                    "requests": p.routed,
-                }
-                for p in frontier_scored(sp, team=team, lambdas=lambdas)
-            ]
+        # The frontier is numpy work over up to MAX_WHATIF_DECISIONS rows: off the loop.
+        points = await asyncio.to_thread(_frontier_points, lines[:limit], team, lambdas)
         return {"team": team.name, "points": points}
+
+
+def _frontier_points(
+    lines: Sequence[dict[str, Any]], team: TeamPolicy, lambdas: Sequence[float]
+) -> list[dict[str, Any]]:
+    sp = scored_from_lines(lines)
+    if sp is None:
+        return []
+    return [
+        {
+            "cost_sensitivity": p.cost_sensitivity,
+            "spend_usd": p.spend_usd,
+            "mean_score": p.mean_score,
+            "requests": p.routed,
+        }
+        for p in frontier_scored(sp, team=team, lambdas=lambdas)
+    ]
 
 
 def scored_from_lines(lines: Sequence[dict[str, Any]]) -> ScoredPrompts | None:

@@ -121,10 +121,8 @@ class ChatFlow:
             if parts.log_prompts or team.log_prompts:
                 rec.prompt = req.messages
             body = {k: v for k, v in data.items() if k != "router"}
+            # Rate limit and budget are checked in planning, before anything is scored.
             self.plan = await parts.planner.plan(self.gen.config, team, req, rec)
-            first = self.gen.config.catalog.models[self.plan.candidates[0]]
-            learned = parts.accounts.learned_output.get(first.name)
-            await parts.accounts.take_rate(team, self.plan.expected_tokens(first, learned))
             await self._reserve_first(self.plan)
             if req.stream:
                 answer = await self._open_stream(self.plan, body)

@@ -18,6 +18,7 @@ from router.errors import (
     NoCandidateError,
     ScorerUnavailableError,
 )
+from router.ledger.base import EPSILON_USD, Usage
 from router.observability.decisions import DecisionRecord
 from router.policy import (
     Candidate,
@@ -30,7 +31,7 @@ from router.policy import (
     make_candidates,
 )
 from router.protocol import ChatRequest
-from router.serving.accounting import Accounts, Hold
+from router.serving.accounting import Accounts, Hold, Period, budget_exhausted
 from router.serving.tokens import TokenCounter
 
 # The most prompt tokens one request may carry (400 beyond): a bound on the work a single
@@ -91,6 +92,8 @@ class Planner:
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     ) -> None:
         self.max_prompt_tokens = max_prompt_tokens
+        self._models_of: RouterConfig | None = None
+        self._team_models: dict[str, list[ModelConfig]] = {}
         self.accounts = accounts
         self.tokens = tokens
         self.scorer = scorer  # the ready scoring engine, or NotReadyError
@@ -114,16 +117,23 @@ class Planner:
         ]
         cap = min(caps) if caps else None
         hold = Hold(team, period)
-        prompt_tokens = await self.tokens.count_prompt(req.messages)
-        if prompt_tokens > self.max_prompt_tokens:
-            raise InvalidRequestError(
-                f"the prompt is about {prompt_tokens} tokens; this router takes at most "
-                f"{self.max_prompt_tokens} per request",
-                param="messages",
-            )
+        prompt_tokens = await self.count_prompt(req.messages)
         asked = _Asked(config, team, req, rec, cap, hold, prompt_tokens)
         if req.model not in ROUTER_ALIASES:
-            return self._direct(asked)
+            plan = self._direct(asked)
+            model = config.catalog.models[req.model]
+            learned = self.accounts.learned_output.get(model.name)
+            await self.accounts.take_rate(team, plan.expected_tokens(model, learned))
+            return plan
+        # Limits before scoring: a team over its rate limit or out of budget gets its 429
+        # without costing a P2L forward pass (the budget is checked again, at the chosen
+        # model's expected cost, when deciding and when reserving).
+        await self.accounts.take_rate(team, prompt_tokens + self._output_bound(config, team, req))
+        if limit is not None:
+            usage, from_view = await self._check_floor(
+                team, period, (usage, from_view), prompt_tokens, config
+            )
+            rec.budget_remaining_usd = limit - usage.spent_usd - usage.reserved_usd
 
         scorer = self.scorer()
         try:
@@ -167,6 +177,65 @@ class Planner:
         rec.chosen = decision.chosen
         rec.reason = decision.reason
         return asked.ranked(decision.ranking)
+
+    async def count_prompt(self, messages: list[dict[str, Any]]) -> int:
+        """The prompt's tokens (off the event loop when large), refused (400) over the
+        router's ``--max-prompt-tokens``: every endpoint that scores calls this first."""
+        prompt_tokens = await self.tokens.count_prompt(messages)
+        if prompt_tokens > self.max_prompt_tokens:
+            raise InvalidRequestError(
+                f"the prompt is about {prompt_tokens} tokens; this router takes at most "
+                f"{self.max_prompt_tokens} per request",
+                param="messages",
+            )
+        return prompt_tokens
+
+    def team_models(self, config: RouterConfig, team: TeamPolicy) -> list[ModelConfig]:
+        """The models the team may be routed to (allowed, with a key), per config."""
+        if self._models_of is not config:
+            self._models_of, self._team_models = config, {}
+        got = self._team_models.get(team.name)
+        if got is None:
+            available = config.catalog.available_models()
+            got = [m for name, m in sorted(available.items()) if team.allows(name)]
+            self._team_models[team.name] = got
+        return got
+
+    def _output_bound(self, config: RouterConfig, team: TeamPolicy, req: ChatRequest) -> int:
+        """Output tokens to count against the tokens-per-minute limit before the model is
+        known: the request's own limit, else the most any of the team's models expects."""
+        limit, learned = req.output_token_limit, self.accounts.learned_output
+        models = self.team_models(config, team)
+        per = max(
+            (expected_output_tokens(m, limit, learned.get(m.name)) for m in models),
+            default=limit or 0,
+        )
+        return per * (req.n or 1)
+
+    async def _check_floor(
+        self,
+        team: TeamPolicy,
+        period: Period,
+        seen: tuple[Usage, bool],
+        prompt_tokens: int,
+        config: RouterConfig,
+    ) -> tuple[Usage, bool]:
+        """Refuse (429) before scoring when the budget left cannot pay even the cheapest
+        of the team's models for the prompt alone; returns the usage it judged by and
+        whether that came from this process's view."""
+        usage, from_view = seen
+        models = self.team_models(config, team)
+        if not models:
+            return seen  # no candidate at all: the 400 naming why comes later
+        floor = min(expected_cost_usd(m, prompt_tokens, 0) for m in models)
+        limit = team.budget.usd or 0.0
+        if floor <= limit - usage.spent_usd - usage.reserved_usd + EPSILON_USD:
+            return seen
+        if from_view:  # this process's view may be stale: ask the ledger
+            usage = await self.accounts.read_usage(team.name, period)
+            if floor <= limit - usage.spent_usd - usage.reserved_usd + EPSILON_USD:
+                return usage, False
+        raise budget_exhausted(team, period, usage, floor)
 
     def candidates(
         self,

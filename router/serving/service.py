@@ -285,6 +285,15 @@ class RouterService:
                 await chunks.aclose()  # type: ignore[attr-defined]
                 await self.generations.leave(gen)
 
+    async def admit(self, team: TeamPolicy | None, messages: list[dict[str, Any]]) -> int:
+        """Before any endpoint scores a prompt: its tokens counted off the event loop and
+        held to ``--max-prompt-tokens``, and the call counted against the team's rate
+        limit (``team`` None: the admin key, which no team's limit covers)."""
+        prompt_tokens = await self.planner.count_prompt(messages)
+        if team is not None:
+            await self.accounts.take_rate(team, prompt_tokens)
+        return prompt_tokens
+
     async def budget(self, team: TeamPolicy) -> dict[str, Any]:
         return await self.accounts.budget_report(team)
 
@@ -293,12 +302,13 @@ class RouterService:
 
         engine = self.require_ready()
         messages = req.chat_messages()
+        prompt_tokens = await self.admit(team, messages)
         scores = await engine.score(messages)
         catalog = self.config.catalog
         prices = price_table(
             catalog,
             [m for m in scores.models if catalog.available(m) and team.allows(m)],
-            self.tokens.prompt_tokens(messages),
+            prompt_tokens,
             req.max_tokens,
             self.accounts.learned_output,
         )
