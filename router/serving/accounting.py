@@ -4,7 +4,8 @@ reserve → settle / release life of one request's hold on the ledger.
 The ledger's atomic reserve is what enforces a limit. A settlement the ledger cannot take
 (it is locked or down) goes to the local :class:`SettlementJournal` (fsync'd, replayed by
 ref, so never charged twice) and the answer still goes out: the provider has billed it.
-Journaled spend counts in every usage figure until the ledger has it. The :class:`UsageView` only saves
+Journaled spend counts in every usage figure until the ledger has it, and so does the
+spend of a period whose rule a reload changed (``sync_periods``). The :class:`UsageView` only saves
 a ledger read per request: it steers the choice of model and the budget header, and a
 refusal based on it is re-checked against the ledger by the planner.
 """
@@ -16,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from router.config import BudgetConfig, TeamPolicy
@@ -30,7 +31,7 @@ from router.ledger import (
     Usage,
 )
 from router.policy import paced_lambda
-from router.serving.periods import period_bounds, period_key
+from router.serving.periods import carried_periods, period_bounds, period_key
 
 log = logging.getLogger("router")
 
@@ -144,6 +145,46 @@ class Accounts:
         self.periods = PeriodCache()
         self.view = UsageView()
         self.learned_output: dict[str, float] = {}
+        # (team, period key) -> other keys whose spend counts there (a rule changed
+        # mid-period; see router/serving/periods.py ``carried_periods``).
+        self.carry: dict[tuple[str, str], list[str]] = {}
+
+    async def sync_periods(self, teams: Iterable[TeamPolicy]) -> None:
+        """At start and at each reload: carry the spend of a period whose rule changed
+        into the team's new period, so a change from day to week never starts at $0.
+        The rule in force is kept in the ledger, so every replica carries the same."""
+        carry: dict[tuple[str, str], list[str]] = {}
+        now = self.clock()
+        for team in teams:
+            b = team.budget
+            period = self.period(team)
+            state_key = f"period:{team.name}"
+            state = await self.ledger.get_state(state_key)
+            sources, new_state = carried_periods(
+                state, (b.period, b.timezone), period.key, datetime.fromtimestamp(now, UTC)
+            )
+            if new_state != state:
+                await self.ledger.set_state(state_key, new_state)
+            if sources:
+                carry[(team.name, period.key)] = sources
+                log.warning(
+                    "team %s: budget rule changed mid-period; the spend of %s counts in %s",
+                    team.name, ", ".join(sources), period.key,
+                )  # fmt: skip
+        self.carry = carry
+        self.view = UsageView()  # what was read under the old rules is stale
+
+    async def carried_usd(self, team: str, period_key: str) -> float:
+        """Spend of earlier-rule periods that counts in this one (0 almost always)."""
+        sources = self.carry.get((team, period_key))
+        if not sources:
+            return 0.0
+        now = self.clock()
+        total = 0.0
+        for key in sources:
+            u = await self.ledger.usage(team, key, now=now)
+            total += u.spent_usd + u.reserved_usd + self.journal.pending_usd(team, key)
+        return total
 
     async def load_learned_output(self, models: Iterable[str]) -> None:
         for name in models:
@@ -163,6 +204,7 @@ class Accounts:
         """The ledger's figures plus what the journal holds for it."""
         u = await self.ledger.usage(team, period.key, now=self.clock())
         pending = self.journal.pending_usd(team, period.key)
+        pending += await self.carried_usd(team, period.key)
         return Usage(u.spent_usd + pending, u.reserved_usd) if pending else u
 
     async def usage(self, team: str, period: Period) -> tuple[Usage, bool]:
@@ -224,8 +266,11 @@ class Accounts:
         await self.release(hold)
         team, period = hold.team, hold.period
         limit = team.budget.usd
-        if limit is not None:  # journaled spend is spent, though the ledger lacks it yet
-            limit = max(0.0, limit - self.journal.pending_usd(team.name, period.key))
+        if limit is not None:  # journaled (and carried) spend is spent, though the ledger
+            # does not count it under this key
+            pending = self.journal.pending_usd(team.name, period.key)
+            pending += await self.carried_usd(team.name, period.key)
+            limit = max(0.0, limit - pending)
         try:
             hold.reservation = await self.ledger.reserve(
                 team.name,

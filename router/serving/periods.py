@@ -110,3 +110,33 @@ def current_window(period: str, tz: ZoneInfo, now: datetime) -> PeriodWindow:
     """Bounds and key in one call (what the server and the pacer need per request)."""
     start, end = period_bounds(period, tz, now)
     return PeriodWindow(period, period_key(period, tz, now), start, end)
+
+
+def carried_periods(
+    state: dict | None, rule: tuple[str, str], key: str, now: datetime
+) -> tuple[list[str], dict]:
+    """Which other period keys count as spent in ``key``, and the state to store.
+
+    A team whose budget rule (period, time zone) changes mid-period would otherwise start
+    the new window at $0 though the old one was spent: the old rule's period running now
+    is carried into the new key for as long as that key lasts (and what it carried
+    itself). ``state`` is what the last start or reload stored for the team (``rule``,
+    ``key``, ``carry_from``); when the period rolls over under an unchanged rule, nothing
+    is carried any more.
+    """
+    new_state = {"rule": list(rule), "key": key, "carry_from": []}
+    if not state or not isinstance(state.get("rule"), list) or len(state["rule"]) != 2:
+        return [], new_state
+    old_rule = (str(state["rule"][0]), str(state["rule"][1]))
+    earlier = [str(k) for k in state.get("carry_from") or ()]
+    if old_rule == rule:
+        sources = earlier if state.get("key") == key else []
+    else:
+        try:
+            old_key = period_key(old_rule[0], ZoneInfo(old_rule[1]), now)
+        except (ValueError, KeyError):  # a rule this version cannot read: nothing to carry
+            return [], new_state
+        sources = [old_key, *(earlier if state.get("key") == old_key else [])]
+    sources = list(dict.fromkeys(k for k in sources if k != key))
+    new_state["carry_from"] = sources
+    return sources, new_state

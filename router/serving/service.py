@@ -137,6 +137,7 @@ class RouterService:
             self.journal.drain_forever(self.ledger, JOURNAL_REPLAY_INTERVAL_S)
         )
         self.accounts = Accounts(self.ledger, self.journal, self.clock)
+        await self.accounts.sync_periods(self.initial_config.teams.values())
         self.generations = Generations(
             self.initial_config,
             lambda c: UpstreamClient(
@@ -250,7 +251,9 @@ class RouterService:
 
     async def reload(self, config: RouterConfig) -> None:
         """Swap in a validated config (SIGHUP); requests in flight keep the one they
-        started with, and spend lives in the ledger."""
+        started with, and spend lives in the ledger. A team whose budget period changed
+        carries its current spend into the new period."""
+        await self.accounts.sync_periods(config.teams.values())
         await self.generations.swap(config)
 
     # ------------------------------------------------------------ requests
