@@ -3,11 +3,13 @@ ledger and the decision log, team keys see only their team, no key is 401."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import openai
 import pytest
 from conftest import ADMIN_KEY, OTHER_KEY, TEAM_KEY
+from test_history import FORGED_CURSORS, line
 
 MSG = [{"role": "user", "content": "Explain the CAP theorem in two sentences."}]
 
@@ -141,3 +143,23 @@ def test_route_preview_and_whatif(router):
     assert {p["requests"] for p in wi["points"]} == {5}  # the five routed decisions
     bad = admin.post("/v1/admin/whatif", json={"team": "research", "cost_sensitivity": []})
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_forged_cursor_is_a_400_naming_cursor(make_router, request, backend):
+    ledger = request.getfixturevalue("redis_url") if backend == "redis" else None
+    h = make_router(ledger=ledger)
+    h.run(h.service.ledger.record_decisions([line(i, time.time() - i) for i in range(3)]))
+    admin = h.http(ADMIN_KEY)
+    for why, cursor in FORGED_CURSORS.items():
+        r = admin.get("/v1/admin/decisions", params={"limit": 1, "cursor": cursor})
+        err = r.json()["error"]
+        assert (r.status_code, err["param"], err["type"]) == (
+            400, "cursor", "invalid_request_error"
+        ), why  # fmt: skip
+        assert "invalid cursor" in err["message"], why
+    first = admin.get("/v1/admin/decisions", params={"limit": 1}).json()
+    nxt = admin.get("/v1/admin/decisions", params={"limit": 1, "cursor": first["next_cursor"]})
+    assert nxt.status_code == 200 and len(nxt.json()["data"]) == 1
+    bad = admin.get("/v1/admin/decisions", params={"status": "teapot"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from test_ledger import store  # noqa: F401  (the fixture: both backends)
 
 from router.ledger import LedgerError
-from router.ledger.history import iso, parse_since, summarize_decisions
+from router.ledger.history import DecisionQueryError, iso, parse_since, summarize_decisions
 from router.observability.history import DecisionHistory
 
 
@@ -147,3 +148,52 @@ async def test_history_needs_a_positive_retention(tmp_path):
         DecisionHistory(ledger, retention_s=0)
     await ledger.close()
     await asyncio.sleep(0)
+
+
+def _b64(raw: str | bytes) -> str:
+    data = raw.encode() if isinstance(raw, str) else raw
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+# Cursors no page ever handed out, each refused by both backends.
+FORGED_CURSORS = {
+    "not base64": "!!not-a-cursor",
+    "not ascii": "d\u00e9j\u00e0-vu",
+    "base64 of bytes that are not text": _b64(b"\xff\xfe\xfa\x00\x81"),
+    "base64 of one word": _b64("hello"),
+    "time not a number": _b64("abc\x1fd0001"),
+    "negative time": _b64("-5.0\x1fd0001"),
+    "negative stream id": _b64("-5-0"),
+    "time nan": _b64("nan\x1fd0001"),
+    "time inf": _b64("inf\x1fd0001"),
+    "no decision id": _b64("1.5\x1f"),
+    "stream id past 2**64": _b64("18446744073709551616-0"),
+    "stream id with three parts": _b64("1-2-3"),
+    "three fields": _b64("1.5\x1fd0001\x1fx"),
+    "too long": "A" * 300,
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+async def test_forged_cursor_is_a_cursor_error(store, cursor):  # noqa: F811
+    ledger = store()
+    await ledger.record_decisions([line(i, time.time() - i) for i in range(3)])
+    with pytest.raises(DecisionQueryError) as exc:
+        await ledger.query_decisions(limit=1, cursor=cursor)
+    assert exc.value.param == "cursor" and "cursor" in str(exc.value)
+
+
+async def test_handed_out_cursor_pages_and_bad_arguments_name_theirs(store):  # noqa: F811
+    ledger = store()
+    now = float(int(time.time()))
+    await ledger.record_decisions([line(i, now - i) for i in range(3)])
+    page, cursor = await ledger.query_decisions(limit=2)
+    assert len(page) == 2 and cursor is not None
+    rest, end = await ledger.query_decisions(limit=2, cursor=cursor)
+    assert len(rest) == 1 and end is None
+    with pytest.raises(DecisionQueryError) as exc:
+        await ledger.query_decisions(status="teapot")
+    assert exc.value.param == "status"
+    with pytest.raises(DecisionQueryError) as exc:
+        await ledger.query_decisions(limit=0)
+    assert exc.value.param == "limit"

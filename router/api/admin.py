@@ -19,7 +19,12 @@ from router.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from router.ledger.history import MAX_QUERY_LIMIT, parse_duration, parse_since
+from router.ledger.history import (
+    MAX_QUERY_LIMIT,
+    DecisionQueryError,
+    parse_duration,
+    parse_since,
+)
 from router.serving.admin import MAX_WHATIF_DECISIONS, AdminQueries
 
 
@@ -175,8 +180,8 @@ def create_admin_routes(service: Any) -> APIRouter:
                 team=_team_filter(scope, team), model=model, status=status, since=since_ts,
                 limit=limit, cursor=cursor,
             )  # fmt: skip
-        except ValueError as exc:
-            raise _bad("cursor" if cursor and "cursor" in str(exc) else "status", exc) from None
+        except DecisionQueryError as exc:
+            raise _bad(exc.param, exc) from None
         return {"object": "list", "data": data, "next_cursor": nxt}
 
     @routes.get("/decisions/{decision_id}", response_model=dict[str, Any])

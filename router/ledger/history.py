@@ -6,7 +6,9 @@ only when prompt logging is on), indexed by ``ts`` (Unix seconds), ``team``, ``m
 (the model that served it, else the one chosen) and ``status``.
 
 Paging is newest first with an opaque cursor (the last row's ``ts`` and id, or a Redis
-stream id). ``summarize_decisions`` is the one aggregation behind ``/v1/admin/stats``
+stream id). A query argument that does not parse, a forged cursor included, raises
+:class:`DecisionQueryError` naming the parameter, so the API's 400 names the right one.
+``summarize_decisions`` is the one aggregation behind ``/v1/admin/stats``
 and ``p2l-router decisions summarize``, so the API and the CLI cannot disagree.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 
 DEFAULT_RETENTION_DAYS = 30.0
 MAX_QUERY_LIMIT = 1000
+MAX_CURSOR_CHARS = 256
 LATENCIES = ("scoring_ms", "upstream_ms", "overhead_ms")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -84,6 +87,15 @@ def status_matches(status: int, wanted: str | int | None) -> bool:
     return status == int(wanted)
 
 
+class DecisionQueryError(ValueError):
+    """A query argument that does not parse; ``param`` names it (``cursor``, ``status``,
+    ``limit``)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class DecisionQuery:
     """A checked ``query_decisions`` (``status``: the parsed filter)."""
@@ -101,8 +113,10 @@ def check_status_filter(wanted: str | int | None) -> str | int | None:
         return wanted
     try:
         return int(wanted)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"status={wanted!r}: use an HTTP status, 'ok' or 'error'") from None
+    except (TypeError, ValueError):
+        raise DecisionQueryError(
+            "status", f"status={wanted!r}: use an HTTP status, 'ok' or 'error'"
+        ) from None
 
 
 def encode_cursor(*parts: object) -> str:
@@ -110,20 +124,31 @@ def encode_cursor(*parts: object) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def bad_cursor(why: str) -> DecisionQueryError:
+    return DecisionQueryError(
+        "cursor", f"invalid cursor ({why}); pass next_cursor from the previous page unchanged"
+    )
+
+
 def decode_cursor(cursor: str, n: int) -> list[str]:
+    """The ``n`` parts of a cursor of :func:`encode_cursor`; each backend checks their
+    values (a forged cursor must be a 400 naming ``cursor``, never a store error)."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise bad_cursor("too long")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("invalid cursor; pass next_cursor from the previous page") from None
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+        raise bad_cursor("not base64url text") from None
     parts = raw.split("\x1f")
     if len(parts) != n:
-        raise ValueError("invalid cursor; pass next_cursor from the previous page")
+        raise bad_cursor(f"{len(parts)} part(s), this ledger's cursors have {n}")
     return parts
 
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_QUERY_LIMIT:
-        raise ValueError(f"limit must be 1..{MAX_QUERY_LIMIT} (got {limit})")
+        raise DecisionQueryError("limit", f"limit must be 1..{MAX_QUERY_LIMIT} (got {limit})")
     return limit
 
 

@@ -9,12 +9,14 @@ the inline connection waits at most that long for the write lock.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from router.ledger.history import (
     DecisionQuery,
+    bad_cursor,
     decode_cursor,
     encode_cursor,
     line_model,
@@ -33,6 +35,20 @@ def _status_sql(wanted: str | int | None) -> tuple[str, list[Any]]:
     if wanted == "error":
         return "status >= 400", []
     return "status = ?", [int(wanted)]
+
+
+def _page_cursor(cursor: str) -> tuple[float, str]:
+    """A page cursor's (ts, id): ts a finite Unix time >= 0, id not empty."""
+    ts_text, did = decode_cursor(cursor, 2)
+    try:
+        ts = float(ts_text)
+    except ValueError:
+        raise bad_cursor("its time is not a number") from None
+    if not math.isfinite(ts) or ts < 0:
+        raise bad_cursor("its time is not a Unix time")
+    if not did:
+        raise bad_cursor("no decision id")
+    return ts, did
 
 
 class SqliteDecisions:
@@ -83,9 +99,9 @@ class SqliteDecisions:
             where.append("ts >= ?")
             args.append(since)
         if cursor:
-            ts, did = decode_cursor(cursor, 2)
+            ts, did = _page_cursor(cursor)
             where.append("(ts < ? OR (ts = ? AND id < ?))")
-            args += [float(ts), float(ts), did]
+            args += [ts, ts, did]
         sql = "SELECT id, ts, line FROM decisions"
         if where:
             sql += " WHERE " + " AND ".join(where)
