@@ -8,6 +8,7 @@ errors are OpenAI's shape like everywhere else.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -21,6 +22,7 @@ from router.errors import (
 )
 from router.ledger.history import (
     MAX_QUERY_LIMIT,
+    MAX_STATS_DECISIONS,
     DecisionQueryError,
     parse_duration,
     parse_since,
@@ -84,6 +86,12 @@ class Stats(BaseModel):
     bucket_s: float
     groups: list[StatsGroup]
     buckets: list[StatsBucket]
+    decisions: int = Field(description="decisions summarised")
+    truncated: bool = Field(
+        description=f"older decisions since `since` were left out: at most "
+        f"{MAX_STATS_DECISIONS} are summarised, the newest"
+    )
+    oldest: str | None = Field(description="the oldest decision summarised")
 
 
 class PreviewRequest(BaseModel):
@@ -205,11 +213,11 @@ def create_admin_routes(service: Any) -> APIRouter:
         since_ts = _since(since, service.clock())
         try:
             bucket_s = parse_duration(bucket)
-            if bucket_s <= 0:
-                raise ValueError("bucket must be > 0")
+            if not 0 < bucket_s < math.inf:
+                raise ValueError("bucket must be > 0 and finite")
         except ValueError as exc:
             raise _bad("bucket", exc) from None
-        return await service.ledger.decision_stats(since=since_ts, bucket_s=bucket_s, team=scope)
+        return await queries.stats(since_ts, bucket_s, scope)
 
     @routes.post("/route-preview", response_model=Preview)
     async def route_preview(request: Request, body: PreviewRequest) -> dict[str, Any]:

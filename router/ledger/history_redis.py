@@ -13,11 +13,14 @@ decision's ``ts``, so ``since`` bounds the range with ``SINCE_SLACK_S`` to spare
 clocks that differ between hosts) and the exact ``ts`` filter is applied to each entry.
 
 A cursor is a stream id (``<ms>-<seq>``, each below 2**64) checked before it reaches
-Redis: a forged one is a 400 naming ``cursor``, not a Redis error.
+Redis: a forged one is a 400 naming ``cursor``, not a Redis error. The stats read
+(``_stat_rows``) takes the newest entries chunk by chunk, then parses their lines in a
+worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -26,11 +29,13 @@ from urllib.parse import quote
 
 from router.ledger.history import (
     DecisionQuery,
+    StatRow,
     bad_cursor,
     decode_cursor,
     encode_cursor,
     line_model,
     line_ts,
+    stat_row,
     status_matches,
 )
 
@@ -149,6 +154,14 @@ class RedisDecisions:
         lines = [json.loads(f["line"]) for _, f in rows]
         lines.reverse()
         return lines
+
+    async def _stat_rows(self, since: float | None, team: str | None, limit: int) -> list[StatRow]:
+        entries, _ = await self._scan(
+            since, None, limit, lambda f: team is None or f["team"] == team
+        )
+        return await asyncio.to_thread(
+            lambda: [stat_row(json.loads(f["line"])) for _, f in entries]
+        )
 
     async def purge_decisions(self, before_ts: float) -> int:
         minid = f"{max(0, int(before_ts * 1000))}-0"
