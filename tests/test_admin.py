@@ -3,11 +3,15 @@ ledger and the decision log, team keys see only their team, no key is 401."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 
+import httpx
 import openai
 import pytest
 from conftest import ADMIN_KEY, OTHER_KEY, TEAM_KEY
+from test_history import FORGED_CURSORS, line
 
 MSG = [{"role": "user", "content": "Explain the CAP theorem in two sentences."}]
 
@@ -69,6 +73,8 @@ def test_totals_match_ledger_and_log(router):
     assert sum(g["errors"] for g in stats["groups"]) == 1
     assert sum(b["requests"] for b in stats["buckets"]) == len(lines)
     assert sum(g["share"] for g in stats["groups"] if g["team"] == "research") == pytest.approx(1)
+    assert (stats["decisions"], stats["truncated"]) == (len(lines), False)
+    assert stats["oldest"] == min(x["ts"] for x in lines)
 
 
 def test_decisions_pages_and_lookup(router):
@@ -141,3 +147,62 @@ def test_route_preview_and_whatif(router):
     assert {p["requests"] for p in wi["points"]} == {5}  # the five routed decisions
     bad = admin.post("/v1/admin/whatif", json={"team": "research", "cost_sensitivity": []})
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_forged_cursor_is_a_400_naming_cursor(make_router, request, backend):
+    ledger = request.getfixturevalue("redis_url") if backend == "redis" else None
+    h = make_router(ledger=ledger)
+    h.run(h.service.ledger.record_decisions([line(i, time.time() - i) for i in range(3)]))
+    admin = h.http(ADMIN_KEY)
+    for why, cursor in FORGED_CURSORS.items():
+        r = admin.get("/v1/admin/decisions", params={"limit": 1, "cursor": cursor})
+        err = r.json()["error"]
+        assert (r.status_code, err["param"], err["type"]) == (
+            400, "cursor", "invalid_request_error"
+        ), why  # fmt: skip
+        assert "invalid cursor" in err["message"], why
+    first = admin.get("/v1/admin/decisions", params={"limit": 1}).json()
+    nxt = admin.get("/v1/admin/decisions", params={"limit": 1, "cursor": first["next_cursor"]})
+    assert nxt.status_code == 200 and len(nxt.json()["data"]) == 1
+    bad = admin.get("/v1/admin/decisions", params={"status": "teapot"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"
+
+
+STALL_DECISIONS = 40_000  # enough that summarising them on the loop stalls it for most of the call
+
+
+def test_stats_over_many_decisions_leave_the_loop_free(make_router):
+    """While a stats call summarises many decisions, /healthz polled back to back keeps
+    being answered: some poll sent in the second half of the call is answered before the
+    call is. (Summarised on the event loop, the loop answered nothing from the end of the
+    read to the end of the call, most of it.) Order, not a time limit: a slow machine is
+    slow on both sides."""
+    h = make_router()
+    now = time.time()
+    for start in range(0, STALL_DECISIONS, 5000):
+        batch = [line(i, now - 3600 + i * 0.05) for i in range(start, start + 5000)]
+        h.run(h.service.ledger.record_decisions(batch), timeout=120)
+    polls: list[tuple[float, float]] = []  # (sent, answered), perf_counter
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=h.root, timeout=120) as client:
+            while not stop.is_set():
+                sent = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                polls.append((sent, time.perf_counter()))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    while not polls:
+        time.sleep(0.01)
+    start = time.perf_counter()
+    stats = h.http(ADMIN_KEY).get("/v1/admin/stats", params={"since": "30d"})
+    end = time.perf_counter()
+    stop.set()
+    poller.join(60)
+    assert stats.status_code == 200 and stats.json()["decisions"] == STALL_DECISIONS
+    middle = (start + end) / 2
+    answered = [p for p in polls if p[0] >= middle and p[1] <= end]
+    assert answered, f"no /healthz answered in the second half of a {end - start:.2f} s call"

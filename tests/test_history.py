@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from typing import Any
@@ -11,7 +12,12 @@ import pytest
 from test_ledger import store  # noqa: F401  (the fixture: both backends)
 
 from router.ledger import LedgerError
-from router.ledger.history import iso, parse_since, summarize_decisions
+from router.ledger.history import (
+    DecisionQueryError,
+    iso,
+    parse_since,
+    summarize_decisions,
+)
 from router.observability.history import DecisionHistory
 
 
@@ -147,3 +153,107 @@ async def test_history_needs_a_positive_retention(tmp_path):
         DecisionHistory(ledger, retention_s=0)
     await ledger.close()
     await asyncio.sleep(0)
+
+
+def _odd_lines(now: float) -> list[dict[str, Any]]:
+    """Lines at every edge of the summary's rules: a refusal before any choice, no
+    upstream attempt, absent and null fields, a zero scoring time, integer times."""
+    odd = [
+        line(0, now - 50, status=401, model=None, attempts=0, scoring_ms=0, upstream_ms=0.0),
+        line(1, now - 49, fallbacks=None, cost=0),
+        line(2, now - 48, attempts=None),
+        line(3, now - 47, scoring_ms=None, upstream_ms=None, overhead_ms=None),
+        line(4, now - 46, status=502, fallbacks=[{"model": "m2", "error": "x"}] * 2),
+        line(5, now - 45, team="b", model="m2", scoring_ms=7, upstream_ms=3, overhead_ms=1),
+    ]
+    for x in odd[:2]:
+        del x["cost_usd"]
+    del odd[3]["attempts"], odd[3]["fallbacks"]
+    del odd[5]["status"]
+    return odd + [line(i, now - 40 + i, model=("m1", "m2")[i % 2]) for i in range(6, 30)]
+
+
+async def test_stats_from_the_store_match_the_log_lines(store):  # noqa: F811
+    """The store's stats (SQLite extracts the fields in SQL) equal summarize_decisions over
+    the same lines (what the CLI runs on a log file): the two cannot disagree."""
+    ledger = store()
+    now = float(int(time.time()))
+    lines = _odd_lines(now)
+    await ledger.record_decisions(lines)
+    for since in (None, now - 46):
+        got = await ledger.decision_stats(since=since, bucket_s=10)
+        want = summarize_decisions(lines, bucket_s=10, since=since)
+        assert {k: got[k] for k in want} == want
+        n = sum(since is None or line_ts >= since for line_ts in (now - 50 + i for i in range(6)))
+        assert got["decisions"] == n + 24 and got["truncated"] is False
+
+
+async def test_stats_summarise_at_most_the_newest_n(store):  # noqa: F811
+    ledger = store()
+    now = float(int(time.time()))
+    lines = [line(i, now - 100 + i, team="a" if i % 2 else "b") for i in range(25)]
+    await ledger.record_decisions(lines)
+    capped = await ledger.decision_stats(since=None, bucket_s=3600, max_decisions=10)
+    assert capped["truncated"] is True and capped["decisions"] == 10
+    assert capped["oldest"] == lines[15]["ts"]  # the ten newest
+    assert capped == {
+        **summarize_decisions(lines[15:], bucket_s=3600),
+        "decisions": 10, "truncated": True, "oldest": lines[15]["ts"],
+    }  # fmt: skip
+    team_a = await ledger.decision_stats(since=None, team="a", max_decisions=5)
+    assert team_a["decisions"] == 5 and team_a["truncated"] is True
+    assert team_a["oldest"] == lines[15]["ts"]  # a's five newest: 23, 21, 19, 17, 15
+    whole = await ledger.decision_stats(since=None, bucket_s=3600, max_decisions=25)
+    assert whole["truncated"] is False and whole["decisions"] == 25
+    assert whole["oldest"] == lines[0]["ts"]
+    empty = await ledger.decision_stats(since=now + 10)
+    assert (empty["decisions"], empty["truncated"], empty["oldest"]) == (0, False, None)
+
+
+def _b64(raw: str | bytes) -> str:
+    data = raw.encode() if isinstance(raw, str) else raw
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+# Cursors no page ever handed out, each refused by both backends.
+FORGED_CURSORS = {
+    "not base64": "!!not-a-cursor",
+    "not ascii": "d\u00e9j\u00e0-vu",
+    "base64 of bytes that are not text": _b64(b"\xff\xfe\xfa\x00\x81"),
+    "base64 of one word": _b64("hello"),
+    "time not a number": _b64("abc\x1fd0001"),
+    "negative time": _b64("-5.0\x1fd0001"),
+    "negative stream id": _b64("-5-0"),
+    "time nan": _b64("nan\x1fd0001"),
+    "time inf": _b64("inf\x1fd0001"),
+    "no decision id": _b64("1.5\x1f"),
+    "stream id past 2**64": _b64("18446744073709551616-0"),
+    "stream id with three parts": _b64("1-2-3"),
+    "three fields": _b64("1.5\x1fd0001\x1fx"),
+    "too long": "A" * 300,
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+async def test_forged_cursor_is_a_cursor_error(store, cursor):  # noqa: F811
+    ledger = store()
+    await ledger.record_decisions([line(i, time.time() - i) for i in range(3)])
+    with pytest.raises(DecisionQueryError) as exc:
+        await ledger.query_decisions(limit=1, cursor=cursor)
+    assert exc.value.param == "cursor" and "cursor" in str(exc.value)
+
+
+async def test_handed_out_cursor_pages_and_bad_arguments_name_theirs(store):  # noqa: F811
+    ledger = store()
+    now = float(int(time.time()))
+    await ledger.record_decisions([line(i, now - i) for i in range(3)])
+    page, cursor = await ledger.query_decisions(limit=2)
+    assert len(page) == 2 and cursor is not None
+    rest, end = await ledger.query_decisions(limit=2, cursor=cursor)
+    assert len(rest) == 1 and end is None
+    with pytest.raises(DecisionQueryError) as exc:
+        await ledger.query_decisions(status="teapot")
+    assert exc.value.param == "status"
+    with pytest.raises(DecisionQueryError) as exc:
+        await ledger.query_decisions(limit=0)
+    assert exc.value.param == "limit"

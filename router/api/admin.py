@@ -8,6 +8,7 @@ errors are OpenAI's shape like everywhere else.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +21,13 @@ from router.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from router.ledger.history import MAX_QUERY_LIMIT, parse_duration, parse_since
+from router.ledger.history import (
+    MAX_QUERY_LIMIT,
+    MAX_STATS_DECISIONS,
+    DecisionQueryError,
+    parse_duration,
+    parse_since,
+)
 from router.protocol import MAX_MESSAGES, parse_json_object, parse_model
 from router.serving.admin import MAX_WHATIF_DECISIONS, AdminQueries
 
@@ -81,6 +88,12 @@ class Stats(BaseModel):
     bucket_s: float
     groups: list[StatsGroup]
     buckets: list[StatsBucket]
+    decisions: int = Field(description="decisions summarised")
+    truncated: bool = Field(
+        description=f"older decisions since `since` were left out: at most "
+        f"{MAX_STATS_DECISIONS} are summarised, the newest"
+    )
+    oldest: str | None = Field(description="the oldest decision summarised")
 
 
 class PreviewRequest(BaseModel):
@@ -196,8 +209,8 @@ def create_admin_routes(service: Any) -> APIRouter:
                 team=_team_filter(scope, team), model=model, status=status, since=since_ts,
                 limit=limit, cursor=cursor,
             )  # fmt: skip
-        except ValueError as exc:
-            raise _bad("cursor" if cursor and "cursor" in str(exc) else "status", exc) from None
+        except DecisionQueryError as exc:
+            raise _bad(exc.param, exc) from None
         return {"object": "list", "data": data, "next_cursor": nxt}
 
     @routes.get("/decisions/{decision_id}", response_model=dict[str, Any])
@@ -221,11 +234,11 @@ def create_admin_routes(service: Any) -> APIRouter:
         since_ts = _since(since, service.clock())
         try:
             bucket_s = parse_duration(bucket)
-            if bucket_s <= 0:
-                raise ValueError("bucket must be > 0")
+            if not 0 < bucket_s < math.inf:
+                raise ValueError("bucket must be > 0 and finite")
         except ValueError as exc:
             raise _bad("bucket", exc) from None
-        return await service.ledger.decision_stats(since=since_ts, bucket_s=bucket_s, team=scope)
+        return await queries.stats(since_ts, bucket_s, scope)
 
     @routes.post("/route-preview", response_model=Preview, openapi_extra=_body(PreviewRequest))
     async def route_preview(request: Request) -> dict[str, Any]:

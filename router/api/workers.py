@@ -11,9 +11,14 @@ scrape); each claims a journal slot of its own (``open_journal``).
 uvicorn's own ``--workers`` would need the app as an import string and restarts workers
 with a plain ``uvicorn.Server``, losing the graceful stop in :mod:`router.api.server`.
 
-The supervisor forwards SIGTERM/SIGINT/SIGHUP to every worker. When a worker exits on
-its own, the others are stopped and the supervisor exits with that worker's status, so
-the process manager above (systemd, Kubernetes, Docker) sees the failure and restarts.
+The supervisor forwards SIGTERM/SIGINT/SIGHUP to every worker. A worker that exits on
+its own (a crash, an OOM kill, ``kill -9``) is started again in its slot after a backoff
+(``RestartPolicy``: ``backoff_s`` doubled per recent restart of that slot, at most
+``backoff_max_s``) while the others keep serving the port; each restart is logged. A
+worker that cannot stay up is a fault no restart mends: past ``limit`` restarts within
+``window_s`` (all slots together) the supervisor stops every worker and exits non-zero
+(128 + signal for a worker killed by a signal, as a shell reports it), so the process
+manager above (systemd, Kubernetes, Docker) sees the failure.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from router.observability.metrics import MULTIPROC_ENV, mark_process_dead, prepare_multiprocess_dir
 
@@ -33,55 +40,128 @@ log = logging.getLogger("router")
 
 WORKER_ENV = "P2L_ROUTER_WORKER_INDEX"  # set in each worker: it serves instead of supervising
 STOP_WAIT_S = 180.0  # a worker's graceful stop (grace + flush) must fit in this
+POLL_S = 0.2  # how often the supervisor looks at its workers
 
 
 def is_worker() -> bool:
     return bool(os.environ.get(WORKER_ENV))
 
 
-def supervise(argv: Sequence[str], workers: int) -> int:
-    """Run ``workers`` copies of ``p2l-router <argv>`` until they stop; their exit status."""
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the supervisor restarts a dead worker, and when it gives up."""
+
+    limit: int = 5  # restarts allowed within window_s, all slots together
+    window_s: float = 60.0
+    backoff_s: float = 0.5  # a slot's first restart; doubled per restart within window_s
+    backoff_max_s: float = 10.0
+
+    def delay(self, recent: int) -> float:
+        """The wait before a restart of a slot restarted ``recent`` times in the window."""
+        return min(self.backoff_max_s, self.backoff_s * 2.0**recent)
+
+
+DEFAULT_RESTARTS = RestartPolicy()
+
+
+def exit_status(code: int) -> int:
+    """A worker's return code as the supervisor's exit status (never 0: it failed)."""
+    return 128 - code if code < 0 else code or 1
+
+
+def supervise(
+    argv: Sequence[str],
+    workers: int,
+    *,
+    restarts: RestartPolicy = DEFAULT_RESTARTS,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Run ``workers`` copies of ``p2l-router <argv>``, restarting any that dies, until
+    a signal stops them (0, or the first non-zero status of a worker's stop) or the
+    restart limit is passed (the dead worker's status, see :func:`exit_status`)."""
     env = dict(os.environ)
     mp_dir = env.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="p2l-router-metrics-")
     prepare_multiprocess_dir(mp_dir)
     env[MULTIPROC_ENV] = mp_dir
     os.environ[MULTIPROC_ENV] = mp_dir  # for mark_process_dead here
-    procs: list[subprocess.Popen[bytes]] = []
-    for i in range(workers):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "router", *argv], env={**env, WORKER_ENV: str(i + 1)}
-            )
+
+    def spawn(slot: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "router", *argv], env={**env, WORKER_ENV: str(slot)}
         )
-    log.info("supervising %d workers (pids %s)", workers, ", ".join(str(p.pid) for p in procs))
+
+    procs: dict[int, subprocess.Popen[bytes] | None] = {i: spawn(i) for i in range(1, workers + 1)}
+    live = [p for p in procs.values() if p is not None]
+    log.info("supervising %d workers (pids %s)", workers, ", ".join(str(p.pid) for p in live))
     stopping = False
 
     def forward(sig: int, _frame: object) -> None:
         nonlocal stopping
         if sig != signal.SIGHUP:
             stopping = True
-        for p in procs:
-            if p.poll() is None:
+        for p in list(procs.values()):
+            if p is not None and p.poll() is None:
                 p.send_signal(sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+    previous = {
+        sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
+    try:
+        return _watch(procs, spawn, forward, lambda: stopping, restarts, clock)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _watch(
+    procs: dict[int, subprocess.Popen[bytes] | None],
+    spawn: Callable[[int], subprocess.Popen[bytes]],
+    forward: Callable[[int, object], None],
+    stopping: Callable[[], bool],
+    policy: RestartPolicy,
+    clock: Callable[[], float],
+) -> int:
     status = 0
-    live = list(procs)
-    while live:
-        time.sleep(0.2)
-        for p in list(live):
-            code = p.poll()
-            if code is None:
+    recent: deque[tuple[float, int]] = deque()  # (when, slot) of restarts in the window
+    due: dict[int, float] = {}  # slot -> when to start it again (counts as a restart)
+    while any(p is not None for p in procs.values()) or (due and not stopping()):
+        time.sleep(POLL_S)
+        now = clock()
+        while recent and now - recent[0][0] > policy.window_s:
+            recent.popleft()
+        for slot, p in procs.items():
+            code = None if p is None else p.poll()
+            if p is None or code is None:
                 continue
-            live.remove(p)
+            procs[slot] = None
             mark_process_dead(p.pid)
-            if not stopping:
-                log.error("worker %d exited with %d; stopping the others", p.pid, code)
-                status = code or 1
+            if stopping():
+                status = status or (exit_status(code) if code else 0)
+            elif (restarts := len(recent) + len(due)) >= policy.limit:
+                log.error(
+                    "worker %d (pid %d) exited with %d after %d restarts within %g s: giving "
+                    "up, stopping all workers", slot, p.pid, code, restarts, policy.window_s,
+                )  # fmt: skip
+                status = exit_status(code)
                 forward(signal.SIGTERM, None)
-            elif code:
-                status = status or code
+            else:
+                wait = policy.delay(sum(s == slot for _, s in recent))
+                due[slot] = now + wait
+                log.error(
+                    "worker %d (pid %d) exited with %d; restarting it in %.1f s (restart %d "
+                    "of at most %d within %g s)",
+                    slot, p.pid, code, wait, restarts + 1, policy.limit, policy.window_s,
+                )  # fmt: skip
+        if stopping():
+            due.clear()
+        for slot, at in list(due.items()):
+            if at <= now:
+                del due[slot]
+                recent.append((now, slot))
+                p = procs[slot] = spawn(slot)
+                log.warning("worker %d restarted (pid %d)", slot, p.pid)
+                if stopping():  # the signal came while it started: it was not forwarded
+                    p.send_signal(signal.SIGTERM)
     return status
 
 

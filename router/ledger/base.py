@@ -37,6 +37,7 @@ Decisions that the backends share (tests hold both to them):
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from abc import ABC, abstractmethod
@@ -46,10 +47,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from router.ledger.history import (
     DEFAULT_RETENTION_DAYS,
+    MAX_STATS_DECISIONS,
     DecisionQuery,
+    StatRow,
     check_limit,
     check_status_filter,
-    summarize_decisions,
+    iso,
+    summarize_rows,
 )
 from router.ledger.rate import check_rate_args
 
@@ -310,11 +314,33 @@ class Ledger(ABC):
         """One stored line, or None."""
 
     async def decision_stats(
-        self, *, since: float | None, bucket_s: float = 3600.0, team: str | None = None
+        self,
+        *,
+        since: float | None,
+        bucket_s: float = 3600.0,
+        team: str | None = None,
+        max_decisions: int = MAX_STATS_DECISIONS,
     ) -> dict[str, Any]:
-        """``summarize_decisions`` over the stored lines since ``since``."""
-        lines = await self.decisions_since(since, team)
-        return summarize_decisions(lines, bucket_s=bucket_s, since=since)
+        """``summarize_rows`` over the newest ``max_decisions`` stored decisions since
+        ``since``, plus ``decisions`` (how many it summarised), ``truncated`` (older ones
+        were left out) and ``oldest`` (the oldest one summarised). The rows are read and
+        summarised off the event loop, in worker threads."""
+        if max_decisions < 1:
+            raise ValueError(f"max_decisions must be >= 1 (got {max_decisions})")
+        rows = await self._stat_rows(since, team, max_decisions + 1)
+        truncated = len(rows) > max_decisions
+        del rows[max_decisions:]
+        rows.reverse()  # oldest first: summed in the order of a log file (the CLI's)
+        out = await asyncio.to_thread(summarize_rows, rows, bucket_s=bucket_s, since=since)
+        out["decisions"] = len(rows)
+        out["truncated"] = truncated
+        out["oldest"] = iso(rows[0].ts) if rows else None
+        return out
+
+    @abstractmethod
+    async def _stat_rows(self, since: float | None, team: str | None, limit: int) -> list[StatRow]:
+        """The ``StatRow`` of at most ``limit`` stored decisions since ``since`` (of one
+        team), newest first, read without parsing lines on the event loop."""
 
     @abstractmethod
     async def decisions_since(self, since: float | None, team: str | None) -> list[dict[str, Any]]:

@@ -6,8 +6,16 @@ only when prompt logging is on), indexed by ``ts`` (Unix seconds), ``team``, ``m
 (the model that served it, else the one chosen) and ``status``.
 
 Paging is newest first with an opaque cursor (the last row's ``ts`` and id, or a Redis
-stream id). ``summarize_decisions`` is the one aggregation behind ``/v1/admin/stats``
-and ``p2l-router decisions summarize``, so the API and the CLI cannot disagree.
+stream id). A query argument that does not parse, a forged cursor included, raises
+:class:`DecisionQueryError` naming the parameter, so the API's 400 names the right one.
+
+``summarize_rows`` is the one aggregation behind ``/v1/admin/stats`` and ``p2l-router
+decisions summarize``, so the API and the CLI cannot disagree. It reads a ``StatRow``
+per decision, the few fields a summary needs: ``stat_row`` takes them from a log line,
+and the SQLite ledger extracts the same ones in SQL (never parsing whole lines in
+Python). ``/v1/admin/stats`` summarises at most ``MAX_STATS_DECISIONS`` decisions, the
+newest, and says so when it cut (``truncated``): one call's cost is bounded whatever the
+history holds.
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 DEFAULT_RETENTION_DAYS = 30.0
 MAX_QUERY_LIMIT = 1000
+MAX_STATS_DECISIONS = 100_000  # decisions one /v1/admin/stats call summarises, newest first
+MAX_CURSOR_CHARS = 256
 LATENCIES = ("scoring_ms", "upstream_ms", "overhead_ms")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -84,6 +94,15 @@ def status_matches(status: int, wanted: str | int | None) -> bool:
     return status == int(wanted)
 
 
+class DecisionQueryError(ValueError):
+    """A query argument that does not parse; ``param`` names it (``cursor``, ``status``,
+    ``limit``)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class DecisionQuery:
     """A checked ``query_decisions`` (``status``: the parsed filter)."""
@@ -101,8 +120,10 @@ def check_status_filter(wanted: str | int | None) -> str | int | None:
         return wanted
     try:
         return int(wanted)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"status={wanted!r}: use an HTTP status, 'ok' or 'error'") from None
+    except (TypeError, ValueError):
+        raise DecisionQueryError(
+            "status", f"status={wanted!r}: use an HTTP status, 'ok' or 'error'"
+        ) from None
 
 
 def encode_cursor(*parts: object) -> str:
@@ -110,20 +131,31 @@ def encode_cursor(*parts: object) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def bad_cursor(why: str) -> DecisionQueryError:
+    return DecisionQueryError(
+        "cursor", f"invalid cursor ({why}); pass next_cursor from the previous page unchanged"
+    )
+
+
 def decode_cursor(cursor: str, n: int) -> list[str]:
+    """The ``n`` parts of a cursor of :func:`encode_cursor`; each backend checks their
+    values (a forged cursor must be a 400 naming ``cursor``, never a store error)."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise bad_cursor("too long")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("invalid cursor; pass next_cursor from the previous page") from None
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+        raise bad_cursor("not base64url text") from None
     parts = raw.split("\x1f")
     if len(parts) != n:
-        raise ValueError("invalid cursor; pass next_cursor from the previous page")
+        raise bad_cursor(f"{len(parts)} part(s), this ledger's cursors have {n}")
     return parts
 
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_QUERY_LIMIT:
-        raise ValueError(f"limit must be 1..{MAX_QUERY_LIMIT} (got {limit})")
+        raise DecisionQueryError("limit", f"limit must be 1..{MAX_QUERY_LIMIT} (got {limit})")
     return limit
 
 
@@ -131,44 +163,82 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+class StatRow(NamedTuple):
+    """What a summary reads of one decision. A latency is None where the decision spent
+    no time there (scoring: only routed requests; upstream: only requests sent up)."""
+
+    ts: float
+    team: str | None
+    model: str | None
+    error: bool  # status >= 400
+    cost_usd: float
+    fallbacks: int
+    scoring_ms: float | None
+    upstream_ms: float | None
+    overhead_ms: float | None
+
+
+def stat_row(line: dict[str, Any]) -> StatRow:
+    """A decision-log line's :class:`StatRow` (the SQLite ledger's ``STAT_COLUMNS`` are
+    the same rules in SQL; tests hold the two equal)."""
+    scoring, upstream, overhead = (line.get(name) for name in LATENCIES)
+    return StatRow(
+        ts=line_ts(line),
+        team=line.get("team"),
+        model=line_model(line),
+        error=(line.get("status", 200) or 0) >= 400,
+        cost_usd=float(line.get("cost_usd") or 0.0),
+        fallbacks=len(line.get("fallbacks") or ()),
+        scoring_ms=float(scoring) if scoring else None,
+        upstream_ms=None if upstream is None or not line.get("attempts", 1) else float(upstream),
+        overhead_ms=None if overhead is None else float(overhead),
+    )
+
+
 def summarize_decisions(
     lines: Iterable[dict[str, Any]], *, bucket_s: float = 3600.0, since: float | None = None
+) -> dict[str, Any]:
+    """:func:`summarize_rows` of decision-log lines."""
+    return summarize_rows(map(stat_row, lines), bucket_s=bucket_s, since=since)
+
+
+def summarize_rows(
+    rows: Iterable[StatRow], *, bucket_s: float = 3600.0, since: float | None = None
 ) -> dict[str, Any]:
     """Per team × model: requests, spend, share of the team's requests, P50/P99 of the
     scoring, upstream and overhead times, fallbacks tried, errors (status >= 400); and
     requests and spend per time bucket. ``model`` is the serving model, else the chosen
-    one, else null (refused before a choice). Latencies count only lines that spent time
-    there (scoring only routed requests, upstream only requests sent upstream)."""
+    one, else null (refused before a choice). CPU-bound over many rows: callers on the
+    event loop run it in a worker thread."""
     if not bucket_s > 0 or not math.isfinite(bucket_s):
         raise ValueError(f"bucket must be > 0 seconds (got {bucket_s!r})")
     groups: dict[tuple[Any, Any], dict[str, Any]] = {}
-    lat: dict[tuple[Any, Any], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lat: dict[tuple[Any, Any], tuple[list[float], ...]] = {}
     buckets: dict[tuple[float, Any, Any], dict[str, Any]] = {}
     per_team: dict[Any, int] = defaultdict(int)
-    for line in lines:
-        ts = line_ts(line)
+    for row in rows:
+        ts = row.ts
         if since is not None and ts < since:
             continue
-        key = (line.get("team"), line_model(line))
+        key = (row.team, row.model)
         g = groups.get(key)
         if g is None:
             g = groups[key] = {
                 "team": key[0], "model": key[1], "requests": 0, "spend_usd": 0.0,
                 "fallbacks": 0, "errors": 0,
             }  # fmt: skip
-        cost = float(line.get("cost_usd") or 0.0)
+            lat[key] = ([], [], [])
+        cost = row.cost_usd
         g["requests"] += 1
         g["spend_usd"] += cost
-        g["fallbacks"] += len(line.get("fallbacks") or ())
-        g["errors"] += int(line.get("status", 200) >= 400)
+        g["fallbacks"] += row.fallbacks
+        g["errors"] += row.error
         per_team[key[0]] += 1
-        for name in LATENCIES:
-            v = line.get(name)
-            if v is None or (name == "scoring_ms" and not v):
-                continue
-            if name == "upstream_ms" and not line.get("attempts", 1):
-                continue
-            lat[key][name].append(float(v))
+        for values, v in zip(
+            lat[key], (row.scoring_ms, row.upstream_ms, row.overhead_ms), strict=True
+        ):
+            if v is not None:
+                values.append(v)
         start = math.floor(ts / bucket_s) * bucket_s
         b = buckets.get((start, *key))
         if b is None:
@@ -181,8 +251,7 @@ def summarize_decisions(
     out_groups = []
     for key, g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
         g["share"] = g["requests"] / per_team[key[0]]
-        for name in LATENCIES:
-            vals = lat[key][name]
+        for name, vals in zip(LATENCIES, lat[key], strict=True):
             g[f"{name.removesuffix('_ms')}_ms_p50"] = _pct(vals, 50)
             g[f"{name.removesuffix('_ms')}_ms_p99"] = _pct(vals, 99)
         out_groups.append(g)

@@ -11,26 +11,46 @@ A page is read newest first with XREVRANGE from the cursor (an exclusive stream 
 filtered here; the stream id is the time Redis took the entry, a little after the
 decision's ``ts``, so ``since`` bounds the range with ``SINCE_SLACK_S`` to spare (for
 clocks that differ between hosts) and the exact ``ts`` filter is applied to each entry.
+
+A cursor is a stream id (``<ms>-<seq>``, each below 2**64) checked before it reaches
+Redis: a forged one is a 400 naming ``cursor``, not a Redis error. The stats read
+(``_stat_rows``) takes the newest entries chunk by chunk, then parses their lines in a
+worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
 from typing import Any
 from urllib.parse import quote
 
 from router.ledger.history import (
     DecisionQuery,
+    StatRow,
+    bad_cursor,
     decode_cursor,
     encode_cursor,
     line_model,
     line_ts,
+    stat_row,
     status_matches,
 )
 
 SINCE_SLACK_S = 300.0
 SCAN_CHUNK = 500  # entries read per XREVRANGE while filling a page
+_STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+
+
+def _page_cursor(cursor: str) -> str:
+    """A page cursor's stream id, checked as Redis would (each part below 2**64)."""
+    (sid,) = decode_cursor(cursor, 1)
+    m = _STREAM_ID.match(sid)
+    if m is None or any(int(part) >= 2**64 for part in m.groups()):
+        raise bad_cursor("not a stream id")
+    return sid
 
 
 class RedisDecisions:
@@ -109,7 +129,7 @@ class RedisDecisions:
     async def _query_decisions(self, q: DecisionQuery) -> tuple[list[dict[str, Any]], str | None]:
         team, model, since, limit, cursor = q.team, q.model, q.since, q.limit, q.cursor
         wanted = q.status
-        start = decode_cursor(cursor, 1)[0] if cursor else None
+        start = _page_cursor(cursor) if cursor else None
 
         def keep(f: dict[str, str]) -> bool:
             return (
@@ -134,6 +154,14 @@ class RedisDecisions:
         lines = [json.loads(f["line"]) for _, f in rows]
         lines.reverse()
         return lines
+
+    async def _stat_rows(self, since: float | None, team: str | None, limit: int) -> list[StatRow]:
+        entries, _ = await self._scan(
+            since, None, limit, lambda f: team is None or f["team"] == team
+        )
+        return await asyncio.to_thread(
+            lambda: [stat_row(json.loads(f["line"])) for _, f in entries]
+        )
 
     async def purge_decisions(self, before_ts: float) -> int:
         minid = f"{max(0, int(before_ts * 1000))}-0"

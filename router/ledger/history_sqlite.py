@@ -4,17 +4,29 @@ Every call runs on the ledger's own thread and connection, never inline on the e
 loop like the budget calls: a batch of history rows or a page of the admin API is work
 the requests must not wait behind. Each batch is one short transaction, so a reserve on
 the inline connection waits at most that long for the write lock.
+
+The stats read (``_stat_rows``, up to ``MAX_STATS_DECISIONS`` rows) is the exception: it
+runs on a read-only connection of its own in a worker thread, so it holds up neither
+the event loop nor the ledger thread, which keeps writing the history meanwhile (in WAL
+mode a reader does not block the writer). SQLite extracts the few fields a summary
+needs (``STAT_COLUMNS``) in C, without the GIL; no line is parsed in Python.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from router.ledger.base import LedgerError
 from router.ledger.history import (
     DecisionQuery,
+    StatRow,
+    bad_cursor,
     decode_cursor,
     encode_cursor,
     line_model,
@@ -35,12 +47,89 @@ def _status_sql(wanted: str | int | None) -> tuple[str, list[Any]]:
     return "status = ?", [int(wanted)]
 
 
+def _page_cursor(cursor: str) -> tuple[float, str]:
+    """A page cursor's (ts, id): ts a finite Unix time >= 0, id not empty."""
+    ts_text, did = decode_cursor(cursor, 2)
+    try:
+        ts = float(ts_text)
+    except ValueError:
+        raise bad_cursor("its time is not a number") from None
+    if not math.isfinite(ts) or ts < 0:
+        raise bad_cursor("its time is not a Unix time")
+    if not did:
+        raise bad_cursor("no decision id")
+    return ts, did
+
+
+# history.stat_row's rules in SQL (tests hold the two equal). The status column is
+# ``status or 0``; an ``attempts`` absent from the line counts as 1, a null as 0.
+STAT_COLUMNS = """ts, team, model, status >= 400,
+    coalesce(json_extract(line, '$.cost_usd'), 0.0),
+    coalesce(json_array_length(line, '$.fallbacks'), 0),
+    json_extract(line, '$.scoring_ms'),
+    json_extract(line, '$.upstream_ms'),
+    json_extract(line, '$.overhead_ms'),
+    CASE WHEN json_type(line, '$.attempts') IS NULL THEN 1
+         ELSE coalesce(json_extract(line, '$.attempts'), 0) END"""
+
+
+def _stat_row(r: tuple[Any, ...]) -> StatRow:
+    ts, team, model, error, cost, fallbacks, scoring, upstream, overhead, attempts = r
+    return StatRow(
+        ts=ts,
+        team=team,
+        model=model,
+        error=bool(error),
+        cost_usd=float(cost),
+        fallbacks=int(fallbacks),
+        scoring_ms=float(scoring) if scoring else None,
+        upstream_ms=None if upstream is None or not attempts else float(upstream),
+        overhead_ms=None if overhead is None else float(overhead),
+    )
+
+
+def _since_team(since: float | None, team: str | None) -> tuple[str, list[Any]]:
+    where, args = [], []
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    if team is not None:
+        where.append("team = ?")
+        args.append(team)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 class SqliteDecisions:
     """Decision-history methods of :class:`router.ledger.SqliteLedger`."""
+
+    path: str
+    _closed: bool
 
     async def off_loop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the ledger thread; implemented by the ledger."""
         raise NotImplementedError
+
+    async def read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on a read-only connection of its own, in a worker thread:
+        for long reads, which must hold up neither the event loop nor the ledger thread.
+        (``:memory:`` has one connection only: the ledger thread's.)"""
+        if self.path == ":memory:":
+            return await self.off_loop(fn)
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+
+        def run() -> T:
+            db = sqlite3.connect(uri, uri=True, timeout=30.0)
+            try:
+                return fn(db)
+            finally:
+                db.close()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
 
     async def record_decisions(self, lines: list[dict[str, Any]]) -> None:
         if not lines:
@@ -83,9 +172,9 @@ class SqliteDecisions:
             where.append("ts >= ?")
             args.append(since)
         if cursor:
-            ts, did = decode_cursor(cursor, 2)
+            ts, did = _page_cursor(cursor)
             where.append("(ts < ? OR (ts = ? AND id < ?))")
-            args += [float(ts), float(ts), did]
+            args += [ts, ts, did]
         sql = "SELECT id, ts, line FROM decisions"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -105,19 +194,18 @@ class SqliteDecisions:
         return None if row is None else json.loads(row[0])
 
     async def decisions_since(self, since: float | None, team: str | None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if team is not None:
-            where.append("team = ?")
-            args.append(team)
-        sql = "SELECT line FROM decisions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts, id"
+        where, args = _since_team(since, team)
+        sql = f"SELECT line FROM decisions{where} ORDER BY ts, id"
         rows = await self.off_loop(lambda db: db.execute(sql, args).fetchall())
         return [json.loads(r[0]) for r in rows]
+
+    async def _stat_rows(self, since: float | None, team: str | None, limit: int) -> list[StatRow]:
+        where, args = _since_team(since, team)
+        sql = f"SELECT {STAT_COLUMNS} FROM decisions{where} ORDER BY ts DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return await self.read_aside(
+            lambda db: [_stat_row(r) for r in db.execute(sql, args).fetchall()]
+        )
 
     async def purge_decisions(self, before_ts: float) -> int:
         def purge(db: sqlite3.Connection) -> int:

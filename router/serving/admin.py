@@ -1,8 +1,11 @@
 """What the admin API answers: teams against their budgets, a prompt's routes for every
 team, and what-if runs over a team's logged decisions.
 
-Nothing here reserves, forwards or moves the pacer: these are reads. The decision history
-itself (pages, stats) is read straight from the ledger by the routes.
+Nothing here reserves, forwards or moves the pacer: these are reads. Decision pages are
+read straight from the ledger by the routes. Stats are CPU work over up to
+``MAX_STATS_DECISIONS`` decisions (done off the event loop by the ledger), and any key
+may ask for them: at most ``MAX_CONCURRENT_STATS`` run at once, the rest wait their turn
+without holding anything.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from router.policy import decide, price_table
 from router.protocol import ChatRequest
 
 MAX_WHATIF_DECISIONS = 5000
+MAX_CONCURRENT_STATS = 2
 
 
 class AdminQueries:
@@ -29,6 +33,14 @@ class AdminQueries:
 
     def __init__(self, service: Any) -> None:
         self.service = service
+        self._stats_slots = asyncio.Semaphore(MAX_CONCURRENT_STATS)
+
+    async def stats(self, since: float | None, bucket_s: float, scope: str | None) -> dict:
+        """The ledger's ``decision_stats`` (newest ``MAX_STATS_DECISIONS`` decisions)."""
+        async with self._stats_slots:
+            return await self.service.ledger.decision_stats(
+                since=since, bucket_s=bucket_s, team=scope
+            )
 
     def teams_in(self, scope: str | None) -> list[TeamPolicy]:
         teams = self.service.config.teams
