@@ -18,7 +18,8 @@ chat), the event name otherwise; ``data`` a JSON object, or the string ``"[DONE]
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from router.chat.model import Answer, ChatRequest, Protocol, StreamEvent, Unsupported
 
