@@ -60,8 +60,12 @@ class Codec(TypingProtocol):
         """Fields of ``req`` this protocol cannot express (empty: it can take it)."""
         ...
 
-    def encode_request(self, req: ChatRequest, upstream_model: str) -> dict[str, Any]:
-        """The provider's request body (``stream`` and usage reporting included)."""
+    def encode_request(
+        self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
+    ) -> dict[str, Any]:
+        """The provider's request body (``stream`` and usage reporting included);
+        ``default_max_tokens`` (the model's ``max_output_tokens``) where the protocol
+        requires a limit and the request gave none."""
         ...
 
     def decode_answer(self, body: dict[str, Any]) -> Answer: ...
