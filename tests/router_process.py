@@ -62,11 +62,14 @@ class RouterProcess:
         policies: Path,
         env: dict[str, str],
         extra: tuple[str, ...] = (),
+        ledger: str | None = None,
     ) -> None:
+        """``ledger``: a ledger URL (routers sharing one); by default ``tmp/ledger.db``."""
         self.tmp = tmp
         self.port = free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         self.ledger_path = tmp / "ledger.db"
+        self.ledger_url = ledger or f"sqlite:///{self.ledger_path}"
         self.decision_log = tmp / "decisions.jsonl"
         self.err_log = tmp / "stderr.log"
         args = [
@@ -85,7 +88,7 @@ class RouterProcess:
             "--device",
             "cpu",
             "--ledger",
-            f"sqlite:///{self.ledger_path}",
+            self.ledger_url,
             "--decision-log",
             str(self.decision_log),
             *extra,
@@ -135,7 +138,7 @@ class RouterProcess:
         from router.ledger import create_ledger
 
         async def read() -> float:
-            ledger = create_ledger(f"sqlite:///{self.ledger_path}")
+            ledger = create_ledger(self.ledger_url)
             try:
                 return await ledger.total_spent(team)
             finally:

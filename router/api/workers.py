@@ -6,7 +6,8 @@ not forks: the Prometheus multiprocess directory must be in the environment befo
 ``prometheus_client`` is imported, and nothing (an event loop, a model, a ledger
 connection) is shared by accident. What workers share lives outside them: the ledger
 (SQLite file or Redis), the remote scoring engine, the metrics directory (merged on each
-scrape); each claims a journal slot of its own (``open_journal``).
+scrape); each claims a journal slot of its own and adopts those of dead workers
+(:mod:`router.ledger.journal_slots`).
 
 uvicorn's own ``--workers`` would need the app as an import string and restarts workers
 with a plain ``uvicorn.Server``, losing the graceful stop in :mod:`router.api.server`.

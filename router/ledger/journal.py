@@ -23,7 +23,10 @@ lock, so a rewrite never drops a line appended while a replay ran. The readers' 
 (``pending_usd``) is changed only on the event loop, so it needs no lock.
 
 One journal file per process: an exclusive ``flock`` on ``PATH.lock`` refuses a second
-opener (two processes rewriting one file would lose each other's lines).
+opener (two processes rewriting one file would lose each other's lines). Router processes
+sharing a ledger each claim a slot of their own and see each other's through ``peers``:
+the pending spend of every slot counts in ``pending_usd``, and the drain loop adopts the
+slots of processes that died (:mod:`router.ledger.journal_slots`).
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.ledger.base import Ledger, LedgerError, Reservation, check_alpha, check_amount
+
+if TYPE_CHECKING:
+    from router.ledger.journal_slots import JournalPeers
 
 log = logging.getLogger("router.ledger.journal")
 FORMAT_VERSION = 1
@@ -118,6 +124,7 @@ class SettlementJournal:
         self._pending: dict[str, JournalEntry] = {}
         self._by_period: dict[tuple[str, str], dict[str, JournalEntry]] = {}
         self._fd = -1
+        self.peers: JournalPeers | None = None  # the other slots (set by open_journal)
         try:
             self._load()
         except BaseException:
@@ -127,11 +134,16 @@ class SettlementJournal:
     # ------------------------------------------------------------ reading
 
     def pending_usd(self, team: str, period_key: str) -> float:
-        """Journaled spend of the team's period that the ledger does not count yet."""
-        group = self._by_period.get((team, period_key))
-        return math.fsum(e.cost_usd for e in group.values()) if group else 0.0
+        """Journaled spend of the team's period that the ledger does not count yet: this
+        journal's, and with ``peers`` every other slot's too."""
+        group = self._by_period.get((team, period_key), {})
+        own = math.fsum(e.cost_usd for e in group.values()) if group else 0.0
+        if self.peers is None:
+            return own
+        return own + self.peers.pending_usd(team, period_key, skip=group)
 
     def pending_count(self) -> int:
+        """This journal's own entries (each process reports its own, for ``/readyz``)."""
         return len(self._pending)
 
     def entries(self) -> list[JournalEntry]:
@@ -185,14 +197,21 @@ class SettlementJournal:
             return len(done)
 
     async def drain_forever(self, ledger: Ledger, interval_s: float = 5.0) -> None:
-        """Replay whenever entries are pending, every ``interval_s``; run it as a background
-        task and cancel it at shutdown."""
+        """Replay whenever entries are pending, and adopt the slots of dead processes
+        (with ``peers``), every ``interval_s``; run it as a background task and cancel it
+        at shutdown."""
         while True:
             if self._pending:
                 try:
                     await self.replay(ledger)
                 except Exception:  # a rewrite that failed (disk): entries stay, retried
                     log.exception("journal %s: replay failed", self.path)
+            # While the ledger refuses our own entries it would refuse an orphan's too.
+            if self.peers is not None and not self._pending:
+                try:
+                    await self.peers.adopt(ledger)
+                except Exception:
+                    log.exception("journal %s: adopting other slots failed", self.path)
             await asyncio.sleep(interval_s)
 
     def close(self) -> None:

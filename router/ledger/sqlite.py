@@ -50,7 +50,7 @@ from router.ledger.base import (
     ewma,
 )
 from router.ledger.history_sqlite import SqliteDecisions
-from router.ledger.sqlite_schema import is_busy, migrate, transaction
+from router.ledger.sqlite_schema import is_busy, prepare, transaction
 
 log = logging.getLogger("router.ledger")
 T = TypeVar("T")
@@ -101,9 +101,7 @@ class SqliteLedger(SqliteDecisions, Ledger):
                 isolation_level=None,
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            migrate(conn, self.path)
+            prepare(conn, self.path, self._busy_timeout_s)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the SQLite ledger {self.path}: {exc}") from exc
         self._conn = conn

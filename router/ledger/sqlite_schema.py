@@ -23,13 +23,27 @@ few; ``spend`` keeps its rowid, which is the audit trail's insertion order.
 Schema 2 added the unique index on ``spend.ref`` (where set) and the ``rate`` table;
 schema 3 (this version) the ``decisions`` table. An older file is upgraded in place when
 first opened.
+
+Opening a fresh file from many processes at once (``serve --workers N``, a fleet
+starting together) races on the switch to WAL: SQLite answers ``PRAGMA journal_mode=WAL``
+with SQLITE_BUSY at once, without calling the busy handler, whenever another connection
+holds any lock on the still rollback-journal file (seen: 1-4 of 200 concurrent opens
+failed with "database is locked"). ``prepare`` therefore retries the switch and the
+schema set-up on a busy answer, for ``OPEN_RETRY_S`` at least. A file already in WAL at
+the current schema needs neither, so this never waits on a lock another process holds.
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 
 from router.ledger.base import LedgerError
+
+# How long opening a file may keep retrying a busy WAL switch or schema set-up (at least;
+# a longer busy timeout is used when the ledger has one).
+OPEN_RETRY_S = 10.0
 
 SCHEMA_VERSION = 3  # 2: spend.ref unique when set; rate table. 3: decisions
 
@@ -91,6 +105,24 @@ CREATE INDEX IF NOT EXISTS decisions_team ON decisions (team, ts);
 CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, ts);
 CREATE INDEX IF NOT EXISTS decisions_status ON decisions (status, ts);
 """
+
+
+def prepare(conn: sqlite3.Connection, path: str, busy_timeout_s: float) -> None:
+    """WAL, ``synchronous=NORMAL`` and the current schema on a new connection, retried
+    while another opener holds the file (see the module docstring)."""
+    deadline = time.monotonic() + max(busy_timeout_s, OPEN_RETRY_S)
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn, path)
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() > deadline:
+                raise
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        time.sleep(random.uniform(0.001, 0.01))  # jitter: the openers do not retry in step
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:

@@ -4,8 +4,9 @@ reserve → settle / release life of one request's hold on the ledger.
 The ledger's atomic reserve is what enforces a limit. A settlement the ledger cannot take
 (it is locked or down) goes to the local :class:`SettlementJournal` (fsync'd, replayed by
 ref, so never charged twice) and the answer still goes out: the provider has billed it.
-Journaled spend counts in every usage figure until the ledger has it, and so does the
-spend of a period whose rule a reload changed (``sync_periods``). The :class:`UsageView` only saves
+Journaled spend, every router process's (the journal reads the other slots), counts in
+every usage figure until the ledger has it, and so does the spend of a period whose rule
+a reload changed (``sync_periods``). The :class:`UsageView` only saves
 a ledger read per request: it steers the choice of model and the budget header, and a
 refusal based on it is re-checked against the ledger by the planner.
 """

@@ -14,15 +14,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 
 from router.config import RouterConfig, TeamPolicy
 from router.errors import AuthenticationError, NotReadyError
-from router.ledger import JournalError, Ledger, SettlementJournal, create_ledger
+from router.ledger import Ledger, SettlementJournal, create_ledger
 from router.ledger.history import DEFAULT_RETENTION_DAYS
+from router.ledger.journal_slots import open_journal
 from router.observability import DecisionLog, DecisionRecord, RouterMetrics
 from router.observability.history import DecisionHistory
 from router.policy import price_table
@@ -125,7 +125,8 @@ class RouterService:
         self.loop = asyncio.get_running_loop()
         opts = self.options
         self.ledger = create_ledger(opts.ledger_url)
-        self.journal = await open_journal(opts.journal_path, self.ledger)
+        # A slot of its own; the drain below also adopts the slots of dead processes.
+        self.journal = await asyncio.to_thread(open_journal, opts.journal_path)
         if self.journal.pending_count():
             log.warning(
                 "journal %s holds %d settlement(s) the ledger has not taken; replaying",
@@ -354,40 +355,6 @@ class RouterService:
             m.record_spend(
                 rec.team, rec.served_by, rec.cost_usd, rec.prompt_tokens, rec.completion_tokens
             )
-
-
-# Router processes sharing one ledger each hold a journal of their own: PATH, PATH.1, ...
-JOURNAL_SLOTS = 64
-
-
-async def open_journal(base: str, ledger: Ledger) -> SettlementJournal:
-    """Claim the first journal slot no other live process holds, after replaying what
-    the free slots hold (left by a process that died before the ledger took it)."""
-    mine: SettlementJournal | None = None
-    for i in range(JOURNAL_SLOTS):
-        try:
-            j = SettlementJournal(base if i == 0 else f"{base}.{i}")
-        except JournalError:
-            continue  # a live process holds it
-        if j.pending_count() and mine is not None:
-            log.warning("replaying %d settlement(s) left in %s", j.pending_count(), j.path)
-            await j.replay(ledger)
-        if mine is None:
-            mine = j
-        elif j.pending_count():
-            mine_entries = j.pending_count()
-            j.close()
-            log.warning(
-                "%s still holds %d settlement(s); retried at the next start", j.path, mine_entries
-            )
-        else:
-            j.close()
-            if i > 0:
-                j.path.unlink(missing_ok=True)
-                Path(f"{j.path}.lock").unlink(missing_ok=True)
-    if mine is None:
-        raise JournalError(f"all {JOURNAL_SLOTS} journal slots at {base} are in use")
-    return mine
 
 
 def default_journal_path(ledger_url: str) -> str:
