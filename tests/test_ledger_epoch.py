@@ -178,13 +178,13 @@ async def test_an_older_epoch_brought_back_is_a_loss(ledgers, private_redis):
 
 
 async def test_a_settle_refused_by_a_wiped_store_is_journaled_and_replayed_after_ack(
-    ledgers, tmp_path
+    ledgers, private_redis, tmp_path
 ):
     a = ledgers()
     journal = SettlementJournal(tmp_path / "j")
     try:
         r = await a.reserve("t", 0.3, limit_usd=1.0, period_key=P, ttl_s=60, now=T0, ref="d1")
-        await a.epoch._client.flushall()
+        private_redis.client.flushall()
         with pytest.raises(LedgerLost):
             await a.settle(r, 0.25, now=T0)
         await journal.append(r, 0.25, now=T0)
