@@ -10,6 +10,7 @@ router over loopback against the fake upstream, and acknowledge with the real co
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import subprocess
@@ -142,6 +143,30 @@ async def test_a_wiped_store_refuses_money_until_acknowledged(
     assert ledger_cli(epoch_url, "status").returncode == 0
     again = ledger_cli(epoch_url, "ack-reset")  # nothing to acknowledge now
     assert again.returncode == 1 and "not marked lost" in again.stderr
+
+
+async def test_concurrent_requests_see_one_loss_and_one_acknowledgement(
+    ledgers, private_redis, caplog
+):
+    a = ledgers()
+    await spend(a, 0.1, ref="d1")
+    private_redis.client.flushall()
+
+    async def one(i: int) -> BaseException | None:
+        try:
+            await a.reserve("t", 0.01, limit_usd=1.0, period_key=P, ttl_s=60, now=T0)
+        except LedgerError as exc:
+            return exc
+        return None
+
+    got = await asyncio.gather(*(one(i) for i in range(50)))
+    assert all(isinstance(x, LedgerLost) for x in got)
+    await a.epoch.acknowledge()
+    assert await asyncio.gather(*(one(i) for i in range(50))) == [None] * 50
+    messages = [x.getMessage() for x in caplog.records]
+    assert sum("LEDGER LOST" in m for m in messages) == 1
+    assert sum("ledger reset acknowledged" in m for m in messages) == 1
+    assert (await a.usage("t", P, now=T0)).reserved_usd == pytest.approx(0.5)
 
 
 async def test_a_new_epoch_written_into_the_wiped_store_is_not_taken_for_the_old_one(

@@ -195,7 +195,7 @@ class EpochGuard:
             res = await self._call(script(keys=[*keys, self.key], args=[*args, expected]))
             if not (isinstance(res, list) and res and res[0] == -1):
                 return res
-            await self._evaluate(res[1] or "")
+            await self._evaluate(res[1] or "", expected)
         raise self.lost or LedgerError(f"the epoch of the Redis ledger {self.url} keeps changing")
 
     async def expected(self) -> str:
@@ -213,13 +213,14 @@ class EpochGuard:
         if self.known is None:
             await self._open()
             return
+        expected = self.known.raw
         raw = await self._call(self._client.get(self.key)) or ""
-        if raw == self.known.raw:
+        if raw == expected:
             if self.lost is not None:
                 log.warning("the epoch sentinel of the Redis ledger %s is back", self.url)
                 self.lost = None
             return
-        await self._evaluate(raw)
+        await self._evaluate(raw, expected)
 
     def acknowledgement(self) -> dict[str, Any] | None:
         """The last reset this process accepted, for /readyz."""
@@ -258,10 +259,13 @@ class EpochGuard:
                     "it: appendonly yes)", self.url, found.describe(),
                 )  # fmt: skip
 
-    async def _evaluate(self, raw: str) -> None:
-        """The store holds ``raw`` ('' = nothing), not the sentinel this process knows."""
+    async def _evaluate(self, raw: str, expected: str) -> None:
+        """The store held ``raw`` ('' = nothing), not ``expected``, the sentinel this
+        process knew when it looked."""
         known = self.known
         assert known is not None
+        if known.raw != expected:  # another task adopted a newer one meanwhile: use that
+            return
         found = Sentinel.parse(raw) if raw else None
         if found is not None and self._acknowledges(found):
             self._adopt(found)
