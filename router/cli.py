@@ -1,5 +1,5 @@
-"""``p2l-router``: serve, demo, leaderboard, simulate, decisions, tiny-checkpoint, export-backbone,
-check-config.
+"""``p2l-router``: serve, demo, leaderboard, simulate, decisions, ledger, tiny-checkpoint,
+export-backbone, check-config.
 
 Every flag can also be set by an environment variable ``P2L_ROUTER_<FLAG>``
 (``--p2l-model`` -> ``P2L_ROUTER_P2L_MODEL``); a flag on the command line wins.
@@ -24,6 +24,7 @@ from router.offline.commands import (
     cmd_simulate,
     cmd_tiny_checkpoint,
 )
+from router.offline.ledger_admin import add_ledger_parser, cmd_ledger
 from router.offline.reports import add_decisions_parser, cmd_decisions
 from router.scoring.types import DEFAULT_P2L_MODEL
 
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sim, "p2l-head", None)
     sim.add_argument("--json", action="store_true")
     add_decisions_parser(sub)
+    add_ledger_parser(sub)
     return ap
 
 
@@ -220,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": cmd_check_config,
         "simulate": cmd_simulate,
         "decisions": cmd_decisions,
+        "ledger": cmd_ledger,
     }[args.command]
     try:
         return handler(args)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +101,71 @@ def redis_url() -> Iterator[str]:
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+class RedisServer:
+    """A redis-server of one test's own on a free loopback port, keeping nothing on disk
+    (like a Redis run without persistence): freezing it (SIGSTOP), FLUSHALL or a restart
+    there disturbs no other test, nor the shared Redis at 6379."""
+
+    def __init__(self, folder: Path) -> None:
+        import redis
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("redis-server is not installed")
+        sock = free_socket()
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", str(folder)]  # fmt: skip
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen:
+        import redis
+
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while True:
+            assert self.proc.poll() is None, "redis-server exited at start"
+            try:
+                if self.client.ping():
+                    return self.proc
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server never answered"
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        """Gone at once, like a crash: what it held is lost (it keeps nothing on disk)."""
+        os.kill(self.proc.pid, signal.SIGCONT)  # a frozen one could not die
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def restart(self) -> None:
+        """Killed and started again on the same port, empty."""
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A :class:`RedisServer` of this test's own."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def run_processes(code: str, url: str, n: int) -> list[int]:

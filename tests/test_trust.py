@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 import tracemalloc
@@ -31,7 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from conftest import (
     ADMIN_KEY,
     OTHER_KEY,
@@ -265,52 +262,8 @@ def test_journal_left_at_shutdown_is_replayed_once_by_the_next_router(fake, tmp_
 # ---------------------------------------------------------------- 2. Redis down at settle
 
 
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A Redis server of this test's own, so that freezing it disturbs no other test."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_until(up, "the private redis-server")
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        client.close()
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_redis_frozen_at_settle_answers_journals_and_replays_once(make_router, fake, private_redis):
-    url, proc = private_redis
+    url, proc = private_redis.url, private_redis.proc
     # socket_timeout: how long a ledger call waits on a Redis that does not answer.
     r = make_router(ledger=f"{url}?socket_timeout=0.5&prefix=trust:")
     body = {"model": MINI, "messages": HELLO}

@@ -1,7 +1,8 @@
 """The ASGI app: lifespan-owned resources, OpenAI-shaped errors for everything, the routes.
 
 Every error, including unknown routes and malformed bodies, leaves in OpenAI's shape
-``{"error": {"message", "type", "param", "code"}}``.
+``{"error": {"message", "type", "param", "code"}}``; a ledger that fails under any route
+(Redis down, or lost: router/ledger/epoch.py) is a 503 ``ledger_unavailable``, not a 500.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from router.api.responses import INTERNAL_ERROR, JSONResponse, error_response
 from router.api.routes import create_routes
 from router.config import RouterConfig
 from router.errors import ConfigError, InvalidRequestError, RouterError
+from router.ledger import LedgerError, LedgerLost
+from router.serving.accounting import ledger_unavailable
 from router.serving.service import RouterService
 
 log = logging.getLogger("router")
@@ -89,6 +92,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RouterError)
     async def _router_error(request: Request, exc: RouterError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(LedgerError)
+    async def _ledger_error(request: Request, exc: LedgerError) -> Response:
+        if not isinstance(exc, LedgerLost):  # a lost ledger is logged once, when found
+            log.error("ledger unavailable on %s: %s", request.url.path, exc)
+        return error_response(ledger_unavailable(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

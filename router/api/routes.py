@@ -74,6 +74,13 @@ def create_routes(service: RouterService) -> APIRouter:
         health = getattr(service.engine, "health", None)
         if health is not None:
             extra.update(health())
+        # A ledger that lost its memory refuses money until an operator acknowledges it;
+        # reading its epoch here also picks up that acknowledgement without traffic.
+        lost = await service.ledger_lost()
+        if lost is not None:
+            return JSONResponse({"status": "ledger_lost", "error": lost, **extra}, status_code=503)
+        if service.ledger.reset_acknowledged:
+            extra["ledger_reset_acknowledged"] = service.ledger.reset_acknowledged
         if service.ready:
             return JSONResponse({"status": "ready", **extra})
         body: dict[str, Any] = {"status": "failed" if service.load_error else "loading", **extra}

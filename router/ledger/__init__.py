@@ -2,8 +2,9 @@
 
 Public surface: ``create_ledger(url)``, ``Ledger`` (the abstract API; its semantics are in
 ``router/ledger/base.py``), ``Reservation``, ``Usage``, ``InsufficientBudget``,
-``LedgerError``, the two backends ``SqliteLedger`` and ``RedisLedger``, and
-``SettlementJournal`` (settlements the ledger could not take, replayed later).
+``LedgerError`` and ``LedgerLost`` (the store forgot its data: router/ledger/epoch.py), the
+two backends ``SqliteLedger`` and ``RedisLedger``, and ``SettlementJournal`` (settlements
+the ledger could not take, replayed later).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from router.ledger.base import (
     InsufficientBudget,
     Ledger,
     LedgerError,
+    LedgerLost,
     Reservation,
     Usage,
     redacted,
@@ -30,6 +32,7 @@ __all__ = [
     "JournalError",
     "Ledger",
     "LedgerError",
+    "LedgerLost",
     "PERIOD_GRACE_S",
     "RedisLedger",
     "Reservation",

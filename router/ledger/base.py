@@ -113,6 +113,17 @@ class LedgerError(RuntimeError):
     """The backing store failed (disk, lock timeout, Redis connection); the cause is chained."""
 
 
+class LedgerLost(LedgerError):
+    """The store lost its memory (a Redis emptied by FLUSHALL or restarted without
+    persistence): money operations are refused until an operator acknowledges the reset
+    (``p2l-router ledger ack-reset``); see ``router/ledger/epoch.py``. ``reason`` is what
+    was found, without the store's address (for /readyz)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
 def redacted(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     try:
@@ -168,6 +179,11 @@ class Ledger(ABC):
     """A team budget store. All methods are coroutines and safe to call concurrently."""
 
     url: str = ""
+    # Set while the store has lost its memory (Redis); every money operation raises it.
+    lost: LedgerLost | None = None
+    # The operator's acknowledgement of the last loss this process lived through (by, at,
+    # epoch, note), for /readyz; None when there was none.
+    reset_acknowledged: dict[str, Any] | None = None
     # How long a stored decision is kept (Redis: the per-id lookup's TTL; both backends
     # also drop older ones at ``purge_decisions``). Set by the service from the flag.
     decision_retention_s: float = DEFAULT_RETENTION_DAYS * 86400.0
@@ -353,6 +369,12 @@ class Ledger(ABC):
     async def check(self) -> None:
         """Raise LedgerError if the store cannot be reached (start-up and /readyz)."""
         await self.usage("__check__", "total", now=0.0)
+
+    async def check_epoch(self) -> None:
+        """Compare the store's epoch with the one this process knows (adopting one at first
+        use, or an acknowledged reset), setting :attr:`lost`; a no-op for stores that cannot
+        lose their memory behind the process's back (SQLite)."""
+        return None
 
     @abstractmethod
     async def close(self) -> None:

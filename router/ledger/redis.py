@@ -20,6 +20,10 @@ URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows wit
   {p}state:{key}             STR   JSON document                     one per team
   {p}tokens, {p}tokens:n     HASH  model -> EWMA, observations       one field per model
   {p}decisions, {p}decision:{id}     the decision history (router/ledger/history_redis.py)
+  {p}epoch                   STR   the epoch sentinel (router/ledger/epoch.py)  one
+
+Reserve, settle and usage refuse to run in a store that lost its memory (a Redis without
+persistence that restarted, a FLUSHALL): their scripts start with ``epoch.GUARD``.
 
 The spend stream is therefore the *recent* audit trail (``?stream_maxlen=N``, default
 ``STREAM_MAXLEN``); the running totals are the authority. A settle is idempotent by
@@ -49,6 +53,7 @@ from router.ledger.base import (
     Usage,
     redacted,
 )
+from router.ledger.epoch import GUARD, EpochGuard
 
 if TYPE_CHECKING:
     from router.ledger.base import Observation
@@ -210,10 +215,11 @@ class RedisLedger(RedisDecisions, Ledger):
         self.url = url
         self.stream_maxlen = stream_maxlen
         self._errors = _import_redis().RedisError
-        self._reserve_lua = client.register_script(_RESERVE)
-        self._settle_lua = client.register_script(_SETTLE)
+        self.epoch = EpochGuard(client, prefix, url or prefix, self._call)
+        self._reserve_lua = client.register_script(GUARD + _RESERVE)
+        self._settle_lua = client.register_script(GUARD + _SETTLE)
         self._release_lua = client.register_script(_RELEASE)
-        self._usage_lua = client.register_script(_USAGE)
+        self._usage_lua = client.register_script(GUARD + _USAGE)
         self._ewma_lua = client.register_script(_EWMA)
         self._rate_lua = client.register_script(rate.TAKE_RATE_LUA)
 
@@ -271,9 +277,8 @@ class RedisLedger(RedisDecisions, Ledger):
         limit = "" if limit_usd is None else _num(limit_usd)
         args = [r.id, _num(amount), limit, _num(now), _num(r.expires_at), _num(EPSILON_USD),
                 period_ttl(r.period_ends_at, now)]  # fmt: skip
-        ok, spent, reserved = await self._call(
-            self._reserve_lua(keys=self._period_keys(r.team, r.period_key), args=args)
-        )
+        keys = self._period_keys(r.team, r.period_key)
+        ok, spent, reserved = await self.epoch.run(self._reserve_lua, keys, args)
         if not ok:
             usage = Usage(float(spent), float(reserved))
             raise InsufficientBudget(usage, float(limit_usd or 0.0), amount)
@@ -306,7 +311,7 @@ class RedisLedger(RedisDecisions, Ledger):
             int(CLOSED_RETENTION_S), period_ttl(r.period_ends_at, now), self.stream_maxlen,
             *learn,
         ]  # fmt: skip
-        _, value = await self._call(self._settle_lua(keys=keys, args=args))
+        _, value = await self.epoch.run(self._settle_lua, keys, args)
         return value
 
     async def _take_rate(
@@ -325,9 +330,8 @@ class RedisLedger(RedisDecisions, Ledger):
         await self._call(self._release_lua(keys=keys, args=[r.id, int(CLOSED_RETENTION_S)]))
 
     async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
-        spent, reserved = await self._call(
-            self._usage_lua(keys=self._period_keys(team, period_key), args=[_num(now)])
-        )
+        keys = self._period_keys(team, period_key)
+        spent, reserved = await self.epoch.run(self._usage_lua, keys, [_num(now)])
         return Usage(float(spent), float(reserved))
 
     async def total_spent(self, team: str | None = None) -> float:
@@ -377,6 +381,12 @@ class RedisLedger(RedisDecisions, Ledger):
 
     async def check(self) -> None:
         await self._call(self._redis.ping())
+
+    async def check_epoch(self) -> None:
+        await self.epoch.check()
+
+    lost = property(lambda self: self.epoch.lost)
+    reset_acknowledged = property(lambda self: self.epoch.acknowledgement())
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -1,5 +1,5 @@
 """Metrics read at scrape time from callbacks: readiness, the scorer's counters, circuit
-breakers, the settlement journal, decision-log losses.
+breakers, the settlement journal, decision-log losses, a ledger that lost its memory.
 
 Single process: :class:`CallbackCollector` turns the callback values into metric families
 at each scrape. Multiprocess: :class:`MultiprocessCallbacks` copies them into mmap-backed
@@ -45,6 +45,10 @@ CIRCUIT_HELP = "Circuit breaker state per provider: 0 closed, 1 half-open, 2 ope
 JOURNAL_HELP = "Settlements journaled but not yet applied to the ledger"
 LOST_HELP = "Decision-log lines dropped (queue full) or that the file refused"
 READY_HELP = "1 when the P2L model is loaded and warm"
+LEDGER_LOST_HELP = (
+    "1 while the ledger has lost its data (Redis emptied or restarted without persistence) "
+    "and money is refused until 'p2l-router ledger ack-reset'"
+)
 
 
 def counter_name(key: str) -> str:
@@ -85,6 +89,10 @@ class CallbackCollector(Collector):
             yield GaugeMetricFamily(
                 "router_journal_pending", JOURNAL_HELP, value=float(v["journal_pending"])
             )
+        if "ledger_lost" in v:
+            yield GaugeMetricFamily(
+                "router_ledger_lost", LEDGER_LOST_HELP, value=1.0 if v["ledger_lost"] else 0.0
+            )
         if "decision_log_lost" in v:
             yield CounterMetricFamily(
                 "router_decision_log_lost_lines", LOST_HELP, value=float(v["decision_log_lost"])
@@ -112,6 +120,9 @@ class MultiprocessCallbacks:
         self.journal = Gauge(
             "router_journal_pending", JOURNAL_HELP, multiprocess_mode="livesum", registry=r
         )
+        self.ledger_lost = Gauge(
+            "router_ledger_lost", LEDGER_LOST_HELP, multiprocess_mode="livemax", registry=r
+        )
         self.counters = {
             k: Counter(counter_name(k), text, registry=r) for k, text in SCORER_COUNTERS.items()
         }
@@ -127,6 +138,8 @@ class MultiprocessCallbacks:
             self.ready.set(1.0 if v["ready"] else 0.0)
         if "journal_pending" in v:
             self.journal.set(float(v["journal_pending"]))
+        if "ledger_lost" in v:
+            self.ledger_lost.set(1.0 if v["ledger_lost"] else 0.0)
         for provider, state in (v.get("circuit_states") or {}).items():
             self.circuit.labels(provider).set(circuit_value(state))
         if "decision_log_lost" in v:

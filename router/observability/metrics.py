@@ -55,7 +55,10 @@ UPSTREAM_BUCKETS_S = (
 )  # fmt: skip
 
 Callback = Callable[[], Any]
-CALLBACKS = ("ready", "scorer_stats", "circuit_states", "journal_pending", "decision_log_lost")
+CALLBACKS = (
+    "ready", "scorer_stats", "circuit_states", "journal_pending", "decision_log_lost",
+    "ledger_lost",
+)  # fmt: skip
 
 
 def multiprocess_dir() -> str | None:
@@ -161,6 +164,7 @@ class RouterMetrics:
         self._circuit_states: Callback | None = None
         self._journal_pending: Callback | None = None
         self._decision_log_lost: Callback | None = None
+        self._ledger_lost: Callback | None = None
         self._mp: MultiprocessCallbacks | None = None
         if self.multiprocess_dir:
             self._mp = MultiprocessCallbacks(self.registry)
@@ -252,6 +256,7 @@ class RouterMetrics:
         circuit_states: Callable[[], Mapping[str, int | str]] | None = None,
         journal_pending: Callable[[], int] | None = None,
         decision_log_lost: Callable[[], int] | None = None,
+        ledger_lost: Callable[[], bool] | None = None,
     ) -> None:
         """Sources read at scrape time; any left None keeps its earlier value.
 
@@ -268,6 +273,8 @@ class RouterMetrics:
             self._journal_pending = journal_pending
         if decision_log_lost is not None:
             self._decision_log_lost = decision_log_lost
+        if ledger_lost is not None:
+            self._ledger_lost = ledger_lost
 
     def read_callbacks(self) -> dict[str, Any]:
         """Current callback values; one that raises is logged and left out of this scrape."""

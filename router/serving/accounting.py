@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router.config import BudgetConfig, TeamPolicy
-from router.errors import BudgetExceededError, RateLimitedError
+from router.errors import BudgetExceededError, NotReadyError, RateLimitedError
 from router.ledger import (
     InsufficientBudget,
     Ledger,
     LedgerError,
+    LedgerLost,
     Reservation,
     SettlementJournal,
     Usage,
@@ -344,6 +345,24 @@ class Accounts:
             r, hold.reservation = hold.reservation, None
             self.view.adjust(r.team, r.period_key, reserved=-r.amount_usd)
             await self.ledger.release(r)
+
+
+def ledger_unavailable(exc: LedgerError) -> NotReadyError:
+    """The 503 for any request that needs a ledger the router cannot use: without it no
+    budget can be enforced, so refuse rather than overspend."""
+    if isinstance(exc, LedgerLost):
+        return NotReadyError(
+            "the router's spend ledger lost its data (Redis was emptied or restarted without "
+            "persistence), so budgets cannot be enforced; requests are refused until an "
+            "operator acknowledges the reset",
+            code="ledger_unavailable",
+            headers={"retry-after": "30"},
+        )
+    return NotReadyError(
+        "the router cannot reach its spend ledger, so it cannot enforce budgets; retry shortly",
+        code="ledger_unavailable",
+        headers={"retry-after": "2"},
+    )
 
 
 def budget_exhausted(

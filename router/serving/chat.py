@@ -21,15 +21,14 @@ import anyio
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
-    NotReadyError,
     ProviderRejectedError,
     RouterError,
     UpstreamError,
 )
-from router.ledger import LedgerError
+from router.ledger import LedgerError, LedgerLost
 from router.observability.decisions import DecisionRecord
 from router.protocol import ChatRequest, parse_chat, parse_json_object
-from router.serving.accounting import Accounts, Charge
+from router.serving.accounting import Accounts, Charge, ledger_unavailable
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.streaming import relay_chunks
@@ -133,14 +132,9 @@ class ChatFlow:
             rec.status, rec.error = exc.status, self.loggable(exc.message, exc.summary)
             return refusal(exc, rec)
         except LedgerError as exc:
-            # Without the ledger no budget can be enforced: refuse rather than overspend.
-            log.error("ledger unavailable: %s", exc)
-            err = NotReadyError(
-                "the router cannot reach its spend ledger, so it cannot enforce budgets; "
-                "retry shortly",
-                code="ledger_unavailable",
-                headers={"retry-after": "2"},
-            )
+            if not isinstance(exc, LedgerLost):  # a lost ledger is logged once, when found
+                log.error("ledger unavailable: %s", exc)
+            err = ledger_unavailable(exc)
             rec.status, rec.error = err.status, err.message
             return refusal(err, rec)
         except BaseException as exc:

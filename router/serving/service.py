@@ -20,7 +20,7 @@ import anyio
 
 from router.config import RouterConfig, TeamPolicy
 from router.errors import AuthenticationError, NotReadyError
-from router.ledger import Ledger, SettlementJournal, create_ledger
+from router.ledger import Ledger, LedgerError, SettlementJournal, create_ledger
 from router.ledger.history import DEFAULT_RETENTION_DAYS
 from router.ledger.journal_slots import open_journal
 from router.observability import DecisionLog, DecisionRecord, RouterMetrics
@@ -38,6 +38,8 @@ log = logging.getLogger("router")
 
 # How often settlements waiting in the journal are offered to the ledger again.
 JOURNAL_REPLAY_INTERVAL_S = 1.0
+# How long /readyz waits for the ledger's epoch before answering without it.
+READYZ_LEDGER_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class RouterService:
         self.loop = asyncio.get_running_loop()
         opts = self.options
         self.ledger = create_ledger(opts.ledger_url)
+        await self.ledger.check_epoch()  # adopt the store's epoch before any money moves
         # A slot of its own; the drain below also adopts the slots of dead processes.
         self.journal = await asyncio.to_thread(open_journal, opts.journal_path)
         if self.journal.pending_count():
@@ -178,6 +181,7 @@ class RouterService:
             circuit_states=lambda: self.generations.current.upstream.circuit_states(),
             journal_pending=self.journal.pending_count,
             decision_log_lost=lambda: self.decisions.lost,
+            ledger_lost=lambda: self.ledger.lost is not None,
         )
         if self.engine is not None:
             await self.engine.start()
@@ -214,6 +218,22 @@ class RouterService:
         self.journal.close()
         await self.ledger.close()
         await asyncio.to_thread(self.decisions.close)
+
+    async def ledger_lost(self) -> str | None:
+        """Why the ledger refuses money (it lost its memory), after reading its epoch again;
+        None when it does not. An unreachable ledger is not reported here: requests get
+        their 503 one by one, and the router stays ready to answer when it is back."""
+        try:  # bounded: a probe must not hang on a frozen Redis (or fill its pool)
+            await asyncio.wait_for(self.ledger.check_epoch(), READYZ_LEDGER_TIMEOUT_S)
+        except (LedgerError, TimeoutError) as exc:
+            log.debug("ledger epoch not checked: %r", exc)
+        lost = self.ledger.lost
+        if lost is None:
+            return None
+        return (
+            f"the spend ledger lost its data: {lost.reason}; requests that need it are refused "
+            "until an operator runs 'p2l-router ledger ack-reset' (see the router's log)"
+        )
 
     @property
     def ready(self) -> bool:
