@@ -159,25 +159,42 @@ MALFORMED = [
     ({"model": "", "messages": USER}, "model"),
     ({"model": "m"}, "messages"),
     ({"model": "m", "messages": []}, "messages"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}] * (MAX_MESSAGES + 1)}, "messages"),
+    (
+        {"model": "m", "messages": [{"role": "user", "content": "x"}] * (MAX_MESSAGES + 1)},
+        "messages",
+    ),
     (body(messages=["hi"]), "messages[0]"),
     (body(messages=[*USER, {"role": "robot", "content": "x"}]), "messages[1].role"),
     (body(messages=[*USER, *USER, {"role": "user", "content": 5}]), "messages[2].content"),
     (body(messages=[{"role": "user"}]), "messages[0].content"),
-    (body(messages=[{"role": "user", "content": [{"type": "video"}]}]), "messages[0].content[0].type"),
-    (body(messages=[{"role": "user", "content": [{"type": "text", "text": 1}]}]),
-     "messages[0].content[0].text"),
-    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
-     "messages[0].content[0].image_url.url"),
-    (body(messages=[{"role": "user", "content": [{"type": "file", "file": {}}]}]),
-     "messages[0].content[0].file"),
+    (
+        body(messages=[{"role": "user", "content": [{"type": "video"}]}]),
+        "messages[0].content[0].type",
+    ),
+    (
+        body(messages=[{"role": "user", "content": [{"type": "text", "text": 1}]}]),
+        "messages[0].content[0].text",
+    ),
+    (
+        body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+        "messages[0].content[0].image_url.url",
+    ),
+    (
+        body(messages=[{"role": "user", "content": [{"type": "file", "file": {}}]}]),
+        "messages[0].content[0].file",
+    ),
     (body(messages=[{"role": "system", "content": "s"}]), "messages"),
     (body(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id"),
-    (body(messages=[{"role": "assistant", "tool_calls": [{"id": "a", "function": {}}]}]),
-     "messages[0].tool_calls[0].function.name"),
+    (
+        body(messages=[{"role": "assistant", "tool_calls": [{"id": "a", "function": {}}]}]),
+        "messages[0].tool_calls[0].function.name",
+    ),
     (body(messages=[{"role": "user", "content": "x", "name": 3}]), "messages[0].name"),
     (body(tools=[{"type": "web_search"}]), "tools"),
-    (body(tools=[{"type": "function", "function": {"description": "no name"}}]), "tools[0].function.name"),
+    (
+        body(tools=[{"type": "function", "function": {"description": "no name"}}]),
+        "tools[0].function.name",
+    ),
     (body(tools="f"), "tools"),
     (body(tool_choice="sometimes"), "tool_choice"),
     (body(function_call=3), "function_call"),
@@ -278,7 +295,12 @@ def test_request_round_trip(case: tuple) -> None:
         for m in req.messages
     ]
     assert (again.messages, again.system, again.tools, again.tool_choice, again.output) == (
-        reasoning_free, req.system, req.tools, req.tool_choice, req.output)
+        reasoning_free,
+        req.system,
+        req.tools,
+        req.tool_choice,
+        req.output,
+    )
     assert again.extras == req.extras and again.stream_usage == req.stream_usage
 
 
@@ -292,11 +314,23 @@ def claude_like(**kw: Any) -> ChatRequest:
         "system": [Text("a", {"type": "ephemeral"}), Text("b")],
         "messages": [
             Message("user", [Text("q")]),
-            Message("assistant", [Reasoning("hmm", signature="sig", origin="anthropic-messages"),
-                                  Text("calling"), ToolCall("t1", "f", '{"x":1}'),
-                                  ToolCall("t2", "g", "{}")]),
-            Message("user", [ToolResult("t1", [Text("r1")], is_error=True),
-                             ToolResult("t2", [Text("r2a"), Text("r2b")]), Text("more")]),
+            Message(
+                "assistant",
+                [
+                    Reasoning("hmm", signature="sig", origin="anthropic-messages"),
+                    Text("calling"),
+                    ToolCall("t1", "f", '{"x":1}'),
+                    ToolCall("t2", "g", "{}"),
+                ],
+            ),
+            Message(
+                "user",
+                [
+                    ToolResult("t1", [Text("r1")], is_error=True),
+                    ToolResult("t2", [Text("r2a"), Text("r2b")]),
+                    Text("more"),
+                ],
+            ),
         ],
         "extras_protocol": "anthropic-messages",
     }
@@ -374,10 +408,16 @@ def test_unsupported(case: tuple) -> None:
 # ---------------------------------------------------------------- answers
 
 OPENAI_USAGE = {
-    "prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29,
+    "prompt_tokens": 19,
+    "completion_tokens": 10,
+    "total_tokens": 29,
     "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 0,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
 }
 ANSWERS = [
     ("openai text", {
@@ -482,7 +522,9 @@ def test_answer_decode_and_round_trip(case: tuple) -> None:
     assert (again.usage is None) == (answer.usage is None)
     if answer.usage:
         assert (again.usage.input_tokens, again.usage.output_tokens) == (
-            answer.usage.input_tokens, answer.usage.output_tokens)
+            answer.usage.input_tokens,
+            answer.usage.output_tokens,
+        )
     again.usage = answer.usage
     if answer.finish == "error":
         assert out["choices"][0]["finish_reason"] == "stop"
@@ -587,3 +629,269 @@ def test_usage_fuzz_never_raises_and_stays_sane(raw: Any) -> None:
     answer = CODEC.decode_answer({"id": "a", "model": "m", "choices": [], "usage": raw})
     assert answer.usage == usage
     ChatCompletion.model_validate(CODEC.encode_answer(answer))
+
+
+# ---------------------------------------------------------------- streams
+
+
+def chunks(head: dict[str, Any], *rows: tuple[Any, ...], usage_null: bool = False) -> list[dict]:
+    """Recorded chunks: rows of (index, delta, finish_reason) or ("usage", obj) / ("raw", extra)."""
+    out = []
+    for row in rows:
+        if row[0] == "usage":
+            out.append({**head, "choices": [], "usage": row[1]})
+            continue
+        if row[0] == "raw":
+            out.append({**head, **row[1]})
+            continue
+        index, delta, finish = row
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        out.append({**head, "choices": [choice], **({"usage": None} if usage_null else {})})
+    return out
+
+
+OA = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741570000,
+      "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_06737a9306"}  # fmt: skip
+START = StreamStart("chatcmpl-1", "gpt-4o-mini-2024-07-18", 1741570000)
+OA_USAGE = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}  # fmt: skip
+DS = {"id": "5f8e", "object": "chat.completion.chunk", "created": 1737000000,
+      "model": "deepseek-reasoner", "system_fingerprint": "fp_5417b77867_prod0225"}  # fmt: skip
+
+
+def call(i: int, id: str | None = None, name: str | None = None, args: str | None = "") -> dict:
+    fn = {"name": name, "arguments": args} if name else {"arguments": args}
+    return (
+        {"index": i, "id": id, "type": "function", "function": fn}
+        if id
+        else {"index": i, "function": fn}
+    )
+
+
+STREAMS = [
+    ("openai text with usage", True, chunks(
+        OA, (0, {"role": "assistant", "content": "", "refusal": None}, None),
+        (0, {"content": "Hel"}, None), (0, {"content": "lo"}, None), (0, {}, "stop"),
+        ("usage", OA_USAGE), usage_null=True),
+     [START, TextDelta("Hel"), TextDelta("lo"), Finish("stop"),
+      UsageEvent(Usage(9, 2, cache_read_tokens=0, reasoning_tokens=0))]),
+    ("openai text, no usage asked", False, chunks(
+        OA, (0, {"role": "assistant", "content": "", "refusal": None}, None),
+        (0, {"content": "Hi"}, None), (0, {}, "length")),
+     [START, TextDelta("Hi"), Finish("length")]),
+    ("openai parallel tool calls", True, chunks(
+        OA, (0, {"role": "assistant", "content": None, "refusal": None}, None),
+        (0, {"tool_calls": [call(0, "call_a", "get_weather")]}, None),
+        (0, {"tool_calls": [call(0, args='{"ci')]}, None),
+        (0, {"tool_calls": [call(0, args='ty": "Paris"}')]}, None),
+        (0, {"tool_calls": [call(1, "call_b", "get_weather")]}, None),
+        (0, {"tool_calls": [call(1, args='{"city"')]}, None),
+        (0, {"tool_calls": [call(1, args=': "Rome"}')]}, None),
+        (0, {}, "tool_calls"), ("usage", OA_USAGE), usage_null=True),
+     [START, ToolCallStart(0, "call_a", "get_weather"), ToolCallDelta(0, '{"ci'),
+      ToolCallDelta(0, 'ty": "Paris"}'), ToolCallStart(1, "call_b", "get_weather"),
+      ToolCallDelta(1, '{"city"'), ToolCallDelta(1, ': "Rome"}'), ToolCallEnd(0), ToolCallEnd(1),
+      Finish("tool_calls"), UsageEvent(Usage(9, 2, cache_read_tokens=0, reasoning_tokens=0))]),
+    ("openai n=2", False, chunks(
+        OA, (0, {"role": "assistant", "content": ""}, None), (1, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "A"}, None), (1, {"content": "B"}, None), (1, {}, "stop"), (0, {}, "stop")),
+     [START, TextDelta("A"), TextDelta("B", index=1), Finish("stop", index=1), Finish("stop")]),
+]  # fmt: skip
+
+PROVIDER_ONLY = [
+    ("deepseek reasoner", chunks(
+        DS, (0, {"role": "assistant", "content": None, "reasoning_content": ""}, None),
+        (0, {"content": None, "reasoning_content": "Okay"}, None),
+        (0, {"content": None, "reasoning_content": ", so"}, None),
+        (0, {"content": "Hi", "reasoning_content": None}, None),
+        ("raw", {"choices": [{"index": 0, "delta": {"content": "", "reasoning_content": None},
+                              "logprobs": None, "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52,
+                           "prompt_tokens_details": {"cached_tokens": 0},
+                           "completion_tokens_details": {"reasoning_tokens": 30},
+                           "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": 12}})),
+     [StreamStart("5f8e", "deepseek-reasoner", 1737000000), ReasoningDelta("Okay"), ReasoningDelta(", so"),
+      TextDelta("Hi"), Finish("stop"), UsageEvent(Usage(12, 40, cache_read_tokens=0, reasoning_tokens=30))]),
+    ("groq x_groq usage", chunks(
+        {"id": "chatcmpl-g", "object": "chat.completion.chunk", "created": 3, "model": "llama-3.1-8b-instant",
+         "x_groq": {"id": "req_1"}},
+        (0, {"role": "assistant", "content": ""}, None), (0, {"content": "yo"}, None),
+        ("raw", {"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+                 "x_groq": {"id": "req_1", "usage": {"queue_time": 0.1, "prompt_tokens": 8, "prompt_time": 0.001,
+                                                     "completion_tokens": 1, "completion_time": 0.001,
+                                                     "total_tokens": 9, "total_time": 0.002}}})),
+     [StreamStart("chatcmpl-g", "llama-3.1-8b-instant", 3), TextDelta("yo"), Finish("stop"),
+      UsageEvent(Usage(8, 1))]),
+    ("vllm hermes: name first, no arguments, then pieces; eos", chunks(
+        {"id": "chatcmpl-v", "object": "chat.completion.chunk", "created": 9, "model": "Qwen/Qwen3-8B"},
+        (0, {"role": "assistant", "content": ""}, None),
+        (0, {"reasoning": "plan"}, None),
+        (0, {"tool_calls": [{"id": "chatcmpl-tool-1", "type": "function", "index": 0,
+                             "function": {"name": "f"}}]}, None),
+        (0, {"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\": "}}]}, None),
+        (0, {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, None),
+        (0, {"content": ""}, "tool_calls")),
+     [StreamStart("chatcmpl-v", "Qwen/Qwen3-8B", 9), ReasoningDelta("plan"),
+      ToolCallStart(0, "chatcmpl-tool-1", "f"), ToolCallDelta(0, '{"q": '), ToolCallDelta(0, "1}"),
+      ToolCallEnd(0), Finish("tool_calls")]),
+    ("arguments before the name, calls without index (Gemini-style), legacy function_call", chunks(
+        {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"},
+        (0, {"tool_calls": [{"id": "c1", "function": {"arguments": "{}"}}]}, None),
+        (0, {"tool_calls": [{"function": {"name": "f"}}]}, None),
+        (0, {"tool_calls": [{"id": "c2", "function": {"name": "g", "arguments": "{\"a\":1}"}}]}, None),
+        (1, {"function_call": {"name": "h", "arguments": "{"}}, None),
+        (1, {"function_call": {"arguments": "}"}}, "function_call"),
+        (0, {}, "stop")),
+     [StreamStart("x", "m", 1), ToolCallStart(0, "c1", "f"), ToolCallDelta(0, "{}"),
+      ToolCallStart(1, "c2", "g"), ToolCallDelta(1, '{"a":1}'),
+      ToolCallStart(0, "call_legacy_0", "h", index=1), ToolCallDelta(0, "{", index=1),
+      ToolCallDelta(0, "}", index=1), ToolCallEnd(0, index=1), Finish("tool_calls", index=1),
+      ToolCallEnd(0), ToolCallEnd(1), Finish("stop")]),
+]  # fmt: skip
+
+
+def decode_all(recorded: list[dict]) -> list[Any]:
+    decoder = CODEC.stream_decoder()
+    events = [e for c in recorded for e in decoder.feed(None, c)]
+    return events + decoder.feed(None, "[DONE]") + decoder.close()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "case",
+    STREAMS + [(n, False, r, e) for n, r, e in PROVIDER_ONLY],
+    ids=[c[0] for c in STREAMS + PROVIDER_ONLY],
+)
+def test_stream_decode(case: tuple) -> None:
+    _, _, recorded, expected = case
+    assert decode_all(recorded) == expected
+
+
+def shape(chunk: dict[str, Any], model: str) -> dict[str, Any]:
+    """A recorded chunk as the router sends it: its model, OpenAI's own fields only, and
+    null or empty role-chunk content (OpenAI sends either) written as ""."""
+    out = {k: v for k, v in chunk.items() if k in ("id", "object", "created", "choices", "usage")}
+    out["model"] = model
+    out["choices"] = []
+    for c in chunk["choices"]:
+        delta = {k: v for k, v in c["delta"].items() if v is not None or k == "content"}
+        if "role" in delta:
+            delta["content"] = ""
+        elif delta.get("content") is None:
+            delta.pop("content", None)
+        out["choices"].append({**c, "delta": delta})
+    if out.get("usage"):
+        u = out["usage"]
+        out["usage"] = {
+            **{k: u[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "prompt_tokens_details": {"cached_tokens": u["prompt_tokens_details"]["cached_tokens"]},
+            "completion_tokens_details": {
+                "reasoning_tokens": u["completion_tokens_details"]["reasoning_tokens"]
+            },
+        }
+    return out
+
+
+def encode_all(req: ChatRequest, events: list[Any], extra: dict | None = None) -> list[Any]:
+    encoder = CODEC.stream_encoder(req)
+    start = events[0]
+    frames = encoder.start(start.id, "router-name", start.created)
+    for event in events:
+        frames += encoder.feed(event)
+    frames += encoder.finish(extra)
+    assert all(event is None for event, _ in frames)
+    return [data for _, data in frames]
+
+
+@pytest.mark.parametrize("case", STREAMS, ids=[c[0] for c in STREAMS])
+def test_stream_encode_gives_the_recorded_chunks(case: tuple) -> None:
+    _, wants_usage, recorded, expected = case
+    n = 1 + max(getattr(e, "index", 0) for e in expected)
+    req = ChatRequest(model="m", messages=[], stream=True, stream_usage=wants_usage, n=n)
+    out = encode_all(req, expected)
+    assert out[-1] == "[DONE]"
+    assert out[:-1] == [shape(c, "router-name") for c in recorded]
+    for c in out[:-1]:
+        ChatCompletionChunk.model_validate(c)
+
+
+@pytest.mark.parametrize("wants_usage", [False, True])
+@pytest.mark.parametrize("case", PROVIDER_ONLY, ids=[c[0] for c in PROVIDER_ONLY])
+def test_stream_encode_ends_like_the_router(case: tuple, wants_usage: bool) -> None:
+    _, recorded, expected = case
+    req = ChatRequest(model="m", messages=[], stream=True, stream_usage=wants_usage)
+    decision = {"decision_id": "d1", "model": "router-name", "cost_usd": 0.001}
+    out = encode_all(req, expected, decision)
+    for c in out[:-1]:
+        ChatCompletionChunk.model_validate(c)
+    assert len({(c["id"], c["object"], c["created"], c["model"]) for c in out[:-1]}) == 1
+    head = {"id": expected[0].id, "object": "chat.completion.chunk",
+            "created": expected[0].created, "model": "router-name"}  # fmt: skip
+    assert out[-2:] == [{**head, "choices": [], "router": decision}, "[DONE]"]
+    has_usage = any(isinstance(e, UsageEvent) for e in expected)
+    usage_chunks = [c for c in out[:-2] if c.get("usage")]
+    assert len(usage_chunks) == (1 if wants_usage and has_usage else 0)
+    assert all("usage" not in c for c in out[:-1]) or wants_usage
+    if usage_chunks:
+        assert usage_chunks[0]["choices"] == [] and out.index(usage_chunks[0]) == len(out) - 3
+    text = frames_text([(None, c) for c in out]).decode()
+    assert text.startswith("data: {") and text.endswith("data: [DONE]\n\n")
+
+
+def test_stream_encoder_maps_other_protocols_events() -> None:
+    """Anthropic-shaped events: reasoning signatures have no chat field, call indexes
+    count content blocks (renumbered), a refusal stop is content_filter."""
+    encoder = CODEC.stream_encoder(ChatRequest(model="m", messages=[]))
+    out = encoder.start("msg_1", "router-name", 5)
+    for event in [
+        StreamStart("msg_1", "claude-x", 0), ReasoningDelta("think"), ReasoningDelta(signature="sig"),
+        TextDelta("ok"), ToolCallStart(2, "toolu_1", "f"), ToolCallDelta(2, "{}"), ToolCallEnd(2),
+        ToolCallDelta(9, "orphan"), Finish("refusal"),
+    ]:  # fmt: skip
+        out += encoder.feed(event)
+    out += encoder.finish()
+    deltas = [d["choices"][0]["delta"] for _, d in out[:-1]]
+    assert deltas == [
+        {"role": "assistant", "content": ""}, {"reasoning_content": "think"}, {"content": "ok"},
+        {"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function",
+                         "function": {"name": "f", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, {},
+    ]  # fmt: skip
+    assert out[-2][1]["choices"][0]["finish_reason"] == "content_filter"
+    assert out[-1] == (None, "[DONE]")
+    with pytest.raises(RuntimeError):
+        CODEC.stream_encoder(ChatRequest(model="m", messages=[])).feed(TextDelta("x"))
+
+
+CLOSES = [
+    ("nothing came", [], []),
+    ("only a start", [{"id": "a", "model": "m", "created": 1, "choices": []}],
+     [StreamStart("a", "m", 1), Finish("stop")]),
+    ("cut inside a tool call", [{"id": "a", "model": "m", "choices": [
+        {"index": 0, "delta": {"tool_calls": [call(0, "c", "f", '{"x')]}}]}],
+     [StreamStart("a", "m", 0), ToolCallStart(0, "c", "f"), ToolCallDelta(0, '{"x'), ToolCallEnd(0),
+      Finish("tool_calls")]),
+    ("finished stream owes nothing", chunks(OA, (0, {"content": "x"}, "stop")),
+     [START, TextDelta("x"), Finish("stop")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CLOSES, ids=[c[0] for c in CLOSES])
+def test_stream_close_owes_the_end(case: tuple) -> None:
+    _, recorded, expected = case
+    assert decode_all(recorded) == expected
+
+
+def test_stream_error_chunk_raises() -> None:
+    decoder = CODEC.stream_decoder()
+    decoder.feed(None, {"id": "a", "model": "m", "choices": []})
+    with pytest.raises(UpstreamError) as err:
+        decoder.feed(None, {"error": {"message": "overloaded", "code": 502}})
+    assert err.value.code == "stream_error"
+
+
+def test_codec_surface() -> None:
+    assert CODEC.name == "openai-chat"
+    req = CODEC.decode_request(body(stream=True))
+    assert CODEC.stream_encoder(req) is not CODEC.stream_encoder(req)
+    assert CODEC.stream_decoder() is not CODEC.stream_decoder()

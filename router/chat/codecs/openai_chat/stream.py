@@ -10,8 +10,8 @@ can send one per chunk: the last one wins). An ``error`` object mid-stream raise
 ``UpstreamError``. A stream that ends without a finish gets its tool calls ended and a
 finish (``tool_calls`` if it made any, else ``stop``) from ``close``.
 
-The encoder writes chunks the way OpenAI streams them: per choice a first chunk with
-``{"role": "assistant", "content": ""}``, then content and tool-call deltas (a call's
+The encoder writes chunks the way OpenAI streams them: a first chunk with
+``{"role": "assistant", "content": ""}`` for each of the ``n`` choices, then content and tool-call deltas (a call's
 first delta carries id, type, name and empty arguments; later ones only arguments), a
 chunk with the finish reason; then the usage chunk (``choices: []``) only when the
 client asked for it, the ``router`` chunk when ``finish`` is given the decision, and
@@ -190,6 +190,7 @@ class ChatStreamDecoder:
 class ChatStreamEncoder:
     def __init__(self, req: ChatRequest) -> None:
         self._wants_usage = req.stream_usage
+        self._n = max(1, req.n or 1)
         self._id, self._model, self._created = "", "", 0
         self._started = False
         self._opened: set[int] = set()
@@ -199,7 +200,7 @@ class ChatStreamEncoder:
     def start(self, id: str, model: str, created: int) -> list[Frame]:
         self._id, self._model, self._created = id, model, created
         self._started = True
-        return self._open(0)
+        return [f for index in range(self._n) for f in self._open(index)]
 
     def _head(self) -> dict[str, Any]:
         return {"id": self._id, "object": CHUNK, "created": self._created, "model": self._model}
