@@ -578,6 +578,7 @@ USAGES = [
     ({"prompt_tokens": -3, "completion_tokens": "x"}, None),
     ({"prompt_tokens": 5, "completion_tokens": 2}, Usage(5, 2)),
     ({"prompt_tokens": "5", "completion_tokens": 2.0}, Usage(5, 2)),
+    ({"prompt_tokens": "¹", "completion_tokens": "9" * 5000}, None),
     ({"prompt_tokens": 5.5, "completion_tokens": True, "total_tokens": 9}, None),
     ({"prompt_tokens": -1, "completion_tokens": 4, "total_tokens": 10}, Usage(6, 4)),
     ({"prompt_tokens": 10, "total_tokens": 25}, Usage(10, 15)),

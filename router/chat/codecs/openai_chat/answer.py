@@ -39,8 +39,9 @@ def count(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        value = value.strip()
-        return int(value) if value.isdigit() else None
+        value = value.strip()  # ASCII digits only ("¹" is a digit to isdigit), and short
+        ok = value.isascii() and value.isdigit() and len(value) <= 18
+        return int(value) if ok else None
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
             return None

@@ -37,6 +37,7 @@ from router.chat.codecs.openai_chat.parts import (
     expect_list,
     expect_number,
     expect_str,
+    optional_str,
 )
 from router.chat.model import (
     ChatRequest,
@@ -113,7 +114,7 @@ def _messages(req: ChatRequest, messages: list[Any]) -> None:
         p = f"messages[{i}]"
         msg = expect_dict(raw, p)
         role = msg.get("role")
-        name = expect_str(msg.get("name"), f"{p}.name", optional=True)
+        name = optional_str(msg.get("name"), f"{p}.name")
         content = msg.get("content")
         if role in ("system", "developer"):
             req.system.extend(decode_text_parts(content, f"{p}.content"))
@@ -140,7 +141,7 @@ def _assistant(
     msg: dict[str, Any], p: str, name: str | None, i: int, legacy_calls: dict[str, str]
 ) -> Message:
     parts: list[Part] = []
-    reasoning = msg.get("reasoning_content", msg.get("reasoning"))
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         parts.append(Reasoning(text=reasoning))
     content = msg.get("content")
@@ -152,12 +153,12 @@ def _assistant(
             q = f"{p}.content[{j}]"
             part = expect_dict(part, q)
             if part.get("type") == "text":
-                parts.append(Text(expect_str(part.get("text"), f"{q}.text")))  # type: ignore[arg-type]
+                parts.append(Text(expect_str(part.get("text"), f"{q}.text")))
             elif part.get("type") == "refusal":
-                parts.append(Text(expect_str(part.get("refusal"), f"{q}.refusal")))  # type: ignore[arg-type]
+                parts.append(Text(expect_str(part.get("refusal"), f"{q}.refusal")))
             else:
                 bad(f"'{q}.type' must be 'text' or 'refusal'", f"{q}.type")
-    refusal = expect_str(msg.get("refusal"), f"{p}.refusal", optional=True)
+    refusal = optional_str(msg.get("refusal"), f"{p}.refusal")
     if refusal:
         parts.append(Text(refusal))
     for j, call in enumerate(expect_list(msg.get("tool_calls") or [], f"{p}.tool_calls")):
@@ -166,8 +167,8 @@ def _assistant(
         fn = expect_dict(msg["function_call"], f"{p}.function_call")
         fname = expect_str(fn.get("name"), f"{p}.function_call.name")
         args = expect_str(fn.get("arguments", ""), f"{p}.function_call.arguments")
-        legacy_calls[fname] = call_id = f"call_legacy_{i}"  # type: ignore[index]
-        parts.append(ToolCall(call_id, fname, args))  # type: ignore[arg-type]
+        legacy_calls[fname] = call_id = f"call_legacy_{i}"
+        parts.append(ToolCall(call_id, fname, args))
     return Message("assistant", parts, name)
 
 
@@ -182,7 +183,7 @@ def _tool_call(call: Any, p: str) -> ToolCall:
     if isinstance(args, dict):  # some clients echo arguments back parsed
         args = json.dumps(args, separators=(",", ":"))
     args = expect_str(args, f"{p}.function.arguments")
-    return ToolCall(call_id, fname, args)  # type: ignore[arg-type]
+    return ToolCall(call_id, fname, args)
 
 
 def _tool_result(
@@ -192,10 +193,10 @@ def _tool_result(
         call_id = expect_str(msg.get("tool_call_id"), f"{p}.tool_call_id")
     else:
         fname = expect_str(msg.get("name"), f"{p}.name")
-        call_id = legacy_calls.get(fname, f"call_legacy_{fname}")  # type: ignore[arg-type]
+        call_id = legacy_calls.get(fname, f"call_legacy_{fname}")
     content = msg.get("content")
     parts = [] if content is None else decode_text_parts(content, f"{p}.content")
-    return ToolResult(call_id, list(parts))  # type: ignore[arg-type]
+    return ToolResult(call_id, list(parts))
 
 
 # ---------------------------------------------------------------- tools
@@ -236,11 +237,11 @@ def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
 def _function(fn: Any, p: str) -> Tool:
     fn = expect_dict(fn, p)
     name = expect_str(fn.get("name"), f"{p}.name")
-    desc = expect_str(fn.get("description"), f"{p}.description", optional=True)
+    desc = optional_str(fn.get("description"), f"{p}.description")
     params = fn.get("parameters")
     params = {"type": "object"} if params is None else expect_dict(params, f"{p}.parameters")
     strict = expect_bool(fn.get("strict"), f"{p}.strict")
-    return Tool(name=name, description=desc, parameters=params, strict=strict)  # type: ignore[arg-type]
+    return Tool(name=name, description=desc, parameters=params, strict=strict)
 
 
 def _output(req: ChatRequest, fmt: Any) -> None:
@@ -256,10 +257,10 @@ def _output(req: ChatRequest, fmt: Any) -> None:
         schema = spec.get("schema")
         req.output = OutputFormat(
             kind="json_schema",
-            name=expect_str(spec.get("name"), f"{p}.name", optional=True),
+            name=optional_str(spec.get("name"), f"{p}.name"),
             schema=None if schema is None else expect_dict(schema, f"{p}.schema"),
             strict=expect_bool(spec.get("strict"), f"{p}.strict"),
-            description=expect_str(spec.get("description"), f"{p}.description", optional=True),
+            description=optional_str(spec.get("description"), f"{p}.description"),
         )
     else:
         bad(
@@ -290,7 +291,7 @@ def _sampling(req: ChatRequest, body: dict[str, Any]) -> None:
     if isinstance(stop, str):
         req.stop = [stop]
     elif stop is not None:
-        req.stop = [expect_str(s, f"stop[{k}]") for k, s in enumerate(expect_list(stop, "stop"))]  # type: ignore[misc]
+        req.stop = [expect_str(s, f"stop[{k}]") for k, s in enumerate(expect_list(stop, "stop"))]
     req.n = expect_int(body.get("n"), "n", minimum=1)
     req.seed = expect_int(body.get("seed"), "seed")
     req.stream = bool(expect_bool(body.get("stream"), "stream"))
@@ -302,6 +303,6 @@ def _sampling(req: ChatRequest, body: dict[str, Any]) -> None:
         rest = {k: v for k, v in opts.items() if k != "include_usage"}
         if rest:
             req.extras["stream_options"] = rest
-    req.user = expect_str(body.get("user"), "user", optional=True)
+    req.user = optional_str(body.get("user"), "user")
     router = body.get("router")
     req.router = None if router is None else expect_dict(router, "router")

@@ -57,12 +57,14 @@ def bad(message: str, param: str) -> NoReturn:
     raise InvalidRequestError(message, param=param)
 
 
-def expect_str(value: Any, param: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
+def expect_str(value: Any, param: str) -> str:
     if not isinstance(value, str):
         bad(f"'{param}' must be a string", param)
     return value
+
+
+def optional_str(value: Any, param: str) -> str | None:
+    return None if value is None else expect_str(value, param)
 
 
 def expect_dict(value: Any, param: str) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def _image(part: dict[str, Any], p: str) -> Image:
         spec = {"url": spec}
     spec = expect_dict(spec, f"{p}.image_url")
     url = expect_str(spec.get("url"), f"{p}.image_url.url")
-    detail = expect_str(spec.get("detail"), f"{p}.image_url.detail", optional=True)
+    detail = optional_str(spec.get("detail"), f"{p}.image_url.detail")
     cache = part.get("cache_control")
     cache = cache if isinstance(cache, dict) else None
     inline = split_data_url(url)
@@ -184,9 +186,9 @@ def _image(part: dict[str, Any], p: str) -> Image:
 
 def _file(part: dict[str, Any], p: str) -> Document:
     spec = expect_dict(part.get("file"), f"{p}.file")
-    file_data = expect_str(spec.get("file_data"), f"{p}.file.file_data", optional=True)
-    file_id = expect_str(spec.get("file_id"), f"{p}.file.file_id", optional=True)
-    filename = expect_str(spec.get("filename"), f"{p}.file.filename", optional=True)
+    file_data = optional_str(spec.get("file_data"), f"{p}.file.file_data")
+    file_id = optional_str(spec.get("file_id"), f"{p}.file.file_id")
+    filename = optional_str(spec.get("filename"), f"{p}.file.filename")
     if file_data is None and file_id is None:
         bad(f"'{p}.file' needs 'file_data' or 'file_id'", f"{p}.file")
     doc = Document(file_id=file_id, filename=filename)
@@ -211,7 +213,7 @@ def encode_text(parts: list[Text]) -> str:
 
 def encode_user_parts(parts: list[Text | Image | Document]) -> str | list[dict[str, Any]]:
     if all(isinstance(p, Text) for p in parts):
-        return encode_text(parts)  # type: ignore[arg-type]
+        return encode_text(parts)
     return [encode_part(p) for p in parts]
 
 
