@@ -141,6 +141,8 @@ class OutputFormat:
     name: str | None = None
     schema: dict[str, Any] | None = None
     strict: bool | None = None
+    # The schema's description (OpenAI chat and Responses have one): the model reads it.
+    description: str | None = None
 
 
 @dataclass(slots=True)
