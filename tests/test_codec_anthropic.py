@@ -1014,6 +1014,52 @@ def test_thinking_left_out_in_a_foreign_tool_loop() -> None:
     assert codec.encode_request(r, "c")["thinking"] == {"type": "enabled", "budget_tokens": 16384}
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"thinking": {"type": "enabled", "budget_tokens": 64000}, "max_tokens": 32000},
+        {"thinking": {"type": "enabled", "budget_tokens": 2000}, "temperature": 0.5},
+        {"thinking": {"type": "enabled", "budget_tokens": 500}},
+    ],
+)
+def test_native_thinking_goes_as_sent(fields: dict[str, Any]) -> None:
+    """An Anthropic client's own thinking is not second-guessed (interleaved thinking
+    allows a budget over max_tokens; a real conflict is the provider's 400 to give)."""
+    body = {"model": "m", "max_tokens": 4000, "messages": [{"role": "user", "content": "x"}]}
+    body.update(fields)
+    encoded = codec.encode_request(codec.decode_request(copy.deepcopy(body)), "m")
+    assert encoded["thinking"] == fields["thinking"]
+
+
+def test_native_thinking_left_out_after_a_turn_another_provider_served() -> None:
+    """Claude Code's history after GPT served the tool call: its thinking block came
+    with an empty signature, so the turn has none Anthropic can check."""
+    body = {
+        "model": "m",
+        "max_tokens": 32000,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "messages": [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "gpt summary", "signature": ""},
+                    {"type": "tool_use", "id": "call_1", "name": "f", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "ok"}],
+            },
+        ],
+    }
+    encoded = codec.encode_request(codec.decode_request(body), "m")
+    assert "thinking" not in encoded
+    assert encoded["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}
+    ]
+
+
 def test_native_adaptive_thinking_and_effort_ride_as_sent() -> None:
     body = {
         "model": "m",
@@ -1349,6 +1395,19 @@ DECODER_CASES = [
         [STREAM_EVENTS[0], UsageEvent(STREAM_USAGE_START), Finish("error")],
     ),
     ("nothing at all", [], []),
+    (
+        "a message_delta without usage still owes message_start's",
+        [
+            STREAM[0],
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+        ],
+        [STREAM_EVENTS[0], Finish("stop"), UsageEvent(STREAM_USAGE_START)],
+    ),
+    (
+        "data that is not an object is ignored",
+        [STREAM[0], ("message_stop", "[DONE]")],
+        [STREAM_EVENTS[0], UsageEvent(STREAM_USAGE_START), Finish("error")],
+    ),
     (
         "finish without message_stop owes nothing",
         STREAM[:1] + STREAM[-2:-1],

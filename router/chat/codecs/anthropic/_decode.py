@@ -164,7 +164,7 @@ def _tool_result(block: dict[str, Any], param: str) -> ToolResult:
     return ToolResult(call_id, parts, is_error=is_error, cache_control=_cache(block, param))
 
 
-def _block(block: Any, role: str, param: str) -> Part | None:
+def _block(block: Any, role: str, param: str) -> Part:
     block = _dict(block, param)
     kind = block.get("type")
     if kind == "text":

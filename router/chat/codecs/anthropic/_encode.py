@@ -183,14 +183,25 @@ def plan_thinking(
     req: ChatRequest, max_tokens: int, messages: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The ``thinking`` to send and, when the hint is not sent as given, why (for the
-    decision log). The hint yields to fields that change the answer: a temperature other
-    than 1, top_k, top_p below 0.95, a forced tool choice. The budget is raised to
-    Anthropic's minimum 1024 and kept below ``max_tokens`` (the client's hard limit)."""
+    decision log).
+
+    An Anthropic client's own ``thinking`` goes as sent (with the interleaved-thinking
+    beta a budget above ``max_tokens`` is valid, and a conflict is the provider's 400 to
+    give, as it would be without the router). A hint from another protocol is fitted:
+    it yields to fields that change the answer (a temperature other than 1, top_k, top_p
+    below 0.95, a forced tool choice), its budget is raised to Anthropic's minimum 1024
+    and kept below ``max_tokens`` (the client's hard limit). Either way thinking is left
+    out when the tool calls being answered have no thinking block to lead with (a tool
+    loop another provider began), which Anthropic would refuse."""
     hint = req.reasoning
     if hint is None:
         return None, None
     if not hint.enabled:
         return {"type": "disabled"}, None
+    if _in_tool_loop_without_thinking(messages) and (hint.budget_tokens or hint.effort):
+        return None, "thinking left out: the pending tool calls have no thinking block"
+    if req.extras_protocol == NAME and hint.budget_tokens is not None:
+        return {"type": "enabled", "budget_tokens": hint.budget_tokens}, None
     budget = hint.budget_tokens or EFFORT_BUDGET.get(hint.effort or "")
     if budget is None:
         # Anthropic's adaptive thinking rides in extras; another protocol's bare hint
@@ -205,8 +216,6 @@ def plan_thinking(
         return None, "thinking left out: it cannot be combined with top_p below 0.95"
     if req.tool_choice and req.tool_choice.mode in ("required", "tool"):
         return None, "thinking left out: it cannot be combined with a forced tool choice"
-    if _in_tool_loop_without_thinking(messages):
-        return None, "thinking left out: the pending tool calls have no thinking block"
     budget = min(max(budget, MIN_BUDGET), max_tokens - 1)
     if budget < MIN_BUDGET:
         return None, f"thinking left out: max_tokens {max_tokens} leaves no room for a budget"

@@ -5,7 +5,8 @@ output, and possibly updated input counts, in ``message_delta``); the decoder ke
 first half and emits one :class:`UsageEvent` with both, the final usage. An ``error``
 event raises :class:`UpstreamStreamError` (the decoder interface returns events, and an
 in-band error is not one: serving decides between retrying and passing it on). A stream
-that ends before ``message_delta`` owes the usage known so far and a ``Finish("error")``.
+that ends before ``message_delta`` owes the usage known so far and a ``Finish("error")``;
+one whose ``message_delta`` had no usage still owes ``message_start``'s.
 
 Encoding: the exact sequence Anthropic's SDKs accumulate: ``message_start`` (sent on the
 upstream's StreamStart, so that it carries the input usage; ``start()`` sends nothing),
@@ -61,6 +62,8 @@ class AnthropicStreamDecoder:
         self._started = self._finished = self._usage_sent = False
 
     def feed(self, event: str | None, data: dict[str, Any]) -> list[StreamEvent]:
+        if not isinstance(data, dict):
+            return []
         kind = event or data.get("type")
         if kind == "message_start":
             return self._start(data.get("message") or {})
@@ -83,13 +86,16 @@ class AnthropicStreamDecoder:
         return []  # ping, message_stop, and event types newer than this codec
 
     def close(self) -> list[StreamEvent]:
-        if not self._started or self._finished:
+        if not self._started:
             return []
         owed: list[StreamEvent] = []
         if not self._usage_sent and (usage := normalize_usage(self._usage)) is not None:
-            owed.append(UsageEvent(usage))
-        self._finished = True
-        return [*owed, Finish("error")]
+            owed.append(UsageEvent(usage))  # the input was billed even if the output was cut
+            self._usage_sent = True
+        if not self._finished:
+            owed.append(Finish("error"))
+            self._finished = True
+        return owed
 
     def _start(self, message: dict[str, Any]) -> list[StreamEvent]:
         self._started = True
