@@ -55,7 +55,9 @@ def _count(value: Any) -> int | None:
 
 def normalize_usage(obj: Any) -> Usage | None:
     """Responses ``usage`` → ``Usage``; never raises. Counts are clamped to be
-    non-negative, cached ≤ input and reasoning ≤ output; a missing input count is taken
+    non-negative, cache reads + cache writes ≤ input and reasoning ≤ output (OpenAI's
+    ``cache_write_tokens`` is one class here: its 30-minute / 12-hour split has no
+    counterpart in ``Usage``); a missing input count is taken
     from ``total_tokens`` − output when both are there; None when neither input nor
     output is usable."""
     if not isinstance(obj, dict):
@@ -71,8 +73,12 @@ def normalize_usage(obj: Any) -> Usage | None:
         return None
     usage = Usage(input_tokens=inp or 0, output_tokens=out or 0)
     details = obj.get("input_tokens_details")
-    if isinstance(details, dict) and (cached := _count(details.get("cached_tokens"))) is not None:
-        usage.cache_read_tokens = min(cached, usage.input_tokens)
+    if isinstance(details, dict):
+        if (cached := _count(details.get("cached_tokens"))) is not None:
+            usage.cache_read_tokens = min(cached, usage.input_tokens)
+        if (written := _count(details.get("cache_write_tokens"))) is not None:
+            room = usage.input_tokens - (usage.cache_read_tokens or 0)
+            usage.cache_write_tokens = min(written, room)
     details = obj.get("output_tokens_details")
     if (
         isinstance(details, dict)
@@ -85,7 +91,11 @@ def normalize_usage(obj: Any) -> Usage | None:
 def usage_object(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cache_read_tokens or 0},
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read_tokens or 0,
+            "cache_write_tokens": (usage.cache_write_tokens or 0)
+            + (usage.cache_write_1h_tokens or 0),
+        },
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
         "total_tokens": usage.input_tokens + usage.output_tokens,
