@@ -4,7 +4,8 @@
     upstream.py  ChatRequest → provider body; what Responses cannot express
     answer.py    Response ↔ Answer; usage normalised; the Response object both
                  the whole answer and the stream's terminal event use
-    stream.py    provider SSE → model events; model events → OpenAI's event sequence
+    stream.py    provider SSE → model events
+    stream_encoder.py  model events → OpenAI's event sequence for the client
     common.py    content parts, item ids, the malformed-field error
 
 ``encode_answer`` needs the client's request for the fields a Response echoes (tools,
@@ -18,11 +19,8 @@ from typing import Any
 
 from router.chat.codecs.responses.answer import decode_answer, encode_answer_for, normalize_usage
 from router.chat.codecs.responses.request import ANSWER_NEUTRAL_EXTRAS, MAX_ITEMS, decode_request
-from router.chat.codecs.responses.stream import (
-    ResponsesStreamDecoder,
-    ResponsesStreamEncoder,
-    UpstreamStreamError,
-)
+from router.chat.codecs.responses.stream import ResponsesStreamDecoder, UpstreamStreamError
+from router.chat.codecs.responses.stream_encoder import ResponsesStreamEncoder
 from router.chat.codecs.responses.upstream import budget_to_effort, encode_request, unsupported
 from router.chat.model import Answer, ChatRequest, Protocol, Unsupported
 
