@@ -40,13 +40,15 @@ class Text:
 
 @dataclass(slots=True)
 class Image:
-    """An image by URL or inline data (``data`` base64, ``media_type`` set)."""
+    """An image by URL, inline data (``data`` base64, ``media_type`` set) or an uploaded
+    file's id (Responses ``input_image.file_id``, Anthropic's ``file`` source)."""
 
     url: str | None = None
     data: str | None = None
     media_type: str | None = None
     detail: str | None = None  # OpenAI's "low" | "high" | "auto"
     cache_control: dict[str, Any] | None = None
+    file_id: str | None = None
 
 
 @dataclass(slots=True)
