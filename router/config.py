@@ -95,6 +95,8 @@ class CircuitConfig(_Model):
 class ProviderConfig(_Model):
     name: str
     base_url: str
+    # The provider's wire protocol (router/upstream/protocols.py): path, auth and codec.
+    api: Literal["openai-chat", "openai-responses", "anthropic-messages"] = "openai-chat"
     api_key_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts = Field(default_factory=Timeouts)
@@ -137,6 +139,8 @@ class ModelConfig(_Model):
     # a list, even empty, is what the model can do and filters requests that need more.
     supports: frozenset[str] | None = None
     expected_output_tokens: int | None = Field(None, gt=0)
+    # The limit sent where the provider's protocol requires one and the request gave none.
+    max_output_tokens: int | None = Field(None, gt=0)
 
     def model_post_init(self, __context: Any) -> None:
         if not self.upstream_model:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
 
 from router.config import Strategy
 from router.errors import InvalidRequestError
@@ -47,6 +55,18 @@ class ChatRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     functions: list[dict[str, Any]] | None = None
     router: RouterOptions | None = None
+
+    _body: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _typed: Any = PrivateAttr(default=None)
+
+    def typed(self) -> Any:
+        """The request as the typed chat model (``router.chat``), decoded once, on first
+        use: only when a candidate's provider speaks another protocol."""
+        if self._typed is None:
+            from router.chat.codecs.openai_chat import decode_request
+
+            self._typed = decode_request(self._body)
+        return self._typed
 
     @property
     def output_token_limit(self) -> int | None:
@@ -132,6 +152,7 @@ def parse_chat(data: dict[str, Any], *, max_n: int) -> ChatRequest:
         req = ChatRequest.model_validate(data)
     except ValidationError as exc:
         raise _field_error(exc) from exc
+    req._body = data
     if req.n is not None and req.n > max_n:
         raise InvalidRequestError(f"'n' is {req.n}; at most {max_n} choices per request", param="n")
     return req

@@ -33,6 +33,7 @@ from router.policy import (
 from router.protocol import ChatRequest
 from router.serving.accounting import Accounts, Hold, Period, budget_exhausted
 from router.serving.tokens import TokenCounter
+from router.upstream.protocols import unsupported
 
 # The most prompt tokens one request may carry (400 beyond): a bound on the work a single
 # body can cause, well above every context window in providers.yaml.
@@ -272,6 +273,7 @@ class Planner:
             max_tokens=req.output_token_limit,
             learned_output_tokens=self.accounts.learned_output,
         )
+        names = expressible(config, req, names)
         return make_candidates(
             names,
             coefs,
@@ -350,6 +352,7 @@ class Planner:
                 f"model '{req.model}' is not allowed for team '{team.name}' "
                 f"(see allow/deny in its team file, {PurePath(team.file or '').name or team.name})"
             )
+        expressible(asked.config, req, [req.model])
         rec.strategy = "direct"
         rec.chosen = req.model
         rec.reason = "requested by name"
@@ -367,3 +370,23 @@ class Planner:
                 else "max_tokens",
             )
         return RoutePlan(team, req, [req.model], {req.model: cost}, prompt_tokens, asked.hold)
+
+
+def expressible(config: RouterConfig, req: ChatRequest, names: list[str]) -> list[str]:
+    """The candidates whose provider's protocol can express the request; a field that
+    changes the answer is never dropped to reach one. None left: a 400 naming the field."""
+    catalog = config.catalog
+    api_of = {n: catalog.providers[catalog.models[n].provider].api for n in names}
+    if all(api == "openai-chat" for api in api_of.values()):
+        return names
+    typed = req.typed()
+    missing = {api: unsupported(api, typed) for api in set(api_of.values())}
+    keep = [n for n in names if not missing[api_of[n]]]
+    if names and not keep:
+        u = next(u for found in missing.values() for u in found)
+        raise InvalidRequestError(
+            f"'{u.field}' cannot be sent to {'this model' if len(names) == 1 else 'any candidate'}"
+            f" ({u.protocol}: {u.why})",
+            param=u.field,
+        )
+    return keep

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import httpx
 
 from router.config import Catalog, ModelConfig
+from router.errors import RouterError
 from router.jsonio import dumps
 from router.redaction import Redactor
 from router.upstream.deadlines import Deadline
@@ -37,6 +38,7 @@ from router.upstream.failures import (
     parse_object,
     status_failure,
 )
+from router.upstream.protocols import chat_answer, provider_body
 from router.upstream.provider import Provider
 from router.upstream.retry import with_retries
 from router.upstream.sse import UpstreamStream
@@ -95,22 +97,29 @@ class UpstreamClient:
         return {name: p.breaker.state for name, p in self._providers.items()}
 
     async def complete(self, model: ModelConfig, body: dict) -> tuple[dict, int]:
-        """POST a non-streamed chat completion; returns (response JSON, attempts)."""
+        """POST a non-streamed chat completion (in the provider's protocol); returns
+        (the answer as a chat completion, attempts)."""
         p = self._provider(model)
-        payload = dict(body)
-        payload["model"] = model.upstream_model
+        payload = provider_body(
+            p.api, body, model.upstream_model, model.max_output_tokens, stream=False
+        )
         content = dumps(payload)
-        return await self._call(p, lambda d: self._complete_once(p, content, d))
+        answer, attempts = await self._call(p, lambda d: self._complete_once(p, content, d))
+        if p.api != "openai-chat":
+            try:
+                answer = chat_answer(p.api, answer)
+            except (RouterError, ValueError) as exc:  # a malformed answer of that protocol
+                raise p.fail("protocol", f"unreadable answer: {p.scrub(str(exc))}") from exc
+        return answer, attempts
 
     async def open_stream(self, model: ModelConfig, body: dict) -> UpstreamStream:
         """Start a streamed chat completion; returns once 200 headers have arrived.
-        The stream's ``attempts`` says how many requests it took."""
+        The stream's ``attempts`` says how many requests it took; it yields chat chunks
+        whatever the provider's protocol."""
         p = self._provider(model)
-        payload = dict(body)
-        payload["model"] = model.upstream_model
-        payload["stream"] = True
-        so = body.get("stream_options")
-        payload["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+        payload = provider_body(
+            p.api, body, model.upstream_model, model.max_output_tokens, stream=True
+        )
         content = dumps(payload)
         stream, attempts = await self._call(p, lambda d: self._stream_once(p, content, d))
         stream.attempts = attempts

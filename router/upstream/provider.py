@@ -15,6 +15,7 @@ from router.errors import ConfigError, ConfigProblem
 from router.redaction import Redactor
 from router.upstream.circuit import CircuitBreaker
 from router.upstream.failures import UpstreamFailure, failure, translate
+from router.upstream.protocols import auth_headers, endpoint
 from router.upstream.transport import create_transport
 
 USER_AGENT = b"p2l-router/0.1"
@@ -30,7 +31,7 @@ class Provider:
     __slots__ = (
         "name", "transport", "owned", "url", "headers", "extensions", "connect", "first_byte",
         "idle", "total", "max_retries", "retry_statuses", "max_response_bytes",
-        "max_sse_event_bytes", "breaker", "redactor",
+        "max_sse_event_bytes", "breaker", "redactor", "api",
     )  # fmt: skip
 
     def __init__(
@@ -43,7 +44,8 @@ class Provider:
         redactor: Redactor | None = None,
     ) -> None:
         self.name = cfg.name
-        self.url = httpx.URL(cfg.base_url + "/chat/completions")
+        self.api = cfg.api
+        self.url = httpx.URL(endpoint(cfg.api, cfg.base_url))
         # Every secret of the router, not only this provider's key: a provider may quote
         # anything it was ever sent, and a gateway in front of several may quote another's.
         self.redactor = redactor if redactor is not None else Redactor([cfg.api_key])
@@ -107,8 +109,9 @@ def _headers(cfg: ProviderConfig, url: httpx.URL, source: str) -> list[tuple[byt
     }
     fields: dict[bytes, tuple[str, str]] = {}
     if cfg.api_key:
-        headers[b"authorization"] = b"Bearer " + cfg.api_key.encode()
-        fields[b"authorization"] = ("api_key_env", f"${cfg.api_key_env}")
+        for name, value in auth_headers(cfg.api, cfg.api_key).items():
+            headers[name] = value
+            fields[name] = ("api_key_env", f"${cfg.api_key_env}")
     for k, v in cfg.headers.items():
         name = k.lower().encode()
         headers[name] = v.encode()

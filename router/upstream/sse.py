@@ -18,6 +18,7 @@ import httpx
 from router.jsonio import loads
 from router.upstream.deadlines import Deadline
 from router.upstream.failures import TRANSPORT_ERRORS, describe_error
+from router.upstream.protocols import STREAM_ERRORS, ChatChunks
 
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 
@@ -30,6 +31,7 @@ class StreamProvider(Protocol):
     idle: float
     total: float
     max_sse_event_bytes: int
+    api: str
 
     def scrub(self, text: str) -> str: ...
 
@@ -134,6 +136,8 @@ class UpstreamStream:
     ) -> None:
         self.attempts = 1
         self.completed = False
+        # For a provider of another protocol: its events become chat chunks here.
+        self.chunks: ChatChunks | None = ChatChunks(p.api) if p.api != "openai-chat" else None
         self._resp = resp
         self._p = p
         self._deadline = deadline
@@ -191,11 +195,30 @@ class UpstreamStream:
                 self._ended = self.completed = True
                 return
             obj = self._parse(event, data)
+            if isinstance(obj, dict) and self.chunks is not None:
+                obj = self._translated(obj)
             if not isinstance(obj, dict):  # yielded after the chunks before it
                 self._failure = obj
                 self._ended = True
                 return
-            self._pending.append(obj)
+            if self.chunks is None:
+                self._pending.append(obj)
+        if self._ended and self.chunks is not None and self._failure is None:
+            self._pending.extend(self.chunks.close())  # what the protocol owes at its end
+            self.completed = True
+
+    def _translated(self, obj: dict) -> dict | Exception:
+        """Queue the chat chunks of one event of another protocol; the failure it reports."""
+        assert self.chunks is not None
+        try:
+            self._pending.extend(self.chunks.feed(obj))
+        except STREAM_ERRORS as exc:
+            detail = self._p.scrub(str(exc))
+            return self._p.fail(
+                "protocol", f"error event in stream: {detail}",
+                summary=f"{self._p.name}: error event in stream ({type(exc).__name__})",
+            )  # fmt: skip
+        return obj
 
     async def _broke(self, failure: Exception, cause: BaseException | None = None) -> NoReturn:
         """End the stream with ``failure``, which the breaker hears about too."""

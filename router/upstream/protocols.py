@@ -1,0 +1,119 @@
+"""The provider's wire protocol (``api:`` in providers.yaml): path, auth, and the codec
+that turns the router's request into the provider's and the provider's answer back.
+
+Retry, deadlines, the circuit breaker, at-most-once sending and SSE framing stay in the
+client and know nothing of protocols; this module is the only place that does.
+
+``openai-chat`` providers get the client's chat body as it came (the model name and the
+stream's usage option set), which is today's fast path. For ``anthropic-messages`` and
+``openai-responses`` providers the chat body is decoded into the typed model
+(``router.chat``), encoded with the provider's codec, and the answer (or each stream
+event) decoded with it and encoded back as chat, usage classes included (a Claude
+answer's cache reads reach the ledger as ``prompt_tokens_details.cached_tokens``).
+The serving layer still speaks chat dicts to the client client side; when the fronts of
+the other protocols arrive they hand the typed request in directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from router.chat.codecs.anthropic import AnthropicMessagesCodec
+from router.chat.codecs.anthropic import UpstreamStreamError as AnthropicStreamError
+from router.chat.codecs.openai_chat import ChatStreamEncoder, OpenAIChatCodec
+from router.chat.codecs.responses import OpenAIResponsesCodec
+from router.chat.codecs.responses import UpstreamStreamError as ResponsesStreamError
+from router.chat.model import ChatRequest, Unsupported
+from router.errors import RouterError
+
+Api = Literal["openai-chat", "openai-responses", "anthropic-messages"]
+APIS: tuple[Api, ...] = ("openai-chat", "openai-responses", "anthropic-messages")
+# What a native Anthropic request carries when neither the request nor the model's
+# ``max_output_tokens`` gives a limit (the Messages API requires one).
+DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
+ANTHROPIC_VERSION = "2023-06-01"
+
+CHAT = OpenAIChatCodec()
+CODECS: dict[str, Any] = {
+    "openai-chat": CHAT,
+    "openai-responses": OpenAIResponsesCodec(),
+    "anthropic-messages": AnthropicMessagesCodec(),
+}
+STREAM_ERRORS = (AnthropicStreamError, ResponsesStreamError, RouterError, ValueError)
+
+
+def endpoint(api: str, base_url: str) -> str:
+    """The URL requests go to, from ``base_url`` as the provider's own SDK takes it."""
+    if api == "anthropic-messages":
+        return base_url.removesuffix("/v1") + "/v1/messages"
+    if api == "openai-responses":
+        return base_url + "/responses"
+    return base_url + "/chat/completions"
+
+
+def auth_headers(api: str, key: str) -> dict[bytes, bytes]:
+    if api == "anthropic-messages":
+        return {b"x-api-key": key.encode(), b"anthropic-version": ANTHROPIC_VERSION.encode()}
+    return {b"authorization": b"Bearer " + key.encode()}
+
+
+def typed(body: dict[str, Any]) -> ChatRequest:
+    """The chat body as the typed model (400 naming the field when it cannot be read)."""
+    return CHAT.decode_request(body)
+
+
+def unsupported(api: str, req: ChatRequest) -> list[Unsupported]:
+    """What a provider speaking ``api`` cannot express of ``req``."""
+    return [] if api == "openai-chat" else CODECS[api].unsupported(req)
+
+
+def provider_body(
+    api: str, body: dict[str, Any], upstream_model: str, max_output_tokens: int | None, *,
+    stream: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The body to send: chat as it came, or re-encoded for the provider's protocol."""
+    if api == "openai-chat":
+        payload = dict(body)
+        payload["model"] = upstream_model
+        if stream:
+            payload["stream"] = True
+            so = body.get("stream_options")
+            payload["stream_options"] = {
+                **(so if isinstance(so, dict) else {}),
+                "include_usage": True,
+            }
+        return payload
+    req = typed(body)
+    req.stream = stream
+    limit = max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
+    return CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
+
+
+def chat_answer(api: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """The provider's answer as a chat completion (unchanged for chat providers)."""
+    if api == "openai-chat":
+        return answer
+    return CHAT.encode_answer(CODECS[api].decode_answer(answer))
+
+
+class ChatChunks:
+    """A provider's stream events as chat chunks: the provider's stream decoder, then
+    the chat stream encoder (usage chunk always on, like a chat provider asked for it)."""
+
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self, api: str) -> None:
+        self._decoder = CODECS[api].stream_decoder()
+        self._encoder = ChatStreamEncoder(ChatRequest(model="", messages=[], stream_usage=True))
+
+    def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._frames(self._decoder.feed(data.get("type"), data))
+
+    def close(self) -> list[dict[str, Any]]:
+        out = self._frames(self._decoder.close())
+        return out + [f for _, f in self._encoder.finish() if isinstance(f, dict)]
+
+    def _frames(self, events: list[Any]) -> list[dict[str, Any]]:
+        feed: Callable[[Any], list[Any]] = self._encoder.feed
+        return [f for e in events for _, f in feed(e) if isinstance(f, dict)]
