@@ -396,3 +396,22 @@ def make_router(
     yield start
     for srv in servers:
         srv.__exit__(None, None, None)
+
+
+def stalled_post(port: int, path: str, headers: str, partial: bytes) -> bytes:
+    """POST to ``path`` with a declared 1,000-byte body of which only ``partial`` is ever
+    sent; returns what the router answered (it must answer without the rest)."""
+
+    async def stall() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n".encode()
+            + f"{headers}content-length: 1000\r\n\r\n".encode()
+            + partial
+        )
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(4096), 30)
+        writer.close()
+        return data
+
+    return asyncio.run(stall())

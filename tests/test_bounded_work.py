@@ -9,7 +9,6 @@ scoring engine's own counter; "nothing was sent" off the fake upstream.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import tracemalloc
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ADMIN_KEY, OTHER_KEY, PROVIDER_KEY, TEAM_KEY, RouterHandle
+from conftest import ADMIN_KEY, OTHER_KEY, PROVIDER_KEY, TEAM_KEY, RouterHandle, stalled_post
 
 from router.serving.service import RequestLimits
 
@@ -121,20 +120,7 @@ def test_a_stalled_admin_body_is_408_or_401_not_held_open(make_router, monkeypat
     r = make_router()
     port = int(r.root.rsplit(":", 1)[1])
     auth = f"authorization: Bearer {key}\r\n" if key else ""
-
-    async def stall() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"POST /v1/admin/whatif HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            + f"{auth}content-length: 1000\r\n\r\n".encode()
-            + b'{"team": "research", '
-        )
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(4096), 30)
-        writer.close()
-        return data
-
-    data = asyncio.run(stall())
+    data = stalled_post(port, "/v1/admin/whatif", auth, b'{"team": "research", ')
     assert data.startswith(b"HTTP/1.1 408" if key else b"HTTP/1.1 401"), data[:200]
 
 

@@ -3,12 +3,11 @@ nothing forwarded, nothing charged; slow clients are cut off."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 
 import pytest
-from conftest import TEAM_KEY
+from conftest import TEAM_KEY, stalled_post
 
 from router.api.server import BoundedHttpToolsProtocol
 
@@ -119,19 +118,9 @@ def test_a_stalled_body_is_408_and_nothing_forwarded(make_router, fake, monkeypa
     fake.clear()
     port = int(r.root.rsplit(":", 1)[1])
 
-    async def stall() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            + f"authorization: Bearer {TEAM_KEY}\r\ncontent-length: 1000\r\n\r\n".encode()
-            + b'{"model": "p2l", '
-        )
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(4096), 30)
-        writer.close()
-        return data
-
-    data = asyncio.run(stall())
+    data = stalled_post(
+        port, "/v1/chat/completions", f"authorization: Bearer {TEAM_KEY}\r\n", b'{"model": "p2l", '
+    )
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
     assert b"request_timeout" in data
     assert fake.requests == []
