@@ -16,7 +16,9 @@ Caches (per model, the way providers keep them per organisation and model):
   A read refreshes the entry's ttl. ``input_tokens`` is what is neither read nor written.
 - OpenAI (:meth:`PrefixCache.automatic`): every prefix (at unit boundaries) of at least
   ``AUTO_MIN_TOKENS`` tokens a request sends is remembered for ``AUTO_TTL_S``; a later
-  request's longest remembered prefix is its ``cached_tokens``.
+  request's longest remembered prefix is its ``cached_tokens``. What a request adds to
+  the cache is reported as Responses' ``cache_write_tokens`` (the openai SDK 3.x requires
+  the field) and billed as plain input, as OpenAI does.
 
 Billing (:class:`Line`, :func:`invoice`): USD per 1M tokens, from a table
 ``{model: {"input", "output", "cached_input"?, "cache_write"?, "cache_write_1h"?}}``;
@@ -165,19 +167,21 @@ class PrefixCache:
                 self._entries[keys[bp]] = (now + ttl, ttl)
             return CacheUse(read, w5, w1)
 
-    def automatic(self, scope: str, blocks: list[Block]) -> int:
-        """OpenAI's automatic prefix caching: the cached tokens of this request."""
+    def automatic(self, scope: str, blocks: list[Block]) -> tuple[int, int]:
+        """OpenAI's automatic prefix caching: the tokens this request read from the cache,
+        and those it newly wrote there (its longest cacheable prefix beyond the read)."""
         keys, counts = self._prefixes(f"auto:{scope}", blocks)
         with self._lock:
             now = self.clock()
-            cached = 0
+            cached = stored = 0
             for key, n in zip(keys, counts, strict=True):
                 if n < AUTO_MIN_TOKENS:
                     continue
                 if self._live(key, now):
                     cached = n
+                stored = n
                 self._entries[key] = (now + AUTO_TTL_S, AUTO_TTL_S)
-            return cached
+            return cached, stored - cached
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,7 @@ def chat_usage(body: dict, usage: dict, cache: PrefixCache) -> dict:
     blocks += [
         Block(canonical(m), len(text_of(m.get("content")).split())) for m in body["messages"]
     ]
-    cached = cache.automatic(model, blocks)
+    cached, _ = cache.automatic(model, blocks)
     out = dict(usage)
     out["prompt_tokens_details"] = {"cached_tokens": cached}
     if any(mark in model for mark in REASONING_MARKS):

@@ -224,11 +224,11 @@ class Responses:
             visible = tokens(text)
         blocks = _input_blocks(body, context)
         total = sum(b.tokens for b in blocks)
-        cached = state.cache.automatic(model, blocks)
+        cached, written = state.cache.automatic(model, blocks)
         out = visible + reasoning_tokens
         usage = {
             "input_tokens": total,
-            "input_tokens_details": {"cached_tokens": cached},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
             "output_tokens": out,
             "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": total + out,
