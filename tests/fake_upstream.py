@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -314,14 +315,14 @@ class FakeUpstream:
             self.requests.append(Recorded(method, path, headers, None, port))
             await send_json(send, 200, models_for())
             return
-        body = parse_chat_body(raw)
+        proto = OTHER_PROTOCOLS.get(path) if method == "POST" else None
+        body = parse_chat_body(raw) if proto is None else _json_object(raw)
         rec = Recorded(method, path, headers, body if isinstance(body, dict) else raw, port)
         model = str(body.get("model")) if isinstance(body, dict) else "?"
         with self._arrived:
             self.requests.append(rec)
             self._bodies.setdefault(model, []).append(hashlib.sha256(raw).hexdigest())
             self._arrived.notify_all()
-        proto = OTHER_PROTOCOLS.get(path) if method == "POST" else None
         if proto is not None:
             await serve_protocol(self, proto, raw, headers, rec, receive, send)
             return
@@ -435,6 +436,14 @@ class FakeUpstream:
             rec.line = chat_line(model, usage)
         finally:
             watcher.cancel()
+
+
+def _json_object(raw: bytes) -> dict | str:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "request body is not valid JSON"
+    return body if isinstance(body, dict) else "request body must be a JSON object"
 
 
 def _chat_error(status: int, message: str) -> dict:

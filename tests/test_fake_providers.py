@@ -124,7 +124,9 @@ def test_messages_stream_event_sequence(fake: FakeUpstream) -> None:
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
 
-def test_messages_stream_helper_and_tool_round_trip(claude: anthropic.Anthropic) -> None:
+def test_messages_stream_helper_and_tool_round_trip(
+    fake: FakeUpstream, claude: anthropic.Anthropic
+) -> None:
     kw: dict[str, Any] = {"model": MODEL, "max_tokens": 4000, "tools": [TOOL],
                           "thinking": {"type": "enabled", "budget_tokens": 2000}}  # fmt: skip
     ask = [user("call tool get_weather for Paris")]
@@ -132,6 +134,11 @@ def test_messages_stream_helper_and_tool_round_trip(claude: anthropic.Anthropic)
         texts = list(stream.text_stream)
         final = stream.get_final_message()
     assert texts == []
+    rec = fake.requests[-1]
+    assert rec.protocol == "anthropic-messages" and rec.json["model"] == MODEL
+    assert len(fake.bodies_for(MODEL)) == 1 and rec.usage == final.usage.model_dump(
+        exclude_none=True
+    )
     thinking, call = final.content
     assert thinking.type == "thinking" and thinking.signature
     assert call.type == "tool_use" and call.name == "get_weather" and call.input == {"city": "echo"}
