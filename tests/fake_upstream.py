@@ -1,7 +1,12 @@
-"""A real OpenAI-compatible upstream on loopback, for wire-level tests.
+"""A real upstream on loopback speaking three providers' protocols, for wire-level tests.
 
 ``FakeUpstream`` runs uvicorn on 127.0.0.1 (a free port) in a background thread and
-answers with the same builders as the built-in echo provider (router/offline/echo.py).
+serves OpenAI chat at ``/v1/chat/completions`` (the built-in echo provider's answers,
+router/offline/echo.py, checked and billed as OpenAI does: fake_chat.py), Anthropic
+Messages at ``/v1/messages`` (fake_anthropic.py) and OpenAI Responses at
+``/v1/responses`` (fake_responses.py), each validating requests the way that provider
+does and answering in its error shape. Every answered request is a line on the fake's
+invoice (:meth:`FakeUpstream.invoice`, billing rules in fake_billing.py).
 Tests steer it per model with :meth:`FakeUpstream.behave` (error statuses, Retry-After,
 connection resets, drops after reading the body, slow headers, slow chunks, slow bodies,
 huge SSE events, huge answers), or per request with ``.choose`` (a function of the
@@ -19,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +35,18 @@ from typing import Any
 
 import uvicorn
 import yaml
+from fake_anthropic import ANTHROPIC
+from fake_billing import Line
+from fake_chat import chat_line, chat_usage, validate_chat
+from fake_responses import RESPONSES
+from fake_wire import (
+    HOLD_LIMIT_S,  # noqa: F401 - part of this module's API, as before
+    ProviderState,
+    apply_behaviour,
+    close_connection,
+    serve_protocol,
+    watch,
+)
 
 from router.config import Catalog, load_providers
 from router.jsonio import dumps
@@ -47,7 +64,6 @@ from router.offline.echo import (
 )
 
 ANY_MODEL = "*"
-HOLD_LIMIT_S = 30.0  # a held request answers after this even if the test never lets it go
 KEY = "sk-test-SECRET-0123456789"
 
 
@@ -95,6 +111,7 @@ class Behaviour:
     hold: threading.Event | None = None
     error_raw: bytes | None = None  # the error answer's body, byte for byte
     stream_error_raw: bytes | None = None  # an SSE data event after the first chunk
+    cut_after_events: int | None = None  # a stream's connection closes after N events
 
 
 @dataclass
@@ -110,7 +127,9 @@ class Recorded:
     disconnected: bool = False  # the client went away before the response was complete
     chunks_sent: int = 0
     bytes_sent: int = 0  # of the body, for huge answers
-    usage: dict | None = None  # the usage of an answer sent in full: what a provider bills
+    usage: dict | None = None  # the usage of an answer sent in full, in its protocol's shape
+    protocol: str = "openai-chat"
+    line: Line | None = None  # its line on the invoice (None: nothing billed)
 
 
 class FakeUpstream:
@@ -129,6 +148,9 @@ class FakeUpstream:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.port = 0
+        self.state = ProviderState()  # prompt caches, signing key, stored Responses
+        # Keys accepted on /v1/messages (x-api-key) and /v1/responses (Bearer); None: any.
+        self.api_keys: set[str] | None = None
 
     # ------------------------------------------------------------ control
 
@@ -155,6 +177,7 @@ class FakeUpstream:
         hold: threading.Event | None = None,
         error_raw: bytes | None = None,
         stream_error_raw: bytes | None = None,
+        cut_after_events: int | None = None,
     ) -> None:
         """Set how requests for ``model`` (as the upstream sees it; ``"*"``: any) go.
 
@@ -171,6 +194,11 @@ class FakeUpstream:
         ``error_raw``: the error answer's body exactly as given (escapes a JSON encoder
         would not write); ``stream_error_raw``: a stream that sends its first chunk, then
         ``data: <these bytes>`` (an error event), then ends.
+        ``cut_after_events=N``: a stream's connection closes (FIN) after N events
+        (chunks on chat). On /v1/messages and /v1/responses, ``status`` answers in
+        that protocol's error shape (Anthropic 529: ``overloaded_error``) and
+        ``stream_error_raw`` is sent as ``event: error``; ``huge_*`` and
+        ``body_delay_s`` apply to chat only.
         ``fail_times=N`` applies all of this to the next N requests only, then the model
         answers normally.
         """
@@ -180,15 +208,27 @@ class FakeUpstream:
             self._behaviours[model] = Behaviour(
                 status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body,
                 drop_after_read, huge_line, huge_body, body_delay_s, hold, error_raw,
-                stream_error_raw,
+                stream_error_raw, cut_after_events,
             )  # fmt: skip
 
     def clear(self) -> None:
-        """Forget recorded requests, bodies and every behaviour."""
+        """Forget recorded requests, bodies, every behaviour, caches and stored state."""
         with self._lock:
             self.requests.clear()
             self._bodies.clear()
             self._behaviours.clear()
+            self.state.clear()
+
+    def lines(self) -> list[Line]:
+        """The invoice lines so far, one per request answered (a cut stream included)."""
+        with self._lock:
+            return [r.line for r in self.requests if r.line is not None]
+
+    def invoice(self, prices: dict[str, dict[str, float]]) -> float:
+        """What the provider bills for every request so far, in USD, at ``prices``:
+        ``{model: {"input", "output", "cached_input"?, "cache_write"?,
+        "cache_write_1h"?}}`` per 1M tokens (see fake_billing.py for the rules)."""
+        return sum(line.cost(prices) for line in self.lines())
 
     def bodies_for(self, model: str) -> list[str]:
         """SHA-256 of every request body received for ``model`` (dropped ones too)."""
@@ -275,57 +315,42 @@ class FakeUpstream:
             self.requests.append(Recorded(method, path, headers, None, port))
             await send_json(send, 200, models_for())
             return
-        body = parse_chat_body(raw)
+        proto = OTHER_PROTOCOLS.get(path) if method == "POST" else None
+        body = parse_chat_body(raw) if proto is None else _json_object(raw)
         rec = Recorded(method, path, headers, body if isinstance(body, dict) else raw, port)
         model = str(body.get("model")) if isinstance(body, dict) else "?"
         with self._arrived:
             self.requests.append(rec)
             self._bodies.setdefault(model, []).append(hashlib.sha256(raw).hexdigest())
             self._arrived.notify_all()
+        if proto is not None:
+            await serve_protocol(self, proto, raw, headers, rec, receive, send)
+            return
         if path not in ("/v1/chat/completions", "/chat/completions") or method != "POST":
             await send_json(send, 404, error_body(f"no route {method} {path}", code="not_found"))
             return
         if isinstance(body, str):
             await send_json(send, 400, error_body(body, param="messages"))
             return
-        b = self._take(str(body.get("model")), body)
-        if b is not None and b.hold is not None:
-            await asyncio.to_thread(b.hold.wait, HOLD_LIMIT_S)
-        if b is not None and b.delay_s:
-            await asyncio.sleep(b.delay_s)
-        if b is not None and (b.reset or b.drop_after_read):
-            await _close_connection(receive, rst=b.reset)
-            rec.disconnected = True
+        if (invalid := validate_chat(body)) is not None:
+            await send_json(send, 400, invalid)
             return
-        if b is not None and b.status is not None and b.status != 200:
-            extra = []
-            if b.retry_after is not None:
-                extra.append((b"retry-after", str(b.retry_after).encode()))
-            if b.error_raw is not None:
-                head = [(b"content-type", b"application/json"), *extra]
-                await send({"type": "http.response.start", "status": b.status, "headers": head})
-                await send({"type": "http.response.body", "body": b.error_raw})
-                return
-            err = b.error_body or error_body(
-                f"fake upstream failure {b.status}", type="server_error", code=str(b.status)
-            )
-            await send_json(send, b.status, err, extra)
+        b = self._take(str(body.get("model")), body)
+        if await apply_behaviour(b, rec, receive, send, _chat_error):
             return
         if b is not None and (b.huge_body or b.huge_line):
             await self._huge(body, b, rec, receive, send)
             return
         if body.get("stream") is not True:
             answer = completion_for(body)
+            answer["usage"] = chat_usage(body, answer["usage"], self.state.cache)
             if b is not None and b.body_delay_s:
                 await self._slow_body(answer, b.body_delay_s, send)
             else:
                 await send_json(send, 200, answer)
-            rec.usage = answer["usage"]
+            rec.usage, rec.line = answer["usage"], chat_line(answer["model"], answer["usage"])
             return
-        await self._stream(
-            body, b.chunk_delay_s if b else 0.0, rec, receive, send,
-            b.stream_error_raw if b else None,
-        )  # fmt: skip
+        await self._stream(body, b, rec, receive, send)
 
     async def _slow_body(self, answer: dict, delay: float, send: Any) -> None:
         data = dumps(answer)
@@ -342,7 +367,7 @@ class FakeUpstream:
         stream = bool(b.huge_line)
         n = b.huge_line or b.huge_body
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch(receive, gone))
+        watcher = asyncio.create_task(watch(receive, gone))
         if stream:
             head, tail = b'data: {"choices":[{"index":0,"delta":{"content":"', b'"}}]}\n\n'
             headers = SSE_HEADERS
@@ -369,14 +394,26 @@ class FakeUpstream:
             watcher.cancel()
 
     async def _stream(
-        self, body: dict, delay: float, rec: Recorded, receive: Any, send: Any,
-        error_raw: bytes | None = None,
-    ) -> None:  # fmt: skip
+        self, body: dict, b: Behaviour | None, rec: Recorded, receive: Any, send: Any
+    ) -> None:
+        delay, error_raw = (b.chunk_delay_s, b.stream_error_raw) if b else (0.0, None)
+        cut = b.cut_after_events if b else None
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch(receive, gone))
+        watcher = asyncio.create_task(watch(receive, gone))
+        chunks = stream_chunks_for(body)
+        usage = chunks[-1].get("usage") or completion_for(body)["usage"]
+        usage = chat_usage(body, usage, self.state.cache)
+        model = str(body.get("model"))
+        rec.line = Line("openai-chat", model, cut=True)  # until the usage chunk is sent
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            for chunk in stream_chunks_for(body):
+            for chunk in chunks:
+                if cut is not None and rec.chunks_sent >= cut:
+                    await close_connection(receive, rst=False)
+                    rec.disconnected = True
+                    return
+                if chunk.get("usage"):
+                    chunk["usage"] = usage
                 if delay:
                     await asyncio.sleep(delay)
                 if gone.is_set():
@@ -389,38 +426,29 @@ class FakeUpstream:
                     await send({"type": "http.response.body", "body": event, "more_body": False})
                     return
                 if chunk.get("usage"):
-                    rec.usage = chunk["usage"]
+                    rec.usage, rec.line = usage, chat_line(model, usage, cut=True)
             if delay:
                 await asyncio.sleep(delay)
             if gone.is_set():
                 rec.disconnected = True
                 return
             await send({"type": "http.response.body", "body": DONE, "more_body": False})
+            rec.line = chat_line(model, usage)
         finally:
             watcher.cancel()
 
 
-async def _watch(receive: Any, gone: asyncio.Event) -> None:
-    """ASGI: ``receive()`` returns ``http.disconnect`` when the client leaves."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
+def _json_object(raw: bytes) -> dict | str:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "request body is not valid JSON"
+    return body if isinstance(body, dict) else "request body must be a JSON object"
 
 
-async def _close_connection(receive: Any, *, rst: bool) -> None:
-    """Close the TCP connection under this request: an RST (SO_LINGER 0), or a FIN.
+def _chat_error(status: int, message: str) -> dict:
+    return error_body(message, type="server_error", code=str(status))
 
-    uvicorn does not hand the transport to the app; its ``receive`` is a bound method of
-    the request cycle, which holds it.
-    """
-    transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    if transport is None:  # pragma: no cover - another server; an exception closes it too
-        raise ConnectionResetError("fake upstream reset")
-    sock = transport.get_extra_info("socket")
-    if not rst:
-        transport.close()
-    else:
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    await asyncio.sleep(0)  # let connection_lost mark the cycle disconnected
+
+OTHER_PROTOCOLS = {"/v1/messages": ANTHROPIC, "/messages": ANTHROPIC, "/v1/responses": RESPONSES,
+                   "/responses": RESPONSES}  # fmt: skip
