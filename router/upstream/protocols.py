@@ -33,6 +33,8 @@ APIS: tuple[Api, ...] = ("openai-chat", "openai-responses", "anthropic-messages"
 # ``max_output_tokens`` gives a limit (the Messages API requires one).
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
 ANTHROPIC_VERSION = "2023-06-01"
+# Statuses a protocol uses to say "not processed, try again" besides 429 and 503.
+NOT_PROCESSED_BY_API: dict[str, frozenset[int]] = {"anthropic-messages": frozenset({529})}
 
 CHAT = OpenAIChatCodec()
 CODECS: dict[str, Any] = {

@@ -15,7 +15,7 @@ from router.errors import ConfigError, ConfigProblem
 from router.redaction import Redactor
 from router.upstream.circuit import CircuitBreaker
 from router.upstream.failures import UpstreamFailure, failure, translate
-from router.upstream.protocols import auth_headers, endpoint
+from router.upstream.protocols import NOT_PROCESSED_BY_API, auth_headers, endpoint
 from router.upstream.transport import create_transport
 
 USER_AGENT = b"p2l-router/0.1"
@@ -61,7 +61,8 @@ class Provider:
             "timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}
         }
         self.max_retries = cfg.max_retries
-        self.retry_statuses = cfg.retry_statuses
+        # Anthropic's 529 (overloaded) means "not processed" like 503.
+        self.retry_statuses = cfg.retry_statuses | NOT_PROCESSED_BY_API.get(cfg.api, frozenset())
         self.max_response_bytes = cfg.limits.max_response_bytes
         self.max_sse_event_bytes = cfg.limits.max_sse_event_bytes
         self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.cooldown_s, clock)
