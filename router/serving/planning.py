@@ -376,9 +376,9 @@ def expressible(config: RouterConfig, req: ChatRequest, names: list[str]) -> lis
     """The candidates whose provider's protocol can express the request; a field that
     changes the answer is never dropped to reach one. None left: a 400 naming the field."""
     catalog = config.catalog
+    if all(p.api == "openai-chat" for p in catalog.providers.values()):
+        return names  # the common case, checked per provider rather than per candidate
     api_of = {n: catalog.providers[catalog.models[n].provider].api for n in names}
-    if all(api == "openai-chat" for api in api_of.values()):
-        return names
     typed = req.typed()
     missing = {api: unsupported(api, typed) for api in set(api_of.values())}
     keep = [n for n in names if not missing[api_of[n]]]
