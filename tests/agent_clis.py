@@ -71,7 +71,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -83,7 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_DIR = ROOT / ".cache" / "agent-clis"
@@ -349,10 +348,12 @@ def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-class RecordingServer:
+class RecordingServer(LoopbackServer):
     """A throwaway Anthropic Messages + OpenAI Responses server on loopback that records
     every request. ``script(recorded) -> Reply | None`` picks the answer for a model call
     (None: ``Text("DONE")``)."""
+
+    thread_name = "cli-recorder"
 
     def __init__(
         self,
@@ -362,12 +363,9 @@ class RecordingServer:
     ) -> None:
         self.script = script
         self.secrets = secrets
+        super().__init__()
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
@@ -378,48 +376,6 @@ class RecordingServer:
             return [r for r in self.requests if r.method == "POST" and r.path == path]
 
     # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> RecordingServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            lifespan="off",
-            interface="asgi3",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="cli-recorder"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("recording server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> RecordingServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ the app
 

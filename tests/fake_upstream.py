@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 import yaml
 from fake_anthropic import ANTHROPIC
 from fake_billing import Line
@@ -47,6 +45,7 @@ from fake_wire import (
     serve_protocol,
     watch,
 )
+from loopback import LoopbackServer
 
 from router.config import Catalog, load_providers
 from router.jsonio import dumps
@@ -132,10 +131,15 @@ class Recorded:
     line: Line | None = None  # its line on the invoice (None: nothing billed)
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """uvicorn + echo answers + steerable failures; see the module docstring."""
 
+    backlog = 1024
+    thread_name = "fake-upstream"
+    uvicorn_options = {"proxy_headers": False, "timeout_keep_alive": 30}
+
     def __init__(self, *, host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.host = host
         self.requests: list[Recorded] = []
         self._bodies: dict[str, list[str]] = {}
@@ -144,10 +148,6 @@ class FakeUpstream:
         self.choose: Callable[[dict], Behaviour | None] | None = None
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self.port = 0
         self.state = ProviderState()  # prompt caches, signing key, stored Responses
         # Keys accepted on /v1/messages (x-api-key) and /v1/responses (Bearer); None: any.
         self.api_keys: set[str] | None = None
@@ -257,50 +257,6 @@ class FakeUpstream:
             return b
 
     # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> FakeUpstream:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(1024)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            lifespan="off",
-            interface="asgi3",
-            proxy_headers=False,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-            timeout_keep_alive=30,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="fake-upstream"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ the app
 
