@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from router.chat.codecs import frames_text
 from router.chat.codecs.openai_chat import OpenAIChatCodec, normalize_usage
 from router.chat.model import (
+    MAX_MESSAGES,
     Answer,
     ChatRequest,
     Document,
@@ -39,7 +40,6 @@ from router.chat.model import (
     UsageEvent,
 )
 from router.errors import InvalidRequestError, UpstreamError
-from router.protocol import MAX_MESSAGES
 
 CODEC = OpenAIChatCodec()
 USER = [{"role": "user", "content": "hi"}]

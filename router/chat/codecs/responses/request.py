@@ -25,6 +25,7 @@ from router.chat.codecs.responses.common import (
     want_str,
 )
 from router.chat.model import (
+    MAX_MESSAGES,
     ChatRequest,
     Message,
     OutputFormat,
@@ -37,7 +38,7 @@ from router.chat.model import (
     ToolResult,
 )
 
-MAX_ITEMS = 4096
+MAX_ITEMS = MAX_MESSAGES  # input items are the turns: the same bound as chat's messages
 EFFORTS = ("minimal", "low", "medium", "high")
 
 # Fields this module maps into the model; every other top-level field goes to extras.
