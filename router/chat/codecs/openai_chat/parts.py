@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, NoReturn
 
+from router.chat.codecs._common import split_data_url
 from router.chat.model import Document, FinishReason, Image, Text
 from router.errors import InvalidRequestError
 
@@ -106,16 +107,6 @@ def expect_bool(value: Any, param: str) -> bool | None:
 
 
 # ---------------------------------------------------------------- data URLs
-
-
-def split_data_url(url: str) -> tuple[str, str] | None:
-    """``(media_type, base64 data)`` of a base64 ``data:`` URL, else None."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    return head.removesuffix(";base64"), data
 
 
 def data_url(media_type: str, data: str) -> str:
