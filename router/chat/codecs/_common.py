@@ -9,7 +9,7 @@ are the same logic in all of them, and a fix to one copy would not reach the oth
 - a lenient token count, clamped to be non-negative, for the usage normalisers that
   read counts that way (Anthropic, Responses; chat's ``count`` refuses what these clamp),
   and the input/output fallback on ``total_tokens`` both OpenAI protocols report;
-- base64 ``data:`` URLs.
+- base64 ``data:`` URLs, and a wire object's optional fields (absent when None).
 
 Pure: no I/O, and nothing from serving, upstream or api.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, NoReturn
 
+from router.chat.model import Document
 from router.errors import InvalidRequestError
 
 # ---------------------------------------------------------------- request fields
@@ -101,3 +102,23 @@ def split_data_url(url: str) -> tuple[str, str] | None:
     if not sep or not head.endswith(";base64"):
         return None
     return head.removesuffix(";base64"), data
+
+
+def data_url(media_type: str, data: str) -> str:
+    return f"data:{media_type};base64,{data}"
+
+
+def document_data(doc: Document) -> str | None:
+    """A document's bytes as both OpenAI protocols' file parts carry them: a data URL
+    when its media type is known, else bare base64 (None without inline bytes)."""
+    if doc.data is None:
+        return None
+    return data_url(doc.media_type, doc.data) if doc.media_type else doc.data
+
+
+# ---------------------------------------------------------------- wire objects
+
+
+def present(**fields: Any) -> dict[str, Any]:
+    """``fields`` without the None ones: the optional keys of a wire object, in order."""
+    return {k: v for k, v in fields.items() if v is not None}

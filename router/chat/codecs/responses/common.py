@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.chat.codecs._common import bad, want_dict, want_list, want_str
+from router.chat.codecs._common import bad, document_data, present, want_dict, want_list, want_str
+from router.chat.codecs._common import data_url as _data_url
 from router.chat.codecs._common import split_data_url as _split_data_url
 from router.chat.model import Document, Image, Text
 
@@ -47,7 +48,7 @@ def split_data_url(url: str) -> tuple[str, str] | None:
 
 
 def data_url(media_type: str | None, data: str) -> str:
-    return f"data:{media_type or OCTET_STREAM};base64,{data}"
+    return _data_url(media_type or OCTET_STREAM, data)
 
 
 # ---------------------------------------------------------------- parts in
@@ -103,23 +104,13 @@ def encode_part(part: Text | Image | Document, *, assistant: bool = False) -> di
     if isinstance(part, Text):
         return {"type": "output_text" if assistant else "input_text", "text": part.text}
     if isinstance(part, Image):
-        out: dict[str, Any] = {"type": "input_image"}
-        if part.data is not None:
-            out["image_url"] = data_url(part.media_type, part.data)
-        elif part.url is not None:
-            out["image_url"] = part.url
-        if part.file_id is not None:
-            out["file_id"] = part.file_id
-        if part.detail is not None:
-            out["detail"] = part.detail
-        return out
-    out = {"type": "input_file"}
-    if part.data is not None:
-        out["file_data"] = data_url(part.media_type, part.data) if part.media_type else part.data
-    if part.file_id is not None:
-        out["file_id"] = part.file_id
-    if part.url is not None:
-        out["file_url"] = part.url
-    if part.filename is not None:
-        out["filename"] = part.filename
-    return out
+        url = data_url(part.media_type, part.data) if part.data is not None else part.url
+        image = present(image_url=url, file_id=part.file_id, detail=part.detail)
+        return {"type": "input_image", **image}
+    doc = present(
+        file_data=document_data(part),
+        file_id=part.file_id,
+        file_url=part.url,
+        filename=part.filename,
+    )
+    return {"type": "input_file", **doc}
