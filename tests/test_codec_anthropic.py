@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from codec_helpers import decode_frames, encode_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -1379,9 +1380,7 @@ def test_encode_answer_finish(
 
 
 def decode_stream(frames: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    decoder = codec.stream_decoder()
-    events = [e for event, data in frames for e in decoder.feed(event, data)]
-    return events + decoder.close()
+    return decode_frames(codec, frames)
 
 
 def test_stream_decode_recorded() -> None:
@@ -1520,10 +1519,7 @@ def test_stream_error_event_raises() -> None:
 
 def encode_stream(events: list[Any], extra: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
     encoder = codec.stream_encoder(req([user(Text("q"))]))
-    frames = encoder.start("msg_router01", "claude-sonnet-4-5", 0)
-    for event in events:
-        frames += encoder.feed(event)
-    return frames + encoder.finish(extra)
+    return encode_events(encoder, ("msg_router01", "claude-sonnet-4-5", 0), events, extra)
 
 
 def accumulate(frames: list[tuple[str, Any]]) -> Any:
