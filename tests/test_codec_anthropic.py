@@ -903,63 +903,18 @@ def test_extras_reach_only_an_anthropic_upstream() -> None:
     assert body["metadata"] == {"tag": "t", "user_id": "u"}
 
 
+def enabled(budget: int) -> dict[str, Any]:
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 THINKING_CASES = [
-    (
-        "budget kept",
-        ReasoningHint(budget_tokens=2048),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 2048},
-        None,
-    ),
-    (
-        "effort low",
-        ReasoningHint(effort="low"),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 1024},
-        "x",
-    ),
-    (
-        "effort medium",
-        ReasoningHint(effort="medium"),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 4096},
-        "x",
-    ),
-    (
-        "effort high",
-        ReasoningHint(effort="high"),
-        {},
-        32000,
-        {"type": "enabled", "budget_tokens": 16384},
-        "x",
-    ),
-    (
-        "minimal",
-        ReasoningHint(effort="minimal"),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 1024},
-        "x",
-    ),
-    (
-        "below max_tokens",
-        ReasoningHint(effort="high"),
-        {},
-        4000,
-        {"type": "enabled", "budget_tokens": 3999},
-        "x",
-    ),
-    (
-        "raised to 1024",
-        ReasoningHint(budget_tokens=100),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 1024},
-        "x",
-    ),
+    ("budget kept", ReasoningHint(budget_tokens=2048), {}, 8000, enabled(2048), None),
+    ("effort low", ReasoningHint(effort="low"), {}, 8000, enabled(1024), "x"),
+    ("effort medium", ReasoningHint(effort="medium"), {}, 8000, enabled(4096), "x"),
+    ("effort high", ReasoningHint(effort="high"), {}, 32000, enabled(16384), "x"),
+    ("minimal", ReasoningHint(effort="minimal"), {}, 8000, enabled(1024), "x"),
+    ("below max_tokens", ReasoningHint(effort="high"), {}, 4000, enabled(3999), "x"),
+    ("raised to 1024", ReasoningHint(budget_tokens=100), {}, 8000, enabled(1024), "x"),
     ("no room", ReasoningHint(effort="low"), {}, 1024, None, "x"),
     ("disabled", ReasoningHint(enabled=False), {}, 8000, {"type": "disabled"}, None),
     ("temperature", ReasoningHint(effort="low"), {"temperature": 0.3}, 8000, None, "x"),
@@ -968,7 +923,7 @@ THINKING_CASES = [
         ReasoningHint(effort="low"),
         {"temperature": 1.0},
         8000,
-        {"type": "enabled", "budget_tokens": 1024},
+        enabled(1024),
         "x",
     ),
     ("top_k", ReasoningHint(effort="low"), {"top_k": 5}, 8000, None, "x"),
