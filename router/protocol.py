@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
 )
 
+from router.chat.model import MAX_MESSAGES
 from router.config import Strategy
 from router.errors import InvalidRequestError
 from router.jsonio import JSONDecodeError, loads
@@ -26,7 +27,6 @@ from router.policy import request_needs
 
 # Bounds checked at the edge, before anything walks the body (400, never a 500).
 MAX_JSON_DEPTH = 64
-MAX_MESSAGES = 4096
 
 
 class RouterOptions(BaseModel):

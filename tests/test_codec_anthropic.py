@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from codec_helpers import decode_frames, encode_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -902,63 +903,18 @@ def test_extras_reach_only_an_anthropic_upstream() -> None:
     assert body["metadata"] == {"tag": "t", "user_id": "u"}
 
 
+def enabled(budget: int) -> dict[str, Any]:
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 THINKING_CASES = [
-    (
-        "budget kept",
-        ReasoningHint(budget_tokens=2048),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 2048},
-        None,
-    ),
-    (
-        "effort low",
-        ReasoningHint(effort="low"),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 1024},
-        "x",
-    ),
-    (
-        "effort medium",
-        ReasoningHint(effort="medium"),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 4096},
-        "x",
-    ),
-    (
-        "effort high",
-        ReasoningHint(effort="high"),
-        {},
-        32000,
-        {"type": "enabled", "budget_tokens": 16384},
-        "x",
-    ),
-    (
-        "minimal",
-        ReasoningHint(effort="minimal"),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 1024},
-        "x",
-    ),
-    (
-        "below max_tokens",
-        ReasoningHint(effort="high"),
-        {},
-        4000,
-        {"type": "enabled", "budget_tokens": 3999},
-        "x",
-    ),
-    (
-        "raised to 1024",
-        ReasoningHint(budget_tokens=100),
-        {},
-        8000,
-        {"type": "enabled", "budget_tokens": 1024},
-        "x",
-    ),
+    ("budget kept", ReasoningHint(budget_tokens=2048), {}, 8000, enabled(2048), None),
+    ("effort low", ReasoningHint(effort="low"), {}, 8000, enabled(1024), "x"),
+    ("effort medium", ReasoningHint(effort="medium"), {}, 8000, enabled(4096), "x"),
+    ("effort high", ReasoningHint(effort="high"), {}, 32000, enabled(16384), "x"),
+    ("minimal", ReasoningHint(effort="minimal"), {}, 8000, enabled(1024), "x"),
+    ("below max_tokens", ReasoningHint(effort="high"), {}, 4000, enabled(3999), "x"),
+    ("raised to 1024", ReasoningHint(budget_tokens=100), {}, 8000, enabled(1024), "x"),
     ("no room", ReasoningHint(effort="low"), {}, 1024, None, "x"),
     ("disabled", ReasoningHint(enabled=False), {}, 8000, {"type": "disabled"}, None),
     ("temperature", ReasoningHint(effort="low"), {"temperature": 0.3}, 8000, None, "x"),
@@ -967,7 +923,7 @@ THINKING_CASES = [
         ReasoningHint(effort="low"),
         {"temperature": 1.0},
         8000,
-        {"type": "enabled", "budget_tokens": 1024},
+        enabled(1024),
         "x",
     ),
     ("top_k", ReasoningHint(effort="low"), {"top_k": 5}, 8000, None, "x"),
@@ -1379,9 +1335,7 @@ def test_encode_answer_finish(
 
 
 def decode_stream(frames: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    decoder = codec.stream_decoder()
-    events = [e for event, data in frames for e in decoder.feed(event, data)]
-    return events + decoder.close()
+    return decode_frames(codec, frames)
 
 
 def test_stream_decode_recorded() -> None:
@@ -1520,10 +1474,7 @@ def test_stream_error_event_raises() -> None:
 
 def encode_stream(events: list[Any], extra: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
     encoder = codec.stream_encoder(req([user(Text("q"))]))
-    frames = encoder.start("msg_router01", "claude-sonnet-4-5", 0)
-    for event in events:
-        frames += encoder.feed(event)
-    return frames + encoder.finish(extra)
+    return encode_events(encoder, ("msg_router01", "claude-sonnet-4-5", 0), events, extra)
 
 
 def accumulate(frames: list[tuple[str, Any]]) -> Any:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from codec_helpers import decode_frames, encode_events
 from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -14,6 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from router.chat.codecs import frames_text
 from router.chat.codecs.openai_chat import OpenAIChatCodec, normalize_usage
 from router.chat.model import (
+    MAX_MESSAGES,
     Answer,
     ChatRequest,
     Document,
@@ -39,7 +41,6 @@ from router.chat.model import (
     UsageEvent,
 )
 from router.errors import InvalidRequestError, UpstreamError
-from router.protocol import MAX_MESSAGES
 
 CODEC = OpenAIChatCodec()
 USER = [{"role": "user", "content": "hi"}]
@@ -753,9 +754,7 @@ PROVIDER_ONLY = [
 
 
 def decode_all(recorded: list[dict]) -> list[Any]:
-    decoder = CODEC.stream_decoder()
-    events = [e for c in recorded for e in decoder.feed(None, c)]
-    return events + decoder.feed(None, "[DONE]") + decoder.close()  # type: ignore[arg-type]
+    return decode_frames(CODEC, [(None, c) for c in recorded] + [(None, "[DONE]")])
 
 
 @pytest.mark.parametrize(
@@ -794,12 +793,10 @@ def shape(chunk: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def encode_all(req: ChatRequest, events: list[Any], extra: dict | None = None) -> list[Any]:
-    encoder = CODEC.stream_encoder(req)
     start = events[0]
-    frames = encoder.start(start.id, "router-name", start.created)
-    for event in events:
-        frames += encoder.feed(event)
-    frames += encoder.finish(extra)
+    frames = encode_events(
+        CODEC.stream_encoder(req), (start.id, "router-name", start.created), events, extra
+    )
     assert all(event is None for event, _ in frames)
     return [data for _, data in frames]
 

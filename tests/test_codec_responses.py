@@ -14,6 +14,7 @@ import copy
 from typing import Any
 
 import pytest
+from codec_helpers import decode_frames, encode_events
 from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.responses import Response, ResponseStreamEvent
@@ -1088,9 +1089,7 @@ RECORDED_EVENTS = [
 
 
 def _decode(frames: list[dict[str, Any]]) -> list[Any]:
-    dec = CODEC.stream_decoder()
-    events = [e for data in frames for e in dec.feed(data["type"], data)]
-    return events + dec.close()
+    return decode_frames(CODEC, [(data["type"], data) for data in frames])
 
 
 def test_recorded_stream_decodes() -> None:
@@ -1173,11 +1172,8 @@ def test_stream_error_event_raises(data: dict[str, Any]) -> None:
 def _encode(
     events: list[Any], req: ChatRequest | None = None, extra: Any = None
 ) -> list[tuple[str, dict[str, Any]]]:
-    enc = CODEC.stream_encoder(req or ChatRequest("m", []))
-    frames = enc.start("resp_E", "gpt-5", 1755000005)
-    for event in events:
-        frames += enc.feed(event)
-    return frames + enc.finish(extra)
+    encoder = CODEC.stream_encoder(req or ChatRequest("m", []))
+    return encode_events(encoder, ("resp_E", "gpt-5", 1755000005), events, extra)
 
 
 ENCODER_CASES = [

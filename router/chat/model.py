@@ -26,6 +26,11 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusa
 Protocol = Literal["openai-chat", "openai-responses", "anthropic-messages"]
 PROTOCOLS: tuple[Protocol, ...] = ("openai-chat", "openai-responses", "anthropic-messages")
 
+# The most turns (chat messages, Responses input items) a request may hold: a bound
+# checked at the edge, before anything walks the body (400, never a 500). Here, in the
+# leaf every codec imports, so that a codec need not import the pydantic layer for it.
+MAX_MESSAGES = 4096
+
 
 # ---------------------------------------------------------------- content parts
 

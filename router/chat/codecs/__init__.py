@@ -17,7 +17,8 @@ chat), the event name otherwise; ``data`` a JSON object, or the string ``"[DONE]
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -75,6 +76,24 @@ class Codec(TypingProtocol):
     def stream_decoder(self) -> StreamDecoder: ...
 
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCodec:
+    """A :class:`Codec` assembled from a protocol's module-level functions.
+
+    Every codec is stateless (a stream gets its own decoder or encoder object), so each
+    is no more than its functions under the protocol's name; a protocol's class
+    subclasses this with an ``__init__`` naming them, and adds what only it has."""
+
+    name: Protocol
+    decode_request: Callable[[dict[str, Any]], ChatRequest]
+    unsupported: Callable[[ChatRequest], list[Unsupported]]
+    encode_request: Callable[..., dict[str, Any]]
+    decode_answer: Callable[[dict[str, Any]], Answer]
+    encode_answer: Callable[[Answer], dict[str, Any]]
+    stream_decoder: Callable[[], StreamDecoder]
+    stream_encoder: Callable[[ChatRequest], StreamEncoder]
 
 
 def frames_text(frames: Iterable[Frame]) -> bytes:

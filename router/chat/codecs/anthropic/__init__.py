@@ -9,8 +9,7 @@ stop reasons, tool ids).
 
 from __future__ import annotations
 
-from typing import Any
-
+from router.chat.codecs import FunctionCodec
 from router.chat.codecs.anthropic._answer import decode_answer, encode_answer, message_id
 from router.chat.codecs.anthropic._decode import decode_request
 from router.chat.codecs.anthropic._encode import (
@@ -25,34 +24,22 @@ from router.chat.codecs.anthropic._stream import (
     UpstreamStreamError,
 )
 from router.chat.codecs.anthropic._wire import normalize_usage, safe_tool_id, usage_wire
-from router.chat.model import Answer, ChatRequest, Protocol, Unsupported
 
 
-class AnthropicMessagesCodec:
-    name: Protocol = "anthropic-messages"
+class AnthropicMessagesCodec(FunctionCodec):
+    """The ``Codec`` for ``anthropic-messages``."""
 
-    def decode_request(self, body: dict[str, Any]) -> ChatRequest:
-        return decode_request(body)
-
-    def unsupported(self, req: ChatRequest) -> list[Unsupported]:
-        return unsupported(req)
-
-    def encode_request(
-        self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
-    ) -> dict[str, Any]:
-        return encode_request(req, upstream_model, default_max_tokens=default_max_tokens)
-
-    def decode_answer(self, body: dict[str, Any]) -> Answer:
-        return decode_answer(body)
-
-    def encode_answer(self, answer: Answer) -> dict[str, Any]:
-        return encode_answer(answer)
-
-    def stream_decoder(self) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder()
-
-    def stream_encoder(self, req: ChatRequest) -> AnthropicStreamEncoder:
-        return AnthropicStreamEncoder()
+    def __init__(self) -> None:
+        super().__init__(
+            name="anthropic-messages",
+            decode_request=decode_request,
+            unsupported=unsupported,
+            encode_request=encode_request,
+            decode_answer=decode_answer,
+            encode_answer=encode_answer,
+            stream_decoder=AnthropicStreamDecoder,
+            stream_encoder=lambda req: AnthropicStreamEncoder(),  # needs nothing of it
+        )
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from router.chat.codecs._common import bad, want_dict, want_int, want_str
 from router.chat.codecs.anthropic._wire import NAME, compact_json
 from router.chat.model import (
     ChatRequest,
@@ -54,42 +55,21 @@ _MAPPED = {
 _EFFORTS = ("low", "medium", "high")
 
 
-def _fail(message: str, param: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{param}: {message}", param=param)
-
-
-def _dict(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail("must be an object", param)
-    return value
-
-
 def _str(obj: dict[str, Any], key: str, param: str, *, optional: bool = False) -> Any:
-    value = obj.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise _fail("must be a string", f"{param}.{key}")
-    return value
-
-
-def _int(value: Any, param: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(f"must be an integer >= {minimum}", param)
-    return value
+    return want_str(obj.get(key), f"{param}.{key}", optional=optional)
 
 
 def _number(value: Any, param: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail("must be a number", param)
+        bad(param, "must be a number")
     return float(value)
 
 
 def _cache(block: dict[str, Any], param: str) -> dict[str, Any] | None:
     value = block.get("cache_control")
-    return None if value is None else _dict(value, f"{param}.cache_control")
+    return None if value is None else want_dict(value, f"{param}.cache_control")
 
 
 def _text(block: dict[str, Any], param: str) -> Text:
@@ -97,7 +77,7 @@ def _text(block: dict[str, Any], param: str) -> Text:
 
 
 def _image(block: dict[str, Any], param: str) -> Image:
-    source = _dict(block.get("source"), f"{param}.source")
+    source = want_dict(block.get("source"), f"{param}.source")
     kind = source.get("type")
     cache = _cache(block, param)
     if kind == "base64":
@@ -109,14 +89,14 @@ def _image(block: dict[str, Any], param: str) -> Image:
         )
     if kind == "url":
         return Image(url=_str(source, "url", f"{param}.source"), cache_control=cache)
-    raise _fail("must be 'base64' or 'url'", f"{param}.source.type")
+    bad(f"{param}.source.type", "must be 'base64' or 'url'")
 
 
 def _document(block: dict[str, Any], param: str) -> Document:
     for key in ("citations", "context"):
         if block.get(key):
-            raise _fail("is not supported by this router", f"{param}.{key}")
-    source = _dict(block.get("source"), f"{param}.source")
+            bad(f"{param}.{key}", "is not supported by this router")
+    source = want_dict(block.get("source"), f"{param}.source")
     sp = f"{param}.source"
     doc = Document(
         title=_str(block, "title", param, optional=True), cache_control=_cache(block, param)
@@ -133,7 +113,7 @@ def _document(block: dict[str, Any], param: str) -> Document:
     elif kind == "file":
         doc.file_id = _str(source, "file_id", sp)
     else:
-        raise _fail("must be 'base64', 'text', 'url' or 'file'", f"{sp}.type")
+        bad(f"{sp}.type", "must be 'base64', 'text', 'url' or 'file'")
     return doc
 
 
@@ -146,7 +126,7 @@ def _tool_result(block: dict[str, Any], param: str) -> ToolResult:
     elif isinstance(content, list):
         for i, item in enumerate(content):
             ip = f"{param}.content.{i}"
-            item = _dict(item, ip)
+            item = want_dict(item, ip)
             kind = item.get("type")
             if kind == "text":
                 parts.append(_text(item, ip))
@@ -155,17 +135,17 @@ def _tool_result(block: dict[str, Any], param: str) -> ToolResult:
             elif kind == "document":
                 parts.append(_document(item, ip))
             else:
-                raise _fail("must be 'text', 'image' or 'document'", f"{ip}.type")
+                bad(f"{ip}.type", "must be 'text', 'image' or 'document'")
     elif content is not None:
-        raise _fail("must be a string or a list of blocks", f"{param}.content")
+        bad(f"{param}.content", "must be a string or a list of blocks")
     is_error = block.get("is_error") or False
     if not isinstance(is_error, bool):
-        raise _fail("must be a boolean", f"{param}.is_error")
+        bad(f"{param}.is_error", "must be a boolean")
     return ToolResult(call_id, parts, is_error=is_error, cache_control=_cache(block, param))
 
 
 def _block(block: Any, role: str, param: str) -> Part:
-    block = _dict(block, param)
+    block = want_dict(block, param)
     kind = block.get("type")
     if kind == "text":
         return _text(block, param)
@@ -178,7 +158,7 @@ def _block(block: Any, role: str, param: str) -> Part:
     if kind == "tool_use" and role == "assistant":
         args = block.get("input", {})
         if not isinstance(args, dict):
-            raise _fail("must be an object", f"{param}.input")
+            bad(f"{param}.input", "must be an object")
         # cache_control on a tool_use has no slot: it changes the bill, not the answer.
         return ToolCall(_str(block, "id", param), _str(block, "name", param), compact_json(args))
     if kind == "thinking" and role == "assistant":
@@ -186,26 +166,26 @@ def _block(block: Any, role: str, param: str) -> Part:
         return Reasoning(text=_str(block, "thinking", param), signature=signature, origin=NAME)
     if kind == "redacted_thinking" and role == "assistant":
         return Reasoning(redacted=True, encrypted=_str(block, "data", param), origin=NAME)
-    raise _fail(f"block type {kind!r} is not supported in a {role} turn", f"{param}.type")
+    bad(f"{param}.type", f"block type {kind!r} is not supported in a {role} turn")
 
 
 def _messages(value: Any) -> list[Message]:
     if not isinstance(value, list) or not value:
-        raise _fail("must be a non-empty list", "messages")
+        bad("messages", "must be a non-empty list")
     out = []
     for i, msg in enumerate(value):
         param = f"messages.{i}"
-        msg = _dict(msg, param)
+        msg = want_dict(msg, param)
         role = msg.get("role")
         if role not in ("user", "assistant"):
-            raise _fail("must be 'user' or 'assistant'", f"{param}.role")
+            bad(f"{param}.role", "must be 'user' or 'assistant'")
         content = msg.get("content")
         if isinstance(content, str):
             parts: list[Part] = [Text(content)] if content else []
         elif isinstance(content, list):
             parts = [_block(b, role, f"{param}.content.{j}") for j, b in enumerate(content)]
         else:
-            raise _fail("must be a string or a list of blocks", f"{param}.content")
+            bad(f"{param}.content", "must be a string or a list of blocks")
         out.append(Message(role=role, parts=parts))
     return out
 
@@ -216,12 +196,12 @@ def _system(value: Any) -> list[Text]:
     if isinstance(value, str):
         return [Text(value)] if value else []
     if not isinstance(value, list):
-        raise _fail("must be a string or a list of text blocks", "system")
+        bad("system", "must be a string or a list of text blocks")
     out = []
     for i, block in enumerate(value):
-        block = _dict(block, f"system.{i}")
+        block = want_dict(block, f"system.{i}")
         if block.get("type") != "text":
-            raise _fail("must be 'text'", f"system.{i}.type")
+            bad(f"system.{i}.type", "must be 'text'")
         out.append(_text(block, f"system.{i}"))
     return out
 
@@ -230,11 +210,11 @@ def _tools(value: Any, extras: dict[str, Any]) -> list[Tool]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _fail("must be a list", "tools")
+        bad("tools", "must be a list")
     tools, server = [], []
     for i, tool in enumerate(value):
         param = f"tools.{i}"
-        tool = _dict(tool, param)
+        tool = want_dict(tool, param)
         if tool.get("type") not in (None, "custom"):
             server.append(tool)  # web_search_20250305, bash_20250124, …: Anthropic runs them
             continue
@@ -243,7 +223,7 @@ def _tools(value: Any, extras: dict[str, Any]) -> list[Tool]:
             Tool(
                 name=_str(tool, "name", param),
                 description=_str(tool, "description", param, optional=True),
-                parameters=_dict(tool.get("input_schema"), f"{param}.input_schema"),
+                parameters=want_dict(tool.get("input_schema"), f"{param}.input_schema"),
                 strict=strict if isinstance(strict, bool) else None,
                 cache_control=_cache(tool, param),
             )
@@ -256,15 +236,15 @@ def _tools(value: Any, extras: dict[str, Any]) -> list[Tool]:
 def _tool_choice(value: Any) -> ToolChoice | None:
     if value is None:
         return None
-    value = _dict(value, "tool_choice")
+    value = want_dict(value, "tool_choice")
     kind = value.get("type")
     modes = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
     if kind not in modes:
-        raise _fail("must be 'auto', 'any', 'tool' or 'none'", "tool_choice.type")
+        bad("tool_choice.type", "must be 'auto', 'any', 'tool' or 'none'")
     name = _str(value, "name", "tool_choice") if kind == "tool" else None
     disable = value.get("disable_parallel_tool_use")
     if disable is not None and not isinstance(disable, bool):
-        raise _fail("must be a boolean", "tool_choice.disable_parallel_tool_use")
+        bad("tool_choice.disable_parallel_tool_use", "must be a boolean")
     return ToolChoice(
         mode=modes[kind], name=name, parallel=None if disable is None else not disable
     )
@@ -273,10 +253,10 @@ def _tool_choice(value: Any) -> ToolChoice | None:
 def _reasoning(thinking: Any, effort: Any, extras: dict[str, Any]) -> ReasoningHint | None:
     hint = None
     if thinking is not None:
-        thinking = _dict(thinking, "thinking")
+        thinking = want_dict(thinking, "thinking")
         kind = thinking.get("type")
         if kind == "enabled":
-            budget = _int(thinking.get("budget_tokens"), "thinking.budget_tokens", minimum=1)
+            budget = want_int(thinking.get("budget_tokens"), "thinking.budget_tokens", minimum=1)
             hint = ReasoningHint(budget_tokens=budget)
         elif kind == "disabled":
             hint = ReasoningHint(enabled=False)
@@ -285,7 +265,7 @@ def _reasoning(thinking: Any, effort: Any, extras: dict[str, Any]) -> ReasoningH
             hint = ReasoningHint()
             extras["thinking"] = thinking
         else:
-            raise _fail("must be a string", "thinking.type")
+            bad("thinking.type", "must be a string")
     if effort in _EFFORTS and (hint is None or hint.enabled):
         hint = hint or ReasoningHint()
         hint.effort = effort
@@ -297,14 +277,14 @@ def _output_config(value: Any, extras: dict[str, Any]) -> tuple[OutputFormat | N
     included) stays in extras verbatim, so an Anthropic upstream gets it back as sent."""
     if value is None:
         return None, None
-    value = dict(_dict(value, "output_config"))
+    value = dict(want_dict(value, "output_config"))
     fmt = value.pop("format", None)
     output = None
     if fmt is not None:
-        fmt = _dict(fmt, "output_config.format")
+        fmt = want_dict(fmt, "output_config.format")
         if fmt.get("type") != "json_schema":
-            raise _fail("must be 'json_schema'", "output_config.format.type")
-        schema = _dict(fmt.get("schema"), "output_config.format.schema")
+            bad("output_config.format.type", "must be 'json_schema'")
+        schema = want_dict(fmt.get("schema"), "output_config.format.schema")
         output = OutputFormat(kind="json_schema", schema=schema, strict=True)
     if value:
         extras["output_config"] = value
@@ -316,34 +296,34 @@ def decode_request(body: dict[str, Any]) -> ChatRequest:
         raise InvalidRequestError("the body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _fail("must be a non-empty string", "model")
+        bad("model", "must be a non-empty string")
     if "max_tokens" not in body:
-        raise _fail("is required", "max_tokens")
-    max_tokens = _int(body["max_tokens"], "max_tokens", minimum=1)
+        bad("max_tokens", "is required")
+    max_tokens = want_int(body["max_tokens"], "max_tokens", minimum=1)
     extras = {k: v for k, v in body.items() if k not in _MAPPED}
     stop = body.get("stop_sequences") or []
     if not isinstance(stop, list):
-        raise _fail("must be a list of strings", "stop_sequences")
+        bad("stop_sequences", "must be a list of strings")
     for i, s in enumerate(stop):
         if not isinstance(s, str):
-            raise _fail("must be a string", f"stop_sequences.{i}")
+            bad(f"stop_sequences.{i}", "must be a string")
     top_k = body.get("top_k")
     if top_k is not None:
-        top_k = _int(top_k, "top_k")
+        top_k = want_int(top_k, "top_k")
     stream = body.get("stream", False)
     if not isinstance(stream, bool | None):
-        raise _fail("must be a boolean", "stream")
+        bad("stream", "must be a boolean")
     user = None
     metadata = body.get("metadata")
     if metadata is not None:
-        metadata = dict(_dict(metadata, "metadata"))
+        metadata = dict(want_dict(metadata, "metadata"))
         user = _str(metadata, "user_id", "metadata", optional=True)
         metadata.pop("user_id", None)
         if metadata:
             extras["metadata"] = metadata
     router = body.get("router")
     if router is not None:
-        router = _dict(router, "router")
+        router = want_dict(router, "router")
     output, effort = _output_config(body.get("output_config"), extras)
     return ChatRequest(
         model=model,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from typing import Any
 
+from router.chat.codecs._common import clamped_count
 from router.chat.model import FinishReason, Usage
 
 NAME = "anthropic-messages"
@@ -79,17 +79,6 @@ def arguments_object(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _count(value: Any) -> int | None:
-    """A token count, or None when the value is not one (bools, strings, NaN)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float) and math.isfinite(value):
-        return max(0, int(value))
-    return None
-
-
 def normalize_usage(obj: Any) -> Usage | None:
     """Anthropic's ``usage`` object as the model's :class:`Usage`; None when unusable.
 
@@ -103,15 +92,15 @@ def normalize_usage(obj: Any) -> Usage | None:
     becomes ``reasoning_tokens``, capped at the output."""
     if not isinstance(obj, dict):
         return None
-    uncached = _count(obj.get("input_tokens"))
-    output = _count(obj.get("output_tokens"))
-    read = _count(obj.get("cache_read_input_tokens"))
-    written = _count(obj.get("cache_creation_input_tokens"))
+    uncached = clamped_count(obj.get("input_tokens"))
+    output = clamped_count(obj.get("output_tokens"))
+    read = clamped_count(obj.get("cache_read_input_tokens"))
+    written = clamped_count(obj.get("cache_creation_input_tokens"))
     split = obj.get("cache_creation")
     w5m = w1h = None
     if isinstance(split, dict):
-        w5m = _count(split.get("ephemeral_5m_input_tokens"))
-        w1h = _count(split.get("ephemeral_1h_input_tokens"))
+        w5m = clamped_count(split.get("ephemeral_5m_input_tokens"))
+        w1h = clamped_count(split.get("ephemeral_1h_input_tokens"))
     if w5m is None and w1h is None:
         w5m = written
     else:
@@ -123,7 +112,7 @@ def normalize_usage(obj: Any) -> Usage | None:
     reasoning = None
     details = obj.get("output_tokens_details")
     if isinstance(details, dict):
-        reasoning = _count(details.get("thinking_tokens"))
+        reasoning = clamped_count(details.get("thinking_tokens"))
         if reasoning is not None:
             reasoning = min(reasoning, output or 0)
     return Usage(

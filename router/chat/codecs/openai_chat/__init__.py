@@ -16,13 +16,11 @@ job each:
 
 from __future__ import annotations
 
-from typing import Any
-
+from router.chat.codecs import FunctionCodec
 from router.chat.codecs.openai_chat.answer import decode_answer, encode_answer, normalize_usage
 from router.chat.codecs.openai_chat.decode import decode_request
 from router.chat.codecs.openai_chat.encode import encode_request, unsupported
 from router.chat.codecs.openai_chat.stream import ChatStreamDecoder, ChatStreamEncoder
-from router.chat.model import Answer, ChatRequest, Protocol, Unsupported
 
 __all__ = [
     "ChatStreamDecoder",
@@ -37,30 +35,17 @@ __all__ = [
 ]
 
 
-class OpenAIChatCodec:
+class OpenAIChatCodec(FunctionCodec):
     """The ``Codec`` for ``openai-chat``; stateless (streams get their own objects)."""
 
-    name: Protocol = "openai-chat"
-
-    def decode_request(self, body: dict[str, Any]) -> ChatRequest:
-        return decode_request(body)
-
-    def unsupported(self, req: ChatRequest) -> list[Unsupported]:
-        return unsupported(req)
-
-    def encode_request(
-        self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
-    ) -> dict[str, Any]:
-        return encode_request(req, upstream_model, default_max_tokens=default_max_tokens)
-
-    def decode_answer(self, body: dict[str, Any]) -> Answer:
-        return decode_answer(body)
-
-    def encode_answer(self, answer: Answer) -> dict[str, Any]:
-        return encode_answer(answer)
-
-    def stream_decoder(self) -> ChatStreamDecoder:
-        return ChatStreamDecoder()
-
-    def stream_encoder(self, req: ChatRequest) -> ChatStreamEncoder:
-        return ChatStreamEncoder(req)
+    def __init__(self) -> None:
+        super().__init__(
+            name="openai-chat",
+            decode_request=decode_request,
+            unsupported=unsupported,
+            encode_request=encode_request,
+            decode_answer=decode_answer,
+            encode_answer=encode_answer,
+            stream_decoder=ChatStreamDecoder,
+            stream_encoder=ChatStreamEncoder,
+        )

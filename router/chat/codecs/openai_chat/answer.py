@@ -21,6 +21,7 @@ import json
 import math
 from typing import Any
 
+from router.chat.codecs._common import fill_from_total
 from router.chat.codecs.openai_chat.parts import FINISH_IN, FINISH_OUT
 from router.chat.model import Answer, Part, Reasoning, Text, ToolCall, Usage
 from router.errors import UpstreamError
@@ -72,10 +73,7 @@ def normalize_usage(obj: Any) -> Usage | None:
 
     if prompt is None and (hit is not None or miss is not None):
         prompt = (hit or 0) + (miss or 0)
-    if prompt is None and total is not None and completion is not None:
-        prompt = max(0, total - completion)
-    if completion is None and total is not None and prompt is not None:
-        completion = max(0, total - prompt)
+    prompt, completion = fill_from_total(prompt, completion, total)
     if prompt is None and completion is None:
         return None
     prompt, completion = prompt or 0, completion or 0

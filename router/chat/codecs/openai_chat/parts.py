@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, NoReturn
 
+from router.chat.codecs._common import data_url, document_data, present, split_data_url
 from router.chat.model import Document, FinishReason, Image, Text
 from router.errors import InvalidRequestError
 
@@ -103,23 +104,6 @@ def expect_bool(value: Any, param: str) -> bool | None:
     if not isinstance(value, bool):
         bad(f"'{param}' must be true or false", param)
     return value
-
-
-# ---------------------------------------------------------------- data URLs
-
-
-def split_data_url(url: str) -> tuple[str, str] | None:
-    """``(media_type, base64 data)`` of a base64 ``data:`` URL, else None."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    return head.removesuffix(";base64"), data
-
-
-def data_url(media_type: str, data: str) -> str:
-    return f"data:{media_type};base64,{data}"
 
 
 # ---------------------------------------------------------------- decode
@@ -232,13 +216,7 @@ def encode_part(part: Text | Image | Document) -> dict[str, Any]:
     if part.media_type and part.media_type.startswith(AUDIO_PREFIX) and part.data is not None:
         fmt = part.media_type.removeprefix(AUDIO_PREFIX)
         return {"type": "input_audio", "input_audio": {"data": part.data, "format": fmt}}
-    spec = {}
-    if part.data is not None:
-        spec["file_data"] = data_url(part.media_type, part.data) if part.media_type else part.data
-    if part.file_id is not None:
-        spec["file_id"] = part.file_id
-    if part.filename is not None:
-        spec["filename"] = part.filename
+    spec = present(file_data=document_data(part), file_id=part.file_id, filename=part.filename)
     return {"type": "file", "file": spec}
 
 

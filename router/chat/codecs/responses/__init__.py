@@ -17,42 +17,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.chat.codecs import FunctionCodec
 from router.chat.codecs.responses.answer import decode_answer, encode_answer_for, normalize_usage
 from router.chat.codecs.responses.request import ANSWER_NEUTRAL_EXTRAS, MAX_ITEMS, decode_request
 from router.chat.codecs.responses.stream import ResponsesStreamDecoder, UpstreamStreamError
 from router.chat.codecs.responses.stream_encoder import ResponsesStreamEncoder
 from router.chat.codecs.responses.upstream import budget_to_effort, encode_request, unsupported
-from router.chat.model import Answer, ChatRequest, Protocol, Unsupported
+from router.chat.model import Answer, ChatRequest
 
 
-class OpenAIResponsesCodec:
-    name: Protocol = "openai-responses"
+class OpenAIResponsesCodec(FunctionCodec):
+    """The ``Codec`` for ``openai-responses``, plus ``encode_answer_for``."""
 
-    def decode_request(self, body: dict[str, Any]) -> ChatRequest:
-        return decode_request(body)
+    def __init__(self) -> None:
+        super().__init__(
+            name="openai-responses",
+            decode_request=decode_request,
+            unsupported=unsupported,
+            encode_request=encode_request,
+            decode_answer=decode_answer,
+            encode_answer=encode_answer_for,  # no request: OpenAI's defaults
+            stream_decoder=ResponsesStreamDecoder,
+            stream_encoder=ResponsesStreamEncoder,
+        )
 
-    def unsupported(self, req: ChatRequest) -> list[Unsupported]:
-        return unsupported(req)
-
-    def encode_request(
-        self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
-    ) -> dict[str, Any]:
-        return encode_request(req, upstream_model, default_max_tokens=default_max_tokens)
-
-    def decode_answer(self, body: dict[str, Any]) -> Answer:
-        return decode_answer(body)
-
-    def encode_answer(self, answer: Answer) -> dict[str, Any]:
-        return encode_answer_for(answer, None)
-
-    def encode_answer_for(self, answer: Answer, req: ChatRequest | None) -> dict[str, Any]:
+    @staticmethod
+    def encode_answer_for(answer: Answer, req: ChatRequest | None) -> dict[str, Any]:
         return encode_answer_for(answer, req)
-
-    def stream_decoder(self) -> ResponsesStreamDecoder:
-        return ResponsesStreamDecoder()
-
-    def stream_encoder(self, req: ChatRequest) -> ResponsesStreamEncoder:
-        return ResponsesStreamEncoder(req)
 
 
 __all__ = [

@@ -15,10 +15,10 @@ the item's position (``msg_<id>_0``), so they are stable.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
+from router.chat.codecs._common import clamped_count, fill_from_total
 from router.chat.codecs.responses.common import (
     FINISH_TO_INCOMPLETE,
     INCOMPLETE_TO_FINISH,
@@ -40,19 +40,6 @@ from router.errors import UpstreamError
 # ---------------------------------------------------------------- usage
 
 
-def _count(value: Any) -> int | None:
-    """A token count, or None when it is not one (missing, null, text, NaN, bool)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        value = int(value)
-    if not isinstance(value, int):
-        return None
-    return max(0, value)
-
-
 def normalize_usage(obj: Any) -> Usage | None:
     """Responses ``usage`` → ``Usage``; never raises. Counts are clamped to be
     non-negative, cache reads + cache writes ≤ input and reasoning ≤ output (OpenAI's
@@ -63,26 +50,23 @@ def normalize_usage(obj: Any) -> Usage | None:
     if not isinstance(obj, dict):
         return None
     inp, out, total = (
-        _count(obj.get(k)) for k in ("input_tokens", "output_tokens", "total_tokens")
+        clamped_count(obj.get(k)) for k in ("input_tokens", "output_tokens", "total_tokens")
     )
-    if inp is None and total is not None and out is not None:
-        inp = max(0, total - out)
-    if out is None and total is not None and inp is not None:
-        out = max(0, total - inp)
+    inp, out = fill_from_total(inp, out, total)
     if inp is None and out is None:
         return None
     usage = Usage(input_tokens=inp or 0, output_tokens=out or 0)
     details = obj.get("input_tokens_details")
     if isinstance(details, dict):
-        if (cached := _count(details.get("cached_tokens"))) is not None:
+        if (cached := clamped_count(details.get("cached_tokens"))) is not None:
             usage.cache_read_tokens = min(cached, usage.input_tokens)
-        if (written := _count(details.get("cache_write_tokens"))) is not None:
+        if (written := clamped_count(details.get("cache_write_tokens"))) is not None:
             room = usage.input_tokens - (usage.cache_read_tokens or 0)
             usage.cache_write_tokens = min(written, room)
     details = obj.get("output_tokens_details")
     if (
         isinstance(details, dict)
-        and (reasoning := _count(details.get("reasoning_tokens"))) is not None
+        and (reasoning := clamped_count(details.get("reasoning_tokens"))) is not None
     ):
         usage.reasoning_tokens = min(reasoning, usage.output_tokens)
     return usage
@@ -143,7 +127,7 @@ def decode_answer(body: Any) -> Answer:
         elif isinstance(item, dict):
             others.append({"index": index, "item": item})
     has_calls = any(isinstance(p, ToolCall) for p in parts)
-    created = _count(body.get("created_at")) or 0
+    created = clamped_count(body.get("created_at")) or 0
     answer = Answer(
         id=str(body.get("id") or ""),
         model=str(body.get("model") or ""),

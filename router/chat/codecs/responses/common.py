@@ -1,5 +1,6 @@
 """What the request, answer and stream halves of the Responses codec share: content
-parts in both directions, item ids, and the one way a malformed field is reported.
+parts in both directions and item ids (a malformed field is reported by ``_common``'s
+checks, as the Anthropic codec reports it).
 
 Kept apart so that the three halves agree on the details a client notices: the same
 answer gets the same item ids whether it is sent whole or streamed, and an image goes
@@ -8,40 +9,19 @@ out the way it came in (a data URL stays a data URL).
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
+from router.chat.codecs._common import bad, document_data, present, want_dict, want_list, want_str
+from router.chat.codecs._common import data_url as _data_url
+from router.chat.codecs._common import split_data_url as _split_data_url
 from router.chat.model import Document, Image, Text
-from router.errors import InvalidRequestError
 
 PROTOCOL = "openai-responses"
+OCTET_STREAM = "application/octet-stream"  # a data URL's media type when it has none
 
 # Statuses and reasons, both ways.
 INCOMPLETE_TO_FINISH = {"max_output_tokens": "length", "content_filter": "content_filter"}
 FINISH_TO_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def bad(param: str, message: str) -> NoReturn:
-    raise InvalidRequestError(f"{param}: {message}", param=param)
-
-
-def want_str(value: Any, param: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        bad(param, "must be a string")
-    return value
-
-
-def want_dict(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        bad(param, "must be an object")
-    return value
-
-
-def want_list(value: Any, param: str) -> list[Any]:
-    if not isinstance(value, list):
-        bad(param, "must be an array")
-    return value
 
 
 # ---------------------------------------------------------------- ids
@@ -63,16 +43,12 @@ def item_id(kind: str, resp_id: str, index: int) -> str:
 
 def split_data_url(url: str) -> tuple[str, str] | None:
     """``data:<media type>;base64,<data>`` → (media type, data); None for other URLs."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    return head.removesuffix(";base64") or "application/octet-stream", data
+    inline = _split_data_url(url)
+    return inline and (inline[0] or OCTET_STREAM, inline[1])
 
 
 def data_url(media_type: str | None, data: str) -> str:
-    return f"data:{media_type or 'application/octet-stream'};base64,{data}"
+    return _data_url(media_type or OCTET_STREAM, data)
 
 
 # ---------------------------------------------------------------- parts in
@@ -128,23 +104,13 @@ def encode_part(part: Text | Image | Document, *, assistant: bool = False) -> di
     if isinstance(part, Text):
         return {"type": "output_text" if assistant else "input_text", "text": part.text}
     if isinstance(part, Image):
-        out: dict[str, Any] = {"type": "input_image"}
-        if part.data is not None:
-            out["image_url"] = data_url(part.media_type, part.data)
-        elif part.url is not None:
-            out["image_url"] = part.url
-        if part.file_id is not None:
-            out["file_id"] = part.file_id
-        if part.detail is not None:
-            out["detail"] = part.detail
-        return out
-    out = {"type": "input_file"}
-    if part.data is not None:
-        out["file_data"] = data_url(part.media_type, part.data) if part.media_type else part.data
-    if part.file_id is not None:
-        out["file_id"] = part.file_id
-    if part.url is not None:
-        out["file_url"] = part.url
-    if part.filename is not None:
-        out["filename"] = part.filename
-    return out
+        url = data_url(part.media_type, part.data) if part.data is not None else part.url
+        image = present(image_url=url, file_id=part.file_id, detail=part.detail)
+        return {"type": "input_image", **image}
+    doc = present(
+        file_data=document_data(part),
+        file_id=part.file_id,
+        file_url=part.url,
+        filename=part.filename,
+    )
+    return {"type": "input_file", **doc}

@@ -16,15 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.chat.codecs.responses.common import (
-    PROTOCOL,
-    bad,
-    decode_content,
-    want_dict,
-    want_list,
-    want_str,
-)
+from router.chat.codecs._common import bad, want_dict, want_int, want_list, want_str
+from router.chat.codecs.responses.common import PROTOCOL, decode_content
 from router.chat.model import (
+    MAX_MESSAGES,
     ChatRequest,
     Message,
     OutputFormat,
@@ -37,7 +32,7 @@ from router.chat.model import (
     ToolResult,
 )
 
-MAX_ITEMS = 4096
+MAX_ITEMS = MAX_MESSAGES  # input items are the turns: the same bound as chat's messages
 EFFORTS = ("minimal", "low", "medium", "high")
 
 # Fields this module maps into the model; every other top-level field goes to extras.
@@ -307,11 +302,7 @@ def _decode_reasoning(value: Any, req: ChatRequest, extras: dict[str, Any]) -> N
 
 
 def _int(value: Any, param: str, *, low: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        bad(param, f"must be an integer >= {low}")
-    return value
+    return None if value is None else want_int(value, param, minimum=low)
 
 
 def _number(value: Any, param: str, low: float, high: float) -> float | None:

@@ -16,6 +16,7 @@ redacted block (Anthropic's) is not a Responses item's and is not sent to the cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,13 +143,24 @@ class ResponsesStreamEncoder:
         self._next += 1
         return item
 
-    def _text(self, text: str) -> list[Frame]:
-        frames: list[Frame] = []
+    def _continue(
+        self, kind: str, prefix: str, added: Callable[[str], dict[str, Any]]
+    ) -> tuple[_Item, list[Frame]]:
+        """The open item if it is of ``kind``; else the open one closed and a new one
+        opened (its ``output_item.added`` frame, ``added(item id)``, returned)."""
         item = self._current
-        if item is None or item.kind != "message":
-            frames += self._close(item)
-            item = self._current = self._open("message", "msg")
-            frames.append(self._added(item, message_item(item.id, [], "in_progress")))
+        if item is not None and item.kind == kind:
+            return item, []
+        frames = self._close(item)
+        item = self._current = self._open(kind, prefix)
+        frames.append(self._added(item, added(item.id)))
+        return item, frames
+
+    def _text(self, text: str) -> list[Frame]:
+        item, frames = self._continue(
+            "message", "msg", lambda id: message_item(id, [], "in_progress")
+        )
+        if frames:  # a new message item: its one content part opens with it
             frames.append(self._part("response.content_part.added", item, ""))
         item.text.append(text)
         frames.append(
@@ -166,12 +178,7 @@ class ResponsesStreamEncoder:
     def _reasoning(self, event: ReasoningDelta) -> list[Frame]:
         if event.redacted or not (event.text or event.encrypted):
             return []  # Anthropic's signatures and redacted blocks mean nothing here
-        frames: list[Frame] = []
-        item = self._current
-        if item is None or item.kind != "reasoning":
-            frames += self._close(item)
-            item = self._current = self._open("reasoning", "rs")
-            frames.append(self._added(item, reasoning_item(item.id, [], None)))
+        item, frames = self._continue("reasoning", "rs", lambda id: reasoning_item(id, [], None))
         if event.text:
             if not item.text:
                 frames.append(self._summary("response.reasoning_summary_part.added", item, ""))
