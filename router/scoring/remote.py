@@ -165,6 +165,10 @@ class RemoteScoringEngine(BatchingScorer):
     def stats(self) -> dict[str, int | float]:
         return {**super().stats(), "engine_up": int(not self.engine_down)}
 
+    @property
+    def api_key(self) -> str | None:
+        return self.config.api_key
+
     def health(self) -> dict[str, Any]:
         """For /readyz: where the engine is and whether it answers."""
         return {
