@@ -26,7 +26,7 @@ from router.offline.commands import (
 )
 from router.offline.ledger_admin import add_ledger_parser, cmd_ledger
 from router.offline.reports import add_decisions_parser, cmd_decisions
-from router.scoring.types import DEFAULT_P2L_MODEL
+from router.scoring.types import DEFAULT_P2L_MODEL, Scorer
 
 log = logging.getLogger("router")
 
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------- serve / demo
 
 
-def load_engine(args: argparse.Namespace, model: str) -> Any:
+def load_engine(args: argparse.Namespace, model: str) -> Scorer:
     if getattr(args, "scorer_url", None):
         return load_remote_engine(args, model)
     from router.scoring import ModelLoadError, ScoringEngine, load_p2l
@@ -254,7 +254,7 @@ def load_engine(args: argparse.Namespace, model: str) -> Any:
     )
 
 
-def load_remote_engine(args: argparse.Namespace, folder: str) -> Any:
+def load_remote_engine(args: argparse.Namespace, folder: str) -> Scorer:
     """The exported folder's tokenizer and head, scoring on the engine at --scorer-url
     (no torch imported)."""
     from router.scoring.exported import load_exported

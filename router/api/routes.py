@@ -71,9 +71,8 @@ def create_routes(service: RouterService) -> APIRouter:
         extra: dict[str, Any] = {"journaled_settlements": journaled} if journaled else {}
         # A remote scorer says whether its engine answers; a replica stays ready while it
         # is down (teams with on_scorer_down other than reject are still served).
-        health = getattr(service.engine, "health", None)
-        if health is not None:
-            extra.update(health())
+        if service.engine is not None:
+            extra.update(service.engine.health())
         # A ledger that lost its memory refuses money until an operator acknowledges it;
         # reading its epoch here also picks up that acknowledgement without traffic.
         lost = await service.ledger_lost()

@@ -1,9 +1,10 @@
 """The P2L scorer: prompt -> per-model coefficients, batched and cached.
 
 Public surface: ``load_p2l`` / ``P2LModel`` (checkpoint), ``ScoringEngine`` (asyncio
-batching, cache), ``Scores``, ``ModelLoadError``, ``write_tiny_checkpoint``, the
-leaderboard helpers. torch is imported only when a torch-backed name is first used, so
-``from router.scoring import Scores, leaderboard_rows`` stays light.
+batching, cache), ``Scorer`` (what the service uses of an engine), ``Scores``,
+``ModelLoadError``, ``write_tiny_checkpoint``, the leaderboard helpers. torch is
+imported only when a torch-backed name is first used, so ``from router.scoring import
+Scores, leaderboard_rows`` stays light.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from router.lazy import lazy_exports
 from router.scoring.inputs import render, user_turns
 from router.scoring.leaderboard import format_table, leaderboard_rows, pairwise_matrix
-from router.scoring.types import DEFAULT_P2L_MODEL, HEADS, ModelLoadError, Scores
+from router.scoring.types import DEFAULT_P2L_MODEL, HEADS, ModelLoadError, Scorer, Scores
 
 if TYPE_CHECKING:
     from router.scoring.checkpoint import load_p2l
@@ -35,6 +36,7 @@ __all__ = [
     "ModelLoadError",
     "P2LForPromptRanking",
     "P2LModel",
+    "Scorer",
     "Scores",
     "ScoringEngine",
     "format_table",

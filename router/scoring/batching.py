@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -127,7 +128,7 @@ class BatchingScorer:
 
     # scoring -----------------------------------------------------------------------------
 
-    async def score(self, messages: list[dict]) -> Scores:
+    async def score(self, messages: list[dict[str, Any]]) -> Scores:
         """This prompt's scores. InvalidRequestError for bad messages; OverloadedError when
         the queue is full; what ``_admit`` raises (ScorerUnavailableError when remote)."""
         started = time.perf_counter()
@@ -162,6 +163,15 @@ class BatchingScorer:
                 self._pending.remove(req)  # frees its slot; a running batch drops its result
             raise
         return self._scores(result, cached=False, started=started)
+
+    @property
+    def api_key(self) -> str | None:
+        """The key sent to a remote engine (a secret to redact); none in process."""
+        return None
+
+    def health(self) -> dict[str, Any]:
+        """Fields for /readyz: none in process (``ready`` says it all); remote overrides."""
+        return {}
 
     def stats(self) -> dict[str, int | float]:
         """Counters for /metrics and benchmarks (a subclass adds its own)."""

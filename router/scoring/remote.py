@@ -9,8 +9,8 @@ Faults: a connect error is retried (nothing was sent); a timeout, a 5xx or a gar
 body is not. ``breaker_failures`` failed calls in a row open a circuit breaker: scoring
 then fails fast with ``ScorerUnavailableError`` (503 ``scorer_unavailable``, or the
 team's ``on_scorer_down``) until ``breaker_cooldown_s`` has passed, when one call is let
-through to test the engine. No library here: the breaker is a dozen lines of state, and
-tenacity's retry loop would hide the connect-only rule that matters (breaker.py).
+through to test the engine (``router.breaker``, shared with the upstream providers). No
+retry library: tenacity's retry loop would hide the connect-only rule that matters.
 
 Before it is ready the engine must reproduce the exported probe (``fidelity_error``).
 """
@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
+from router.breaker import CLOSED, CircuitBreaker
 from router.errors import ScorerUnavailableError
 from router.scoring.batching import BatchingScorer, PendingRequest
-from router.scoring.breaker import CircuitBreaker
 from router.scoring.exported import ExportedP2L
 from router.scoring.fidelity import fidelity_error
 
@@ -113,7 +113,7 @@ class RemoteScoringEngine(BatchingScorer):
             except ScorerUnavailableError as exc:
                 log.warning("waiting for the scoring engine at %s: %s", self.config.root, exc)
                 await asyncio.sleep(self.config.startup_retry_s)
-        self.breaker.success()
+        self._engine_answered()
         self.ready = True
 
     async def _check_fidelity(self) -> None:
@@ -151,14 +151,23 @@ class RemoteScoringEngine(BatchingScorer):
 
     def _admit(self) -> None:
         """Fail fast while the circuit is open."""
-        if not self.breaker.allow():
+        if not self.breaker.admit():
             raise ScorerUnavailableError(
                 f"the scoring engine at {self.config.root} is down (circuit open); retry shortly",
                 headers={"retry-after": str(max(1, round(self.config.breaker_cooldown_s)))},
             )
 
+    @property
+    def engine_down(self) -> bool:
+        """Whether the circuit is open or half-open (a probe is due or in flight)."""
+        return self.breaker.state != CLOSED
+
     def stats(self) -> dict[str, int | float]:
-        return {**super().stats(), "engine_up": int(not self.breaker.is_open)}
+        return {**super().stats(), "engine_up": int(not self.engine_down)}
+
+    @property
+    def api_key(self) -> str | None:
+        return self.config.api_key
 
     def health(self) -> dict[str, Any]:
         """For /readyz: where the engine is and whether it answers."""
@@ -166,7 +175,7 @@ class RemoteScoringEngine(BatchingScorer):
             "scorer": {
                 "url": self.config.root,
                 "model": self.served_model,
-                "state": "down" if self.breaker.is_open else "up",
+                "state": "down" if self.engine_down else "up",
             }
         }
 
@@ -245,22 +254,22 @@ class RemoteScoringEngine(BatchingScorer):
                     self._stats["connect_retries"] += 1
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
-                self.breaker.failure()
+                self._engine_failed()
                 raise ScorerUnavailableError(
                     f"cannot connect to the scoring engine at {c.root}"
                 ) from exc
             except httpx.HTTPError as exc:  # timeout, reset, protocol error: not retried
-                self.breaker.failure()
+                self._engine_failed()
                 raise ScorerUnavailableError(
                     f"the scoring engine at {c.root} did not answer ({type(exc).__name__})"
                 ) from exc
             if resp.status_code >= 500:
-                self.breaker.failure()
+                self._engine_failed()
                 raise ScorerUnavailableError(
                     f"the scoring engine at {c.root} answered {resp.status_code}"
                 )
             if resp.status_code != 200:
-                self.breaker.failure()
+                self._engine_failed()
                 raise RuntimeError(
                     f"the scoring engine at {c.root} refused {method} {path}: "
                     f"{resp.status_code} {resp.text[:300]}"
@@ -273,10 +282,25 @@ class RemoteScoringEngine(BatchingScorer):
             try:
                 parsed = parse(resp)
             except (ValueError, KeyError, TypeError, IndexError) as exc:
-                self.breaker.failure()
+                self._engine_failed()
                 raise ScorerUnavailableError(
                     f"the scoring engine at {c.root} sent an unusable body: {exc}"
                 ) from exc
-            self.breaker.success()
+            self._engine_answered()
             return parsed
         raise AssertionError("unreachable")
+
+    def _engine_failed(self) -> None:
+        """Tell the breaker; log when this failure opens a closed circuit."""
+        was_closed = self.breaker.state == CLOSED
+        self.breaker.failure()
+        if was_closed and self.engine_down:
+            log.error(
+                "scoring engine failed %d call(s) in a row; circuit open", self.breaker.failures
+            )
+
+    def _engine_answered(self) -> None:
+        """Tell the breaker; log when this answer closes an open circuit."""
+        if self.engine_down:
+            log.info("scoring engine is answering again; circuit closed")
+        self.breaker.success()

@@ -23,6 +23,7 @@ from router.ledger.history import MAX_QUERY_LIMIT
 from router.offline.simulate import ScoredPrompts, frontier_scored
 from router.policy import decide, price_table
 from router.protocol import ChatRequest
+from router.scoring.types import Scorer
 
 MAX_WHATIF_DECISIONS = 5000
 MAX_CONCURRENT_STATS = 2
@@ -86,7 +87,7 @@ class AdminQueries:
         from router.scoring.leaderboard import leaderboard_rows
 
         svc = self.service
-        engine = svc.require_ready()
+        engine: Scorer = svc.require_ready()
         req = ChatRequest(model="p2l", messages=messages)
         teams = self.teams_in(scope)
         prompt_tokens = await svc.admit(teams[0] if scope is not None else None, messages)

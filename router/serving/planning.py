@@ -31,6 +31,7 @@ from router.policy import (
     make_candidates,
 )
 from router.protocol import ChatRequest
+from router.scoring.types import Scorer, Scores
 from router.serving.accounting import Accounts, Hold, Period, budget_exhausted
 from router.serving.tokens import TokenCounter
 from router.upstream.protocols import unsupported
@@ -88,7 +89,7 @@ class Planner:
         self,
         accounts: Accounts,
         tokens: TokenCounter,
-        scorer: Callable[[], Any],
+        scorer: Callable[[], Scorer],
         *,
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     ) -> None:
@@ -243,7 +244,7 @@ class Planner:
         config: RouterConfig,
         team: TeamPolicy,
         req: ChatRequest,
-        scores: Any,
+        scores: Scores,
         prompt_tokens: int,
     ) -> tuple[list[Candidate], dict[str, float]]:
         """The team's candidates for this scored request, priced; and the coefs by model.
@@ -257,7 +258,7 @@ class Planner:
         config: RouterConfig,
         team: TeamPolicy,
         req: ChatRequest,
-        models: Any,
+        models: Sequence[str],
         coefs: Mapping[str, float],
         head: str,
         prompt_tokens: int,
@@ -285,7 +286,7 @@ class Planner:
             choices=req.n or 1,
         )
 
-    def _scorer_down(self, asked: _Asked, scorer: Any, exc: ScorerUnavailableError) -> RoutePlan:
+    def _scorer_down(self, asked: _Asked, scorer: Scorer, exc: ScorerUnavailableError) -> RoutePlan:
         """No scores (the remote engine is down): the team's ``on_scorer_down`` picks,
         cheapest first or its named model first, within the cap and the budget."""
         config, team, req, rec, cap = asked.config, asked.team, asked.req, asked.rec, asked.cap

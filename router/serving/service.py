@@ -27,6 +27,7 @@ from router.observability import DecisionLog, DecisionRecord, RouterMetrics
 from router.observability.history import DecisionHistory
 from router.policy import price_table
 from router.protocol import LeaderboardRequest
+from router.scoring.types import Scorer
 from router.serving.accounting import Accounts
 from router.serving.chat import ChatFlow, ChatParts, ChatResult, StreamedAnswer
 from router.serving.generations import Generation, Generations
@@ -74,7 +75,7 @@ class RouterService:
         *,
         ledger_url: str,
         decision_log: str | None = "-",
-        engine: Any = None,
+        engine: Scorer | None = None,
         transports: dict[str, Any] | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
         log_prompts: bool = False,
@@ -118,7 +119,7 @@ class RouterService:
     @property
     def scorer_key(self) -> str | None:
         """The remote scoring engine's key, one more secret to keep out of what teams see."""
-        return getattr(getattr(self.engine, "config", None), "api_key", None)
+        return self.engine.api_key if self.engine is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -237,9 +238,9 @@ class RouterService:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and bool(getattr(self.engine, "ready", False))
+        return self.engine is not None and self.engine.ready
 
-    def require_ready(self) -> Any:
+    def require_ready(self) -> Scorer:
         if not self.ready:
             why = (
                 f"the P2L model failed to load: {self.load_error}"
@@ -248,6 +249,7 @@ class RouterService:
                 "(GET /readyz tells when it is ready)"
             )
             raise NotReadyError(why, headers={"retry-after": "5"})
+        assert self.engine is not None
         return self.engine
 
     def _tokenizer(self) -> Callable[[str], int] | None:

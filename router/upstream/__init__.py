@@ -8,13 +8,14 @@ Public surface (everything else in the package is internal):
 - :class:`UpstreamFailure` — every failure, with ``kind``, ``status``, ``retryable``,
   ``may_have_arrived``, ``attempts``, ``code`` (kinds drawn in failures.py).
 - :class:`SSEDecoder`, :class:`Deadline`, :class:`CircuitBreaker` — the parts, public for
-  their tests and for anyone relaying SSE.
+  their tests and for anyone relaying SSE (the breaker lives in ``router.breaker``, shared
+  with the remote scorer).
 - :data:`TRANSPORT_ENV` — ``P2L_ROUTER_UPSTREAM_TRANSPORT=httpx`` selects httpx's own pool.
 """
 
 from __future__ import annotations
 
-from router.upstream.circuit import CircuitBreaker
+from router.breaker import CircuitBreaker
 from router.upstream.client import UpstreamClient
 from router.upstream.deadlines import Deadline
 from router.upstream.failures import UpstreamFailure, retry_after

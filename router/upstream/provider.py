@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
+from router.breaker import CircuitBreaker
 from router.config import ProviderConfig
 from router.errors import ConfigError, ConfigProblem
 from router.redaction import Redactor
-from router.upstream.circuit import CircuitBreaker
 from router.upstream.failures import UpstreamFailure, failure, translate
 from router.upstream.protocols import NOT_PROCESSED_BY_API, auth_headers, endpoint
 from router.upstream.transport import create_transport

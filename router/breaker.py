@@ -1,24 +1,38 @@
-"""A per-provider circuit breaker: stop sending to a provider that keeps failing.
+"""A circuit breaker: stop calling a dependency that keeps failing.
 
-``failures`` consecutive failed calls (no answer, or 5xx: see
-``UpstreamFailure.provider_fault``) open the circuit: calls fail at once with kind
-``circuit_open`` and nothing is sent, so the router falls back to the next candidate
-without waiting on a dead provider. After ``cooldown_s`` one call goes through as a
-probe (half-open); its success closes the circuit, its failure opens it again. Small
-enough to keep here rather than take a library (and the clock is an argument, for tests).
+One implementation for the two places that need it, each upstream provider and the
+remote scoring engine. ``failures`` consecutive failed calls open the circuit: the caller
+fails at once (``circuit_open`` for a provider, ``scorer_unavailable`` for the engine)
+and sends nothing, rather than waiting on a dead peer. After ``cooldown_s`` one call goes
+through as a probe (half-open); its success closes the circuit, its failure opens it
+again, and a probe that ends without a verdict (cancelled) is ``abandon``-ed so the next
+call probes. What counts as a failure is the caller's rule, not this module's.
+
+A leaf module (no imports from the router) so that neither ``upstream`` nor ``scoring``
+depends on the other for it. Small enough to keep here rather than take a library, and
+the clock is an argument, for tests.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+# The state names, as the metrics read them (``router_circuit_state``: 0, 1, 2).
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 class CircuitBreaker:
+    """Closed -> open after ``failures`` in a row -> one probe after ``cooldown_s``."""
+
     __slots__ = ("failures", "cooldown_s", "clock", "_count", "_opened_at", "_probing")
 
-    def __init__(self, failures: int, cooldown_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        failures: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.failures = failures
         self.cooldown_s = cooldown_s
         self.clock = clock
@@ -28,6 +42,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (cooldown over, or a probe in flight)."""
         if self._opened_at is None:
             return CLOSED
         if self._probing or self.clock() >= self._opened_at + self.cooldown_s:
