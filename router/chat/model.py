@@ -26,6 +26,11 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusa
 Protocol = Literal["openai-chat", "openai-responses", "anthropic-messages"]
 PROTOCOLS: tuple[Protocol, ...] = ("openai-chat", "openai-responses", "anthropic-messages")
 
+# The most messages one chat request may carry, checked at the edge before anything walks
+# them (a 400). Here, below the codecs and the HTTP request shapes (router.protocol), so
+# that both take it from the layer they share.
+MAX_MESSAGES = 4096
+
 
 # ---------------------------------------------------------------- content parts
 

@@ -40,6 +40,7 @@ from router.chat.codecs.openai_chat.parts import (
     optional_str,
 )
 from router.chat.model import (
+    MAX_MESSAGES,
     ChatRequest,
     Message,
     OutputFormat,
@@ -53,7 +54,6 @@ from router.chat.model import (
     ToolResult,
 )
 from router.errors import InvalidRequestError
-from router.protocol import MAX_MESSAGES
 
 # Top-level fields this decoder maps; every other one goes to ``extras`` verbatim.
 MAPPED = frozenset(
