@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from router.api.fastpath import CHAT_PATH, read_body
 from router.api.responses import JSONResponse, chat_response, error_response
+from router.auth import bearer_key
 from router.config import ROUTER_ALIASES
 from router.errors import AuthenticationError, PermissionDeniedError, RouterError
 from router.protocol import parse_json_object, parse_leaderboard
@@ -104,10 +105,10 @@ def require_admin(service: RouterService, authorization: str | None) -> None:
         raise PermissionDeniedError(
             "admin endpoints are closed: the router was started without P2L_ROUTER_ADMIN_KEY"
         )
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = bearer_key(authorization)
+    if key is None:
         raise AuthenticationError("this endpoint needs the admin key: 'Bearer <admin key>'")
-    if not cfg.is_admin(key.strip()):
-        if cfg.team_for_key(key.strip()) is not None:
+    if not cfg.is_admin(key):
+        if cfg.team_for_key(key) is not None:
             raise PermissionDeniedError("a team key cannot read this endpoint; use the admin key")
         raise AuthenticationError("invalid admin key")
