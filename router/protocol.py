@@ -25,7 +25,8 @@ from router.errors import InvalidRequestError
 from router.jsonio import JSONDecodeError, loads
 from router.policy import request_needs
 
-# Bounds checked at the edge, before anything walks the body (400, never a 500).
+# Bounds checked at the edge, before anything walks the body (400, never a 500);
+# MAX_MESSAGES comes from the chat model, which the codecs share.
 MAX_JSON_DEPTH = 64
 
 

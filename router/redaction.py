@@ -135,6 +135,3 @@ class Redactor:
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-NO_SECRETS = Redactor()

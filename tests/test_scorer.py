@@ -53,7 +53,7 @@ def qwen_grk(checkpoints):
     return load_p2l(str(checkpoints["qwen2", "grk"]), device="cpu")
 
 
-# -- an independent reference: transformers + safetensors + the DESIGN formulas by hand --
+# -- an independent reference: transformers + safetensors + docs/DESIGN.md's formulas --
 
 
 @functools.cache
@@ -84,7 +84,8 @@ def reference(folder: Path, user_texts: list[str]) -> tuple[np.ndarray, float | 
 
 
 def reference_probs(head: str, beta: np.ndarray, eta: float | None, i: int, j: int) -> tuple:
-    """P(i wins), P(j wins), P(tie), P(bad) straight from DESIGN.md, with torch."""
+    """P(i wins), P(j wins), P(tie), P(bad) straight from docs/DESIGN.md ("P2L facts the
+    scorer must reproduce": "Heads"), with torch."""
     b = torch.tensor(beta, dtype=torch.float64)
     if head == "bt":
         p = torch.sigmoid(b[i] - b[j])

@@ -479,3 +479,11 @@ def test_stream_broken_mid_way_ends_with_in_band_error_and_done(make_router, fak
     assert line["completion_tokens"] >= 1 and 0 < line["cost_usd"] < line["expected_cost_usd"]
     b = r.http().get("/v1/budget").json()
     assert b["reserved_usd"] == 0 and b["spent_usd"] == pytest.approx(line["cost_usd"], abs=1e-12)
+
+
+def test_docs_list_the_chat_path_served_by_the_fast_path():
+    from router.api.app import create_app
+
+    schema = create_app(None, docs=True).app.openapi()  # type: ignore[arg-type]
+    assert schema["paths"]["/v1/chat/completions"]["post"]["summary"] == "Chat Completions"
+    assert "/v1/leaderboard" in schema["paths"]

@@ -13,15 +13,13 @@ from router.errors import NoCandidateError
 from router.offline.plot import plot_frontier
 from router.offline.simulate import (
     Prompt,
-    frontier_scored,
-    lambda_grid,
     load_prompts,
     rough_prompt_tokens,
     score_prompts,
     simulate,
     simulate_scored,
 )
-from router.policy import decide
+from router.policy import decide, frontier_scored, lambda_grid
 
 MODELS = ("big", "mid", "small", "tiny")
 PRICES = {"big": (5.0, 20.0), "mid": (1.0, 4.0), "small": (0.2, 0.8), "tiny": (0.05, 0.1)}

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.api.fastpath import read_body
+from router.auth import bearer_key
 from router.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -154,9 +155,8 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
 
 def admin_scope(service: Any, authorization: str | None) -> str | None:
     """None for the admin key (every team), else the team of a valid team key."""
-    scheme, _, key = (authorization or "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+    key = bearer_key(authorization)
+    if key is None:
         raise AuthenticationError("the admin API needs 'Bearer <admin key or team key>'")
     cfg = service.config
     if cfg.admin_enabled and cfg.is_admin(key):

@@ -20,8 +20,13 @@ from starlette.responses import Response
 
 from router.api.admin import create_admin_routes
 from router.api.console import mount_console
-from router.api.fastpath import ChatFastPath
-from router.api.responses import INTERNAL_ERROR, JSONResponse, error_response
+from router.api.fastpath import ChatFastPath, add_chat_to_openapi
+from router.api.responses import (
+    INTERNAL_ERROR,
+    JSONResponse,
+    error_response,
+    http_error_response,
+)
 from router.api.routes import create_routes
 from router.config import RouterConfig
 from router.errors import ConfigError, InvalidRequestError, RouterError
@@ -85,6 +90,8 @@ def create_app(
     app.include_router(create_routes(service))
     app.include_router(create_admin_routes(service))
     mount_console(app)
+    if docs:
+        add_chat_to_openapi(app)
     return ChatFastPath(app, service)
 
 
@@ -107,15 +114,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        msg = {
-            404: f"no route {request.method} {request.url.path}; see README.md for the API",
-            405: f"method {request.method} is not allowed on {request.url.path}",
-        }.get(exc.status_code, str(exc.detail))
-        body = {
-            "error": {"message": msg, "type": "invalid_request_error", "param": None, "code": kind}
-        }
-        return JSONResponse(body, status_code=exc.status_code)
+        return http_error_response(
+            exc.status_code, request.method, request.url.path, str(exc.detail)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -1,17 +1,30 @@
 """``POST /v1/chat/completions`` served straight from ASGI, every other request handed to
 the FastAPI app. The hot path skips the framework's routing, middleware and dependency
 machinery (profiled: a large share of the router's own time per request); its behaviour
-is the same as a route's, errors included."""
+is the same as a route's, errors included.
+
+The path is this module's alone (the FastAPI app has no route for it): other methods get
+the 405 a route would give, the path with a trailing slash the framework's 307 to the path
+without it, and ``--docs`` lists it through :func:`add_chat_to_openapi` (the body is
+OpenAI's Chat Completions request, forwarded as it is)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from fastapi import FastAPI
+from starlette.datastructures import URL
 from starlette.requests import Request
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.api.responses import INTERNAL_ERROR, JSONResponse, chat_response
+from router.api.responses import (
+    INTERNAL_ERROR,
+    JSONResponse,
+    chat_response,
+    http_error_response,
+)
 from router.errors import BodyTooLargeError, InvalidRequestError, RequestTimeoutError
 from router.serving.service import RouterService
 
@@ -83,6 +96,15 @@ class ChatFastPath:
         self.state = getattr(app, "state", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in (CHAT_PATH, CHAT_PATH + "/"):
+            if scope["path"] != CHAT_PATH:  # as the framework's redirect_slashes does
+                url = URL(scope={**scope, "path": CHAT_PATH})
+                await RedirectResponse(str(url))(scope, receive, send)
+                return
+            if scope["method"] != "POST":
+                response = http_error_response(405, scope["method"], CHAT_PATH)
+                await response(scope, receive, send)
+                return
         if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
             if scope["type"] == "http":  # every route's body within the chat path's bounds
                 receive = bounded(receive, self.service.limits.max_body_bytes)
@@ -102,3 +124,33 @@ class ChatFastPath:
             log.exception("unhandled error on %s", CHAT_PATH)
             response = JSONResponse(INTERNAL_ERROR, status_code=500)
         await response(scope, receive, send)
+
+
+def add_chat_to_openapi(app: FastAPI) -> None:
+    """List ``POST /v1/chat/completions`` in ``app``'s /openapi.json (``--docs``): it has
+    no FastAPI route. The request and response are OpenAI's Chat Completions schema, plus
+    the optional ``router`` field (README.md); they are not restated here."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        schema = build()  # cached by FastAPI; rebuilt when its routes change
+        schema["paths"].setdefault(
+            CHAT_PATH,
+            {
+                "post": {
+                    "summary": "Chat Completions",
+                    "description": "OpenAI's Chat Completions API; the model is a catalog "
+                    "model or a router alias (p2l, auto, router).",
+                    "operationId": "chat_completions_v1_chat_completions_post",
+                    "responses": {
+                        "200": {
+                            "description": "Successful Response",
+                            "content": {"application/json": {"schema": {}}},
+                        }
+                    },
+                }
+            },
+        )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -40,6 +40,17 @@ def error_response(exc: RouterError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
+def http_error_response(status: int, method: str, path: str, detail: str = "") -> JSONResponse:
+    """A routing error (no such path, method not allowed) in OpenAI's error shape."""
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    msg = {
+        404: f"no route {method} {path}; see README.md for the API",
+        405: f"method {method} is not allowed on {path}",
+    }.get(status, detail)
+    body = {"error": {"message": msg, "type": "invalid_request_error", "param": None, "code": kind}}
+    return JSONResponse(body, status_code=status)
+
+
 def chat_response(result: ChatResult) -> Response:
     if isinstance(result, Answer):
         return JSONResponse(result.body, headers=result.headers)

@@ -1,4 +1,7 @@
-"""The HTTP routes: thin functions over :class:`RouterService`."""
+"""The HTTP routes: thin functions over :class:`RouterService`.
+
+``POST /v1/chat/completions`` is not here: :mod:`router.api.fastpath` serves it (and
+its 405, its trailing-slash redirect and its /openapi.json entry)."""
 
 from __future__ import annotations
 
@@ -7,30 +10,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from router.api.fastpath import CHAT_PATH, read_body
-from router.api.responses import JSONResponse, chat_response, error_response
+from router.api.fastpath import read_body
+from router.api.responses import JSONResponse
+from router.auth import bearer_key
 from router.config import ROUTER_ALIASES
-from router.errors import AuthenticationError, PermissionDeniedError, RouterError
+from router.errors import AuthenticationError, PermissionDeniedError
 from router.protocol import parse_json_object, parse_leaderboard
 from router.serving.service import RouterService
 
 
 def create_routes(service: RouterService) -> APIRouter:
     routes = APIRouter()
-
-    @routes.post(CHAT_PATH)
-    async def chat_completions(request: Request) -> Response:
-        # Normally served by ChatFastPath; kept so the OpenAPI schema lists it.
-        limit = service.limits.max_body_bytes
-        try:
-            raw = await read_body(request, limit)
-        except RouterError as exc:
-            return error_response(exc)
-
-        async def body() -> bytes:
-            return raw
-
-        return chat_response(await service.chat(body, request.headers.get("authorization")))
 
     @routes.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -103,10 +93,10 @@ def require_admin(service: RouterService, authorization: str | None) -> None:
         raise PermissionDeniedError(
             "admin endpoints are closed: the router was started without P2L_ROUTER_ADMIN_KEY"
         )
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = bearer_key(authorization)
+    if key is None:
         raise AuthenticationError("this endpoint needs the admin key: 'Bearer <admin key>'")
-    if not cfg.is_admin(key.strip()):
-        if cfg.team_for_key(key.strip()) is not None:
+    if not cfg.is_admin(key):
+        if cfg.team_for_key(key) is not None:
             raise PermissionDeniedError("a team key cannot read this endpoint; use the admin key")
         raise AuthenticationError("invalid admin key")

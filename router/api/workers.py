@@ -40,7 +40,6 @@ from router.observability.metrics import MULTIPROC_ENV, mark_process_dead, prepa
 log = logging.getLogger("router")
 
 WORKER_ENV = "P2L_ROUTER_WORKER_INDEX"  # set in each worker: it serves instead of supervising
-STOP_WAIT_S = 180.0  # a worker's graceful stop (grace + flush) must fit in this
 POLL_S = 0.2  # how often the supervisor looks at its workers
 
 

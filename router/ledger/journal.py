@@ -26,7 +26,9 @@ One journal file per process: an exclusive ``flock`` on ``PATH.lock`` refuses a 
 opener (two processes rewriting one file would lose each other's lines). Router processes
 sharing a ledger each claim a slot of their own and see each other's through ``peers``:
 the pending spend of every slot counts in ``pending_usd``, and the drain loop adopts the
-slots of processes that died (:mod:`router.ledger.journal_slots`).
+slots of processes that died (:mod:`router.ledger.journal_slots`). The journal sees those
+slots only through the small :class:`Peers` protocol defined here: the slots build on the
+journal (they open and replay other processes' journals), not the journal on them.
 """
 
 from __future__ import annotations
@@ -38,17 +40,28 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from router.ledger.base import Ledger, LedgerError, Reservation, check_alpha, check_amount
 
-if TYPE_CHECKING:
-    from router.ledger.journal_slots import JournalPeers
-
 log = logging.getLogger("router.ledger.journal")
 FORMAT_VERSION = 1
+
+
+class Peers(Protocol):
+    """The other journal slots at this journal's base path, as the journal uses them
+    (implemented by :class:`router.ledger.journal_slots.JournalPeers`)."""
+
+    def pending_usd(self, team: str, period_key: str, skip: Mapping[str, object]) -> float:
+        """Their pending spend of the team's period, none of ``skip`` (ours)."""
+        ...
+
+    async def adopt(self, ledger: Ledger) -> int:
+        """Replay the slots whose process died into ``ledger``; how many were taken."""
+        ...
 
 
 class JournalError(RuntimeError):
@@ -124,7 +137,7 @@ class SettlementJournal:
         self._pending: dict[str, JournalEntry] = {}
         self._by_period: dict[tuple[str, str], dict[str, JournalEntry]] = {}
         self._fd = -1
-        self.peers: JournalPeers | None = None  # the other slots (set by open_journal)
+        self.peers: Peers | None = None  # the other slots (set by open_journal)
         try:
             self._load()
         except BaseException:

@@ -31,7 +31,6 @@ WINDOW_S = 60.0
 # Float slack, so that L requests of 60/L seconds each fit a minute exactly: at Unix-time
 # magnitudes (1.8e9) a double's step is 2.4e-7 s, and L additions accumulate L steps.
 SLACK_S = 1e-3
-KINDS = ("req", "tok")
 
 
 def check_rate_args(

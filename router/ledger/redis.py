@@ -183,12 +183,6 @@ def _learn_args(learn: Observation) -> list[str]:
     return [learn.model, _num(learn.tokens), _num(learn.alpha), prior]
 
 
-def split_prefix(url: str) -> tuple[str, str]:
-    """Remove our ``prefix`` query parameter from a Redis URL; return (url, prefix)."""
-    plain, options = split_options(url)
-    return plain, options.get("prefix", DEFAULT_PREFIX)
-
-
 def split_options(url: str) -> tuple[str, dict[str, str]]:
     """Remove our own query parameters (``prefix``, ``stream_maxlen``) from a Redis URL."""
     parts = urlsplit(url)

@@ -68,11 +68,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from router.config import load_policies, load_providers
     from router.offline.plot import plot_frontier
     from router.offline.simulate import (
-        lambda_grid,
         load_prompts,
         score_prompts,
         simulate_scored,
     )
+    from router.policy import lambda_grid
     from router.scoring import ModelLoadError, load_p2l
     from router.serving.tokens import message_text
 

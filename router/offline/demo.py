@@ -21,8 +21,7 @@ from typing import Any
 import yaml
 
 from router.api.console import console_url
-from router.config import ADMIN_KEY_ENV, DEFAULT_TEAM, RouterConfig
-from router.config_files import load_config
+from router.config import ADMIN_KEY_ENV, DEFAULT_TEAM, RouterConfig, load_config
 
 # Arena names (as in the real P2L model list) with early-2025 list prices, USD per 1M tokens.
 DEMO_MODELS: dict[str, tuple[float, float]] = {

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from router.offline.simulate import FrontierPoint, SimulationResult
+from router.offline.simulate import SimulationResult
+from router.policy import FrontierPoint
 
 
 def plot_frontier(

@@ -29,10 +29,14 @@ from router.config import Catalog, TeamPolicy
 from router.errors import NoCandidateError
 from router.policy import (
     Candidate,
+    FrontierPoint,
+    ScoredPrompts,
     decide,
+    default_cap,
     eligible_models,
     expected_cost_usd,
     expected_output_tokens,
+    frontier_scored,
     request_needs,
     route_scores,
 )
@@ -96,20 +100,6 @@ def rough_prompt_tokens(messages: list[dict]) -> int:
 # ---------------------------------------------------------------- scoring once
 
 
-@dataclass(frozen=True)
-class ScoredPrompts:
-    """Per-prompt numbers over the P2L model list (N prompts × M models). ``eligible``
-    is False where a model may not serve that prompt (catalog, team, needs)."""
-
-    models: tuple[str, ...]
-    coefs: np.ndarray
-    scores: np.ndarray
-    costs: np.ndarray
-    eligible: np.ndarray
-    prompt_tokens: np.ndarray
-    head: str
-
-
 def score_prompts(
     score_fn: ScoreFn,
     prompts: Sequence[Prompt],
@@ -170,16 +160,6 @@ def score_prompts(
 
 
 @dataclass(frozen=True)
-class FrontierPoint:
-    cost_sensitivity: float
-    mean_score: float
-    spend_usd: float  # over the sample
-    top_model: str  # the model serving the most prompts
-    top_share: float
-    routed: int = 0  # prompts with a candidate under the cap
-
-
-@dataclass(frozen=True)
 class SimulationResult:
     strategy: str
     cost_sensitivity: float | None
@@ -226,11 +206,6 @@ def candidates_at(sp: ScoredPrompts, i: int) -> list[Candidate]:
         )
         for j in np.flatnonzero(sp.eligible[i])
     ]
-
-
-def default_cap(team: TeamPolicy, cap_usd: float | None) -> float | None:
-    caps = [c for c in (team.max_cost_per_request_usd, cap_usd) if c is not None]
-    return min(caps) if caps else None
 
 
 def simulate_scored(
@@ -333,70 +308,3 @@ def simulate(
         requests_per_period=requests_per_period,
         lambdas=lambdas,
     )
-
-
-# ---------------------------------------------------------------- frontier
-
-
-def lambda_grid(sp: ScoredPrompts, current: float | None = None, n: int = 25) -> list[float]:
-    """0, the current λ, and ``n`` log-spaced values spanning the λ at which picks change
-    in this sample (the 2nd to 98th percentile of pairwise score/cost breakpoints)."""
-    br: list[np.ndarray] = []
-    for i in range(min(len(sp.prompt_tokens), 500)):
-        j = np.flatnonzero(sp.eligible[i])
-        s, c = sp.scores[i, j], sp.costs[i, j]
-        ds, dc = s[:, None] - s[None, :], c[:, None] - c[None, :]
-        ok = (ds > 0) & (dc > 0)
-        br.append(ds[ok] / dc[ok])
-    allb = np.concatenate(br) if br else np.array([])
-    lo, hi = np.percentile(allb, [2, 98]) if allb.size else (1.0, 1000.0)
-    lo, hi = max(lo, 1e-9), max(hi, lo * 10)
-    grid = {0.0, *np.geomspace(lo / 2, hi * 2, n).tolist()}
-    if current is not None:
-        grid.add(float(current))
-    return sorted(grid)
-
-
-def _cost_aware_picks(sp: ScoredPrompts, lam: float, cap: float | None) -> np.ndarray:
-    """Vectorised cost-aware argmax with decide's tie-break (cheaper, then list order);
-    -1 where no candidate fits the cap."""
-    ok = sp.eligible if cap is None else sp.eligible & (sp.costs <= cap)
-    value = np.where(ok, np.round(sp.scores - lam * np.where(ok, sp.costs, 0.0), 12), -np.inf)
-    best = value.max(axis=1, keepdims=True)
-    tied = ok & (value == best)
-    picks = np.argmin(np.where(tied, sp.costs, np.inf), axis=1)
-    picks[~ok.any(axis=1)] = -1
-    return picks
-
-
-def frontier_scored(
-    sp: ScoredPrompts,
-    *,
-    team: TeamPolicy,
-    lambdas: Sequence[float] | None = None,
-    cap_usd: float | None = None,
-) -> list[FrontierPoint]:
-    """(λ, mean score, spend) of cost-aware routing across ``lambdas`` (default:
-    ``lambda_grid`` around the team's λ)."""
-    cap = default_cap(team, cap_usd)
-    grid = list(lambdas) if lambdas is not None else lambda_grid(sp, team.cost_sensitivity)
-    rows = np.arange(len(sp.prompt_tokens))
-    out = []
-    for lam in sorted(grid):
-        picks = _cost_aware_picks(sp, float(lam), cap)
-        ok = picks >= 0
-        if not ok.any():
-            continue
-        r, p = rows[ok], picks[ok]
-        top, k = Counter(p.tolist()).most_common(1)[0]
-        out.append(
-            FrontierPoint(
-                cost_sensitivity=float(lam),
-                mean_score=float(sp.scores[r, p].mean()),
-                spend_usd=float(sp.costs[r, p].sum()),
-                top_model=sp.models[top],
-                top_share=k / ok.sum(),
-                routed=int(ok.sum()),
-            )
-        )
-    return out

@@ -22,6 +22,13 @@ from router.policy.candidates import (
     price_table,
     request_needs,
 )
+from router.policy.frontier import (
+    FrontierPoint,
+    ScoredPrompts,
+    default_cap,
+    frontier_scored,
+    lambda_grid,
+)
 from router.policy.lp import lp_mix, sample_mix, win_rates
 from router.policy.outcomes import p_not_bad, pairwise, route_scores, sigmoid
 from router.policy.pacing import DEFAULT_PACING, PacingConfig, paced_lambda
@@ -42,16 +49,21 @@ __all__ = [
     "STRATEGY_NAMES",
     "Candidate",
     "Decision",
+    "FrontierPoint",
     "PacingConfig",
+    "ScoredPrompts",
     "Price",
     "StrategyFn",
     "StrategyInput",
     "StrategyResult",
     "check_fits",
     "decide",
+    "default_cap",
     "eligible_models",
     "expected_cost_usd",
     "expected_output_tokens",
+    "frontier_scored",
+    "lambda_grid",
     "lp_mix",
     "make_candidates",
     "p_not_bad",

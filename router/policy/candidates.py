@@ -2,8 +2,8 @@
 
 Pure (no I/O, no clock). ``eligible_models`` narrows the P2L model list by catalog, team,
 request and model limits, naming the filter that emptied the set; ``make_candidates``
-attaches each survivor's route score and expected cost. The config types are imported
-for type checking only: ``router.config`` takes its strategy names from this package.
+attaches each survivor's route score and expected cost. The policy builds on the
+configuration models (:mod:`router.config`), never the other way round.
 """
 
 from __future__ import annotations
@@ -11,16 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, Catalog, ModelConfig, TeamPolicy
 from router.errors import InvalidRequestError, NoCandidateError
 from router.policy.outcomes import route_scores
 from router.policy.text import name_list
-
-if TYPE_CHECKING:
-    from router.config import Catalog, ModelConfig, TeamPolicy
-
-DEFAULT_EXPECTED_OUTPUT_TOKENS = 500
 
 __all__ = [
     "DEFAULT_EXPECTED_OUTPUT_TOKENS",

@@ -4,9 +4,10 @@ Pure on purpose (no torch, no httpx, no I/O, no clock): the server scores the pr
 asks the ledger what is left, and hands both here; whatever this module decides can be
 replayed offline (``router.offline.simulate``) and tested as a table.
 
-Strategies (``STRATEGIES``, the one list of names: config and the HTTP protocol take
-``STRATEGY_NAMES`` from here), all over the candidates' route score (σ(β) for GRK heads,
-β for BT/RK, as in the P2L paper's public routing code):
+Strategies (``STRATEGIES``, keyed by exactly the names ``router.config`` validates team
+files and requests against, ``STRATEGY_NAMES``; checked at import), all over the
+candidates' route score (σ(β) for GRK heads, β for BT/RK, as in the P2L paper's public
+routing code):
 
 - ``max-quality``: argmax score.
 - ``strict``: argmax score among candidates whose expected cost is ≤ the cap.
@@ -29,6 +30,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from router.config import STRATEGY_NAMES
 from router.errors import BudgetExceededError, InvalidRequestError, NoCandidateError
 from router.policy.candidates import (
     Candidate,
@@ -209,7 +211,8 @@ STRATEGIES: dict[str, StrategyFn] = {
     "lp": lp,
     "optimal-lp": optimal_lp,
 }
-STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
+if tuple(STRATEGIES) != STRATEGY_NAMES:  # the names config validates against
+    raise ImportError(f"STRATEGIES {tuple(STRATEGIES)} != router.config's {STRATEGY_NAMES}")
 
 
 def decide(

@@ -47,7 +47,8 @@ HEAD_KEYS = ("head.head.weight", "head.head.bias", "head.eta_head.weight", "head
 def resolve_head(
     has_eta: bool, training_config: dict[str, Any] | None, override: str | None
 ) -> str:
-    """Which outcome model the head was trained for (see DESIGN.md, "Head type")."""
+    """Which outcome model the head was trained for (docs/DESIGN.md, "P2L facts the
+    scorer must reproduce": "Head type")."""
     if override is not None:
         if override not in HEADS:
             raise ModelLoadError(f"unknown P2L head {override!r}; expected one of {HEADS}")

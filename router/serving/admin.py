@@ -20,8 +20,7 @@ import numpy as np
 from router.config import TeamPolicy
 from router.errors import BudgetExceededError, NoCandidateError
 from router.ledger.history import MAX_QUERY_LIMIT
-from router.offline.simulate import ScoredPrompts, frontier_scored
-from router.policy import decide, price_table
+from router.policy import ScoredPrompts, decide, frontier_scored, price_table
 from router.protocol import ChatRequest
 from router.scoring.types import Scorer
 
@@ -134,8 +133,8 @@ class AdminQueries:
     async def whatif(self, team: TeamPolicy, lambdas: Sequence[float], limit: int) -> dict:
         """Cost-aware routing at each λ over the team's last ``limit`` routed decisions,
         re-deciding among each one's logged top candidates (score and expected cost as
-        logged), with router/offline/simulate.py's frontier code. ``spend_usd`` is
-        expected cost over that sample."""
+        logged), with the simulation's frontier code (router/policy/frontier.py).
+        ``spend_usd`` is expected cost over that sample."""
         lines: list[dict[str, Any]] = []
         cursor = None
         while len(lines) < limit:

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from router.auth import bearer_key
 from router.config import RouterConfig, TeamPolicy
 from router.errors import AuthenticationError, NotReadyError
 from router.ledger import Ledger, LedgerError, SettlementJournal, create_ledger
@@ -391,10 +392,10 @@ def authenticate(cfg: RouterConfig, authorization: str | None) -> TeamPolicy:
         return cfg.teams["default"]
     if not authorization:
         raise AuthenticationError("no API key given; send 'Authorization: Bearer <your team key>'")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = bearer_key(authorization)
+    if key is None:
         raise AuthenticationError("malformed Authorization header; use 'Bearer <your team key>'")
-    team = cfg.team_for_key(key.strip())
+    team = cfg.team_for_key(key)
     if team is None:
         raise AuthenticationError("invalid API key; ask your platform team for a team key")
     return team

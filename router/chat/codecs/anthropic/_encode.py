@@ -11,7 +11,8 @@ is accepted at all, so the encoder repairs the shape rather than forwarding it:
 - reasoning goes back only when Anthropic made it and it can be verified (a signature,
   or a redacted block); other reasoning is dropped here, and counted by the caller.
 
-Thinking is a hint (DESIGN.md): ``plan_thinking`` says when it is sent and why not.
+Thinking is a hint (docs/DESIGN.md, "Protocols, bills and sessions"): ``plan_thinking``
+says when it is sent and why not.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed, validated configuration: ``providers.yaml`` and ``policies/<team>.yaml``.
+"""The configuration models: ``providers.yaml`` and ``policies/<team>.yaml`` once read.
 
 Everything is checked at load time so that a bad file is refused before it can route a
 request; each problem names the file and the dotted field. Secrets (provider keys, team
@@ -31,8 +31,6 @@ from pydantic import (
     model_validator,
 )
 
-from router.policy.candidates import DEFAULT_EXPECTED_OUTPUT_TOKENS
-from router.policy.strategies import STRATEGY_NAMES
 from router.redaction import Redactor
 
 log = logging.getLogger("router.config")
@@ -42,6 +40,7 @@ __all__ = [
     "DEFAULT_EXPECTED_OUTPUT_TOKENS",
     "DEFAULT_TEAM",
     "ROUTER_ALIASES",
+    "STRATEGY_NAMES",
     "BudgetConfig",
     "Catalog",
     "ModelConfig",
@@ -53,13 +52,18 @@ __all__ = [
     "Timeouts",
     "key_digest",
 ]
-# Also here, lazily: load_config, load_policies, load_providers (see __getattr__ at the end).
 
 ROUTER_ALIASES: tuple[str, ...] = ("p2l", "auto", "router")
 DEFAULT_TEAM = "default"
 ADMIN_KEY_ENV = "P2L_ROUTER_ADMIN_KEY"
+# Output tokens a request is priced at when neither it, the learned average nor the
+# model's ``expected_output_tokens`` says (router.policy.candidates.expected_output_tokens).
+DEFAULT_EXPECTED_OUTPUT_TOKENS = 500
 
-# The strategy names come from the policy's registry (router.policy.strategies.STRATEGIES).
+# The one list of strategy names: the policy's registry (router.policy.strategies.STRATEGIES)
+# implements exactly these, checked when it is imported. They live here, below the policy,
+# because the policy reads these models (it builds on config, not config on it).
+STRATEGY_NAMES: tuple[str, ...] = ("max-quality", "strict", "cost-aware", "lp", "optimal-lp")
 Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 Period = Literal["hour", "day", "week", "month", "total"]
 
@@ -343,17 +347,3 @@ class RouterConfig(_Model):
         if self._admin_digest is not None:
             digests.append(self._admin_digest)
         return Redactor([*plain, *extra_secrets], digests)
-
-
-# ---------------------------------------------------------------- loading
-
-
-def __getattr__(name: str) -> Any:
-    """``load_config``, ``load_policies`` and ``load_providers`` live in
-    ``router.config_files`` (which builds on this module) and are reached from here too,
-    lazily, so the import has no cycle."""
-    if name in ("load_config", "load_policies", "load_providers"):
-        from router import config_files
-
-        return getattr(config_files, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

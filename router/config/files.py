@@ -1,4 +1,5 @@
-"""Loading ``providers.yaml`` and ``policies/<team>.yaml`` into ``router.config``'s models.
+"""Loading ``providers.yaml`` and ``policies/<team>.yaml`` into the models of
+:mod:`router.config.schema`.
 
 Every problem from both files is collected before raising, each naming its file and
 field. Access fails closed here: a key variable a team names must be set, a team must
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from router.config import (
+from router.config.schema import (
     ADMIN_KEY_ENV,
     DEFAULT_TEAM,
     Catalog,
@@ -30,7 +31,7 @@ from router.config import (
 from router.errors import ConfigError, ConfigProblem
 from router.yaml_files import read_yaml, reserved_fields, validation_problems
 
-__all__ = ["load_config", "load_policies"]
+__all__ = ["load_config", "load_policies", "load_providers"]
 
 
 T = TypeVar("T")
