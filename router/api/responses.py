@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from router.errors import RouterError
 from router.jsonio import dumps
-from router.serving.chat import Answer, ChatResult, Refusal
+from router.serving.results import Answer, ChatResult, Refusal
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE = b"data: [DONE]\n\n"

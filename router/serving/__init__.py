@@ -9,7 +9,7 @@ settle / release, pacing state), ``generations`` (config reloads), ``tokens``.
 
 from __future__ import annotations
 
-from router.serving.chat import Answer, ChatResult, Refusal, StreamedAnswer
+from router.serving.results import Answer, ChatResult, Refusal, StreamedAnswer
 from router.serving.service import RouterService
 
 __all__ = ["Answer", "ChatResult", "Refusal", "RouterService", "StreamedAnswer"]

@@ -37,6 +37,7 @@ from router.protocol import ChatRequest, parse_chat, parse_json_object
 from router.serving.accounting import Accounts, Charge, ledger_unavailable
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
+from router.serving.results import Answer, StreamedAnswer, refusal
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamFailure, UpstreamStream
 
@@ -48,28 +49,6 @@ CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
 
 def new_decision_id() -> str:
     return "dec_" + secrets.token_hex(12)
-
-
-@dataclass
-class Answer:
-    body: dict[str, Any]
-    headers: dict[str, str]
-
-
-@dataclass
-class StreamedAnswer:
-    chunks: AsyncIterator[dict[str, Any]]  # the relayed chunks, then the ``router`` chunk
-    headers: dict[str, str]
-
-
-@dataclass
-class Refusal:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-ChatResult = Answer | StreamedAnswer | Refusal
 
 
 @dataclass
@@ -86,12 +65,6 @@ class ChatParts:
     log_prompts: bool
     shutting_down: Callable[[], bool]
     streams: set[ChatFlow] = field(default_factory=set)  # streams being relayed now
-
-
-def refusal(exc: RouterError, rec: DecisionRecord | None = None) -> Refusal:
-    headers = rec.headers() if rec is not None else {}
-    headers.update(exc.headers)
-    return Refusal(exc.status, exc.body(), headers)
 
 
 class ChatFlow:

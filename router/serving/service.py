@@ -30,9 +30,10 @@ from router.policy import price_table
 from router.protocol import LeaderboardRequest
 from router.scoring.types import Scorer
 from router.serving.accounting import Accounts
-from router.serving.chat import ChatFlow, ChatParts, ChatResult, StreamedAnswer
+from router.serving.chat import ChatFlow, ChatParts
 from router.serving.generations import Generation, Generations
 from router.serving.planning import DEFAULT_MAX_PROMPT_TOKENS, Planner
+from router.serving.results import ChatResult, StreamedAnswer
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamClient
 

@@ -1,0 +1,40 @@
+"""What a chat request ends as, for the api layer to render: a whole :class:`Answer`, a
+:class:`StreamedAnswer` (chunks as dicts; the api layer frames them as SSE) or a
+:class:`Refusal` (an error body and its status). No HTTP types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.errors import RouterError
+from router.observability.decisions import DecisionRecord
+
+
+@dataclass
+class Answer:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class StreamedAnswer:
+    chunks: AsyncIterator[dict[str, Any]]  # the relayed chunks, then the ``router`` chunk
+    headers: dict[str, str]
+
+
+@dataclass
+class Refusal:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+ChatResult = Answer | StreamedAnswer | Refusal
+
+
+def refusal(exc: RouterError, rec: DecisionRecord | None = None) -> Refusal:
+    headers = rec.headers() if rec is not None else {}
+    headers.update(exc.headers)
+    return Refusal(exc.status, exc.body(), headers)
