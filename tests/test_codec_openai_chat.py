@@ -551,9 +551,14 @@ def test_encode_claude_answer() -> None:
             "tool_calls": [{"id": "toolu_1", "type": "function",
                             "function": {"name": "w", "arguments": '{"c":"P"}'}}]}}],
         "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
-                  "prompt_tokens_details": {"cached_tokens": 600},
+                  "prompt_tokens_details": {"cached_tokens": 600, "cache_write_tokens": 300},
                   "completion_tokens_details": {"reasoning_tokens": 0}},
     }  # fmt: skip
+    # The writes chat has no field for come back out of the router's own names.
+    back = CODEC.decode_answer(out).usage
+    assert (back.cache_read_tokens, back.cache_write_tokens, back.uncached_input_tokens) == (
+        600, 300, 100,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(("finish", "refusal", "wire"), [

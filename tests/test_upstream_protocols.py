@@ -165,3 +165,70 @@ def test_the_provider_error_of_another_protocol_is_relayed_in_chat_shape(make_ro
     assert len(fake.requests) == 2
     [line] = r.decisions()
     assert "overloaded_error" in line["fallbacks"][0]["message"]
+
+
+# Class prices for the test model, per 1M tokens (Anthropic's multipliers of the input).
+CLASS_PRICES = {
+    "input": 0.15,
+    "output": 0.60,
+    "cached_input": 0.015,
+    "cache_write": 0.1875,
+    "cache_write_1h": 0.30,
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_cache_reads_and_writes_reach_the_ledger_as_the_provider_bills_them(
+    make_router, fake, streamed
+):
+    from conftest import default_models
+
+    models = default_models()
+    models[MINI].update(
+        input_usd_per_mtok=CLASS_PRICES["input"],
+        output_usd_per_mtok=CLASS_PRICES["output"],
+        cached_input_usd_per_mtok=CLASS_PRICES["cached_input"],
+        cache_write_usd_per_mtok=CLASS_PRICES["cache_write"],
+        cache_write_1h_usd_per_mtok=CLASS_PRICES["cache_write_1h"],
+    )
+    r = router_for(make_router, "anthropic-messages", models=models)
+    long = "The ledger keeps every settled dollar exactly once. " * 400
+
+    def ask(i: int, ttl: str | None) -> dict:
+        cache: dict[str, str] = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+        system = {"type": "text", "text": long, "cache_control": cache}
+        return {
+            "model": MINI,
+            "messages": [
+                {"role": "system", "content": [system]},
+                {"role": "user", "content": f"question {i}"},
+            ],
+        }
+
+    # A 5-minute write, two reads, then a 1-hour write of a longer prefix.
+    for i, ttl in enumerate([None, None, None, "1h"]):
+        body = ask(i, ttl)
+        if ttl == "1h":
+            body["messages"][0]["content"][0]["text"] = long + " More."
+        if streamed:
+            assert stream(r, {**body, "stream": True})[-1] == "[DONE]"
+        else:
+            assert post(r, body).status_code == 200
+    lines = fake.lines()
+    assert [bool(ln.cache_write_5m) for ln in lines] == [True, False, False, False]
+    assert [bool(ln.cache_read) for ln in lines] == [False, True, True, False]
+    assert lines[-1].cache_write_1h > 0
+    billed = fake.invoice({f"up-{MINI}": CLASS_PRICES})
+    logged = sum(ln["cost_usd"] for ln in r.decisions())
+    spent = r.http(TEAM_KEY).get("/v1/budget").json()["spent_usd"]
+    assert abs(logged - billed) < 1e-9 and abs(spent - billed) < 1e-9
+    # At the input price alone the writes would have been billed short.
+    flat = (
+        sum(
+            (ln.input + ln.cache_read + ln.cache_write_5m + ln.cache_write_1h) * 0.15
+            + ln.output * 0.60
+            for ln in lines
+        )
+        / 1e6
+    )
+    assert flat != pytest.approx(billed, abs=1e-9)

@@ -138,6 +138,10 @@ class ModelConfig(_Model):
     upstream_model: str = ""
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
+    # Prices of the input classes a provider bills apart (None: the input price).
+    cached_input_usd_per_mtok: float | None = Field(None, ge=0)
+    cache_write_usd_per_mtok: float | None = Field(None, ge=0)  # 5-minute or unspecified
+    cache_write_1h_usd_per_mtok: float | None = Field(None, ge=0)  # None: the 5-minute price
     context_window: int | None = Field(None, gt=0)
     # None: not declared, so unknown (the model stays a candidate for every request);
     # a list, even empty, is what the model can do and filters requests that need more.
@@ -150,9 +154,29 @@ class ModelConfig(_Model):
         if not self.upstream_model:
             object.__setattr__(self, "upstream_model", self.name)
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost_usd(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cache_read: int = 0,
+        cache_write: int = 0,
+        cache_write_1h: int = 0,
+    ) -> float:
+        """USD for ``prompt_tokens`` of input (every class: the cache counts are subsets of
+        it) and ``completion_tokens`` of output. A class without its own price costs the
+        input price (the 1-hour write, the 5-minute write's): never less than the bill."""
+        inp = self.input_usd_per_mtok
+        write = self.cache_write_usd_per_mtok if self.cache_write_usd_per_mtok is not None else inp
+        write_1h = self.cache_write_1h_usd_per_mtok
+        read = self.cached_input_usd_per_mtok
+        uncached = prompt_tokens - cache_read - cache_write - cache_write_1h
         return (
-            prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok
+            uncached * inp
+            + cache_read * (read if read is not None else inp)
+            + cache_write * write
+            + cache_write_1h * (write_1h if write_1h is not None else write)
+            + completion_tokens * self.output_usd_per_mtok
         ) / 1e6
 
 

@@ -292,7 +292,8 @@ class ChatFlow:
             limit = plan.request.output_token_limit
             # An answer cut at max_tokens says nothing about the model's natural length.
             learn = max(1, ct // n) if limit is None or ct < limit * n else None
-            return Charge(cfg.cost_usd(pt, ct), pt, ct, "upstream", learn)
+            cost = cfg.cost_usd(pt, ct, **input_classes(usage, pt))
+            return Charge(cost, pt, ct, "upstream", learn)
         if streamed is not None:
             ct = self.parts.tokens.text_tokens(streamed)
             return Charge(cfg.cost_usd(plan.prompt_tokens, ct), plan.prompt_tokens, ct, "estimated")
@@ -432,3 +433,25 @@ def _collect_text(delta: Any, out: list[str]) -> None:
         args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
         if isinstance(args, str):
             out.append(args)
+
+
+def input_classes(usage: dict[str, Any], prompt_tokens: int) -> dict[str, int]:
+    """The cache classes of a chat usage's ``prompt_tokens``: reads
+    (``prompt_tokens_details.cached_tokens``) and writes (what the upstream protocol layer
+    carries for Anthropic). Writes count first (they cost more than input), reads get what
+    is left; counts that are not whole numbers >= 0 count as none."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict) or prompt_tokens <= 0:
+        return {}
+    left = prompt_tokens
+    out: dict[str, int] = {}
+    for key, name in (
+        ("cache_write_1h_tokens", "cache_write_1h"),
+        ("cache_write_tokens", "cache_write"),
+        ("cached_tokens", "cache_read"),
+    ):
+        v = details.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            out[name] = min(v, left)
+            left -= out[name]
+    return out

@@ -77,10 +77,22 @@ def normalize_usage(obj: Any) -> Usage | None:
     if prompt is None and completion is None:
         return None
     prompt, completion = prompt or 0, completion or 0
+    # Cache writes under the router's own names (encode_usage): writes first, then reads,
+    # never more than the prompt in all.
+    left = prompt
+    writes: list[int | None] = []
+    for key in ("cache_write_1h_tokens", "cache_write_tokens"):
+        w = count(details.get(key)) if isinstance(details, dict) else None
+        if w is not None:
+            w = min(w, left)
+            left -= w
+        writes.append(w)
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
-        cache_read_tokens=None if cached is None else min(cached, prompt),
+        cache_read_tokens=None if cached is None else min(cached, left),
+        cache_write_tokens=writes[1],
+        cache_write_1h_tokens=writes[0],
         reasoning_tokens=None if reasoning is None else min(reasoning, completion),
     )
 
@@ -88,11 +100,18 @@ def normalize_usage(obj: Any) -> Usage | None:
 def encode_usage(usage: Usage) -> dict[str, Any]:
     """Chat's usage: every input token is a prompt token (a Claude answer's cache reads
     and writes included), cache reads are ``cached_tokens``."""
+    details: dict[str, Any] = {"cached_tokens": usage.cache_read_tokens or 0}
+    # Cache writes (Anthropic) have no field in chat: carried under names of our own, which
+    # clients ignore and the router's settlement prices (they cost more than input).
+    if usage.cache_write_tokens:
+        details["cache_write_tokens"] = usage.cache_write_tokens
+    if usage.cache_write_1h_tokens:
+        details["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens or 0},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
     }
 
