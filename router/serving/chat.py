@@ -223,7 +223,7 @@ class ChatFlow:
         async for cfg in self._each_candidate(plan):
             t0 = time.perf_counter()
             try:
-                result, attempts = await self.gen.upstream.complete(cfg, body)
+                result, attempts = await self.gen.upstream.complete(cfg, body, plan.request.typed)
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
                 self._failed(cfg, exc)
@@ -243,7 +243,7 @@ class ChatFlow:
         async for cfg in self._each_candidate(plan):
             t0 = time.perf_counter()
             try:
-                stream = await self.gen.upstream.open_stream(cfg, body)
+                stream = await self.gen.upstream.open_stream(cfg, body, plan.request.typed)
                 first = await self._first_chunk(stream)
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000

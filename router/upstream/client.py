@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from router.chat.model import ChatRequest
 from router.config import Catalog, ModelConfig
 from router.errors import RouterError
 from router.jsonio import dumps
@@ -96,12 +97,14 @@ class UpstreamClient:
         """Each provider's circuit: ``closed``, ``open`` or ``half_open`` (for metrics)."""
         return {name: p.breaker.state for name, p in self._providers.items()}
 
-    async def complete(self, model: ModelConfig, body: dict) -> tuple[dict, int]:
+    async def complete(
+        self, model: ModelConfig, body: dict, typed: Callable[[], ChatRequest] | None = None
+    ) -> tuple[dict, int]:
         """POST a non-streamed chat completion (in the provider's protocol); returns
         (the answer as a chat completion, attempts)."""
         p = self._provider(model)
         payload = provider_body(
-            p.api, body, model.upstream_model, model.max_output_tokens, stream=False
+            p.api, body, model.upstream_model, model.max_output_tokens, stream=False, typed=typed
         )
         content = dumps(payload)
         answer, attempts = await self._call(p, lambda d: self._complete_once(p, content, d))
@@ -112,13 +115,15 @@ class UpstreamClient:
                 raise p.fail("protocol", f"unreadable answer: {p.scrub(str(exc))}") from exc
         return answer, attempts
 
-    async def open_stream(self, model: ModelConfig, body: dict) -> UpstreamStream:
+    async def open_stream(
+        self, model: ModelConfig, body: dict, typed: Callable[[], ChatRequest] | None = None
+    ) -> UpstreamStream:
         """Start a streamed chat completion; returns once 200 headers have arrived.
         The stream's ``attempts`` says how many requests it took; it yields chat chunks
         whatever the provider's protocol."""
         p = self._provider(model)
         payload = provider_body(
-            p.api, body, model.upstream_model, model.max_output_tokens, stream=True
+            p.api, body, model.upstream_model, model.max_output_tokens, stream=True, typed=typed
         )
         content = dumps(payload)
         stream, attempts = await self._call(p, lambda d: self._stream_once(p, content, d))

@@ -17,6 +17,7 @@ the other protocols arrive they hand the typed request in directly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 from router.chat.codecs.anthropic import AnthropicMessagesCodec
@@ -60,11 +61,6 @@ def auth_headers(api: str, key: str) -> dict[bytes, bytes]:
     return {b"authorization": b"Bearer " + key.encode()}
 
 
-def typed(body: dict[str, Any]) -> ChatRequest:
-    """The chat body as the typed model (400 naming the field when it cannot be read)."""
-    return CHAT.decode_request(body)
-
-
 def unsupported(api: str, req: ChatRequest) -> list[Unsupported]:
     """What a provider speaking ``api`` cannot express of ``req``."""
     return [] if api == "openai-chat" else CODECS[api].unsupported(req)
@@ -72,9 +68,10 @@ def unsupported(api: str, req: ChatRequest) -> list[Unsupported]:
 
 def provider_body(
     api: str, body: dict[str, Any], upstream_model: str, max_output_tokens: int | None, *,
-    stream: bool,
+    stream: bool, typed: Callable[[], ChatRequest] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The body to send: chat as it came, or re-encoded for the provider's protocol."""
+    """The body to send: chat as it came, or re-encoded for the provider's protocol from
+    the typed request (``typed``: the one planning decoded already, else decoded here)."""
     if api == "openai-chat":
         payload = dict(body)
         payload["model"] = upstream_model
@@ -86,8 +83,7 @@ def provider_body(
                 "include_usage": True,
             }
         return payload
-    req = typed(body)
-    req.stream = stream
+    req = replace(typed() if typed is not None else CHAT.decode_request(body), stream=stream)
     limit = max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
     return CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
 
