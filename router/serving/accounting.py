@@ -205,9 +205,13 @@ class Accounts:
     async def _ledger_usage(self, team: str, period: Period) -> Usage:
         """The ledger's figures plus what the journal holds for it."""
         u = await self.ledger.usage(team, period.key, now=self.clock())
-        pending = self.journal.pending_usd(team, period.key)
-        pending += await self.carried_usd(team, period.key)
+        pending = await self.off_ledger_usd(team, period.key)
         return Usage(u.spent_usd + pending, u.reserved_usd) if pending else u
+
+    async def off_ledger_usd(self, team: str, period_key: str) -> float:
+        """Spend that counts in the period though the ledger does not hold it under this
+        key: journaled settlements (every slot's) and the carry of a changed rule."""
+        return self.journal.pending_usd(team, period_key) + await self.carried_usd(team, period_key)
 
     async def usage(self, team: str, period: Period) -> tuple[Usage, bool]:
         """The team's usage and whether it came from this process's (possibly stale) view."""
@@ -268,11 +272,8 @@ class Accounts:
         await self.release(hold)
         team, period = hold.team, hold.period
         limit = team.budget.usd
-        if limit is not None:  # journaled (and carried) spend is spent, though the ledger
-            # does not count it under this key
-            pending = self.journal.pending_usd(team.name, period.key)
-            pending += await self.carried_usd(team.name, period.key)
-            limit = max(0.0, limit - pending)
+        if limit is not None:  # journaled and carried spend is spent all the same
+            limit = max(0.0, limit - await self.off_ledger_usd(team.name, period.key))
         try:
             hold.reservation = await self.ledger.reserve(
                 team.name,
