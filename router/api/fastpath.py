@@ -26,6 +26,7 @@ from router.api.responses import (
     http_error_response,
 )
 from router.errors import BodyTooLargeError, InvalidRequestError, RequestTimeoutError
+from router.serving.results import Inbound
 from router.serving.service import RouterService
 
 log = logging.getLogger("router")
@@ -110,15 +111,18 @@ class ChatFastPath:
                 receive = bounded(receive, self.service.limits.max_body_bytes)
             await self.app(scope, receive, send)
             return
-        auth = length = None
+        inbound = Inbound()
+        length = None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                auth = value.decode("latin-1")
+                inbound.authorization = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
+            elif name == b"x-session-id":
+                inbound.session_header = value.decode("latin-1")
         limit = self.service.limits.max_body_bytes
         try:
-            result = await self.service.chat(lambda: read_limited(length, receive, limit), auth)
+            result = await self.service.chat(lambda: read_limited(length, receive, limit), inbound)
             response = chat_response(result)
         except Exception:
             log.exception("unhandled error on %s", CHAT_PATH)

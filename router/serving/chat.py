@@ -37,7 +37,7 @@ from router.protocol import ChatRequest, parse_chat, parse_json_object
 from router.serving.accounting import Accounts, Charge, ledger_unavailable
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
-from router.serving.results import Answer, StreamedAnswer, refusal
+from router.serving.results import Answer, Inbound, StreamedAnswer, refusal
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamFailure, UpstreamStream
 
@@ -84,12 +84,13 @@ class ChatFlow:
             self.interrupted = True
             self.task.cancel()
 
-    async def run(self, read_body: Callable[[], Awaitable[bytes]], authorization: str | None):
+    async def run(self, read_body: Callable[[], Awaitable[bytes]], inbound: Inbound):
         """A :data:`ChatResult`; a stream owns the rest of the request (and its record)."""
         rec, parts = self.rec, self.parts
+        self.inbound = inbound
         streaming = False
         try:
-            team = parts.authenticate(self.gen, authorization)
+            team = parts.authenticate(self.gen, inbound.authorization)
             rec.team = team.name
             data = parse_json_object(await read_body())
             req = parse_chat(data, max_n=parts.max_n)

@@ -8,8 +8,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.chat.model import Protocol
 from router.errors import RouterError
 from router.observability.decisions import DecisionRecord
+
+
+@dataclass(slots=True)
+class Inbound:
+    """What a front hands the flow besides the body: the protocol it speaks and the
+    request headers the flow acts on (auth, session, Anthropic's version and betas)."""
+
+    front: Protocol = "openai-chat"
+    authorization: str | None = None  # ``Authorization`` (or Anthropic's ``x-api-key``)
+    session_header: str | None = None  # ``x-session-id``
+    anthropic_version: str | None = None
+    anthropic_beta: str | None = None
 
 
 @dataclass

@@ -33,7 +33,7 @@ from router.serving.accounting import Accounts
 from router.serving.chat import ChatFlow, ChatParts
 from router.serving.generations import Generation, Generations
 from router.serving.planning import DEFAULT_MAX_PROMPT_TOKENS, Planner
-from router.serving.results import ChatResult, StreamedAnswer
+from router.serving.results import ChatResult, Inbound, StreamedAnswer
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamClient
 
@@ -286,14 +286,13 @@ class RouterService:
     def authenticate(self, authorization: str | None) -> TeamPolicy:
         return authenticate(self.config, authorization)
 
-    async def chat(
-        self, read_body: Callable[[], Awaitable[bytes]], authorization: str | None
-    ) -> ChatResult:
-        """One chat completion; ``read_body`` raises BodyTooLargeError past the limit."""
+    async def chat(self, read_body: Callable[[], Awaitable[bytes]], inbound: Inbound) -> ChatResult:
+        """One chat request on any front; ``read_body`` raises BodyTooLargeError past
+        the limit."""
         gen = self.generations.enter()
         result: ChatResult | None = None
         try:
-            result = await ChatFlow(self._parts, gen).run(read_body, authorization)
+            result = await ChatFlow(self._parts, gen).run(read_body, inbound)
             if isinstance(result, StreamedAnswer):
                 result.chunks = self._leaving_after(gen, result.chunks)
             return result
