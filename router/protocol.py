@@ -59,6 +59,16 @@ class ChatRequest(BaseModel):
 
     _body: dict[str, Any] = PrivateAttr(default_factory=dict)
     _typed: Any = PrivateAttr(default=None)
+    _front: str = PrivateAttr(default="openai-chat")
+
+    @property
+    def front(self) -> str:
+        """The protocol the client spoke (``openai-chat`` unless a front set it)."""
+        return self._front
+
+    def set_typed(self, typed: Any, front: str) -> None:
+        """The typed request a front of another protocol decoded (router.serving.fronts)."""
+        self._typed, self._front = typed, front
 
     def typed(self) -> Any:
         """The request as the typed chat model (``router.chat``), decoded once, on first

@@ -1,12 +1,16 @@
-"""``POST /v1/chat/completions`` served straight from ASGI, every other request handed to
-the FastAPI app. The hot path skips the framework's routing, middleware and dependency
-machinery (profiled: a large share of the router's own time per request); its behaviour
-is the same as a route's, errors included.
+"""The three chat fronts served straight from ASGI — ``POST /v1/chat/completions``,
+``POST /v1/messages`` (Anthropic Messages), ``POST /v1/responses`` (OpenAI Responses) —
+every other request handed to the FastAPI app. The hot path skips the framework's
+routing, middleware and dependency machinery (profiled: a large share of the router's
+own time per request); its behaviour is the same as a route's, errors included, each
+front's errors in its own protocol's shape.
 
-The path is this module's alone (the FastAPI app has no route for it): other methods get
-the 405 a route would give, the path with a trailing slash the framework's 307 to the path
-without it, and ``--docs`` lists it through :func:`add_chat_to_openapi` (the body is
-OpenAI's Chat Completions request, forwarded as it is)."""
+The paths are this module's alone (the FastAPI app has no route for them): other methods
+get the 405 a route would give, a path with a trailing slash the framework's 307 to the
+path without it, and ``--docs`` lists chat through :func:`add_chat_to_openapi`.
+Anthropic clients authenticate with ``x-api-key`` (taken when there is no
+``Authorization``); ``anthropic-version`` and ``anthropic-beta`` are handed on.
+"""
 
 from __future__ import annotations
 
@@ -19,19 +23,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.api.responses import (
-    INTERNAL_ERROR,
-    JSONResponse,
-    chat_response,
-    http_error_response,
-)
+from router.api.responses import INTERNAL_ERROR, front_response, http_error_response
+from router.chat.model import Protocol
 from router.errors import BodyTooLargeError, InvalidRequestError, RequestTimeoutError
-from router.serving.results import Inbound
+from router.serving.results import Inbound, Refusal
 from router.serving.service import RouterService
 
 log = logging.getLogger("router")
 
-CHAT_PATH = "/v1/chat/completions"
 # Longest wait for the next piece of a request body before the request is refused (408).
 BODY_READ_TIMEOUT_S = 30.0
 
@@ -90,29 +89,43 @@ def _too_large(size: int, limit: int) -> str:
     return f"request body is {size} bytes; the limit is {limit} bytes ({limit / 2**20:g} MiB)"
 
 
+CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+RESPONSES_PATH = "/v1/responses"
+# The POST paths served here, and the protocol each speaks.
+FRONTS: dict[str, Protocol] = {
+    CHAT_PATH: "openai-chat",
+    MESSAGES_PATH: "anthropic-messages",
+    RESPONSES_PATH: "openai-responses",
+}
+
+
 class ChatFastPath:
+    """The three chat fronts (``POST`` on :data:`FRONTS`), each straight from ASGI."""
+
     def __init__(self, app: ASGIApp, service: RouterService) -> None:
         self.app = app
         self.service = service
         self.state = getattr(app, "state", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in (CHAT_PATH, CHAT_PATH + "/"):
-            if scope["path"] != CHAT_PATH:  # as the framework's redirect_slashes does
-                url = URL(scope={**scope, "path": CHAT_PATH})
-                await RedirectResponse(str(url))(scope, receive, send)
-                return
-            if scope["method"] != "POST":
-                response = http_error_response(405, scope["method"], CHAT_PATH)
-                await response(scope, receive, send)
-                return
-        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+        path = scope["path"] if scope["type"] == "http" else ""
+        front = FRONTS.get(path)
+        if front is None and path.endswith("/") and path[:-1] in FRONTS:
+            url = URL(scope={**scope, "path": path[:-1]})  # as redirect_slashes does
+            await RedirectResponse(str(url))(scope, receive, send)
+            return
+        if front is not None and scope["method"] != "POST":
+            response = http_error_response(405, scope["method"], path)
+            await response(scope, receive, send)
+            return
+        if front is None:
             if scope["type"] == "http":  # every route's body within the chat path's bounds
                 receive = bounded(receive, self.service.limits.max_body_bytes)
             await self.app(scope, receive, send)
             return
-        inbound = Inbound()
-        length = None
+        inbound = Inbound(front=front)
+        length = api_key = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 inbound.authorization = value.decode("latin-1")
@@ -120,13 +133,21 @@ class ChatFastPath:
                 length = value.decode("latin-1")
             elif name == b"x-session-id":
                 inbound.session_header = value.decode("latin-1")
+            elif name == b"x-api-key":
+                api_key = value.decode("latin-1")
+            elif name == b"anthropic-version":
+                inbound.anthropic_version = value.decode("latin-1")
+            elif name == b"anthropic-beta":
+                inbound.anthropic_beta = value.decode("latin-1")
+        if inbound.authorization is None and api_key is not None:
+            inbound.authorization = "Bearer " + api_key  # Anthropic's SDKs send x-api-key
         limit = self.service.limits.max_body_bytes
         try:
             result = await self.service.chat(lambda: read_limited(length, receive, limit), inbound)
-            response = chat_response(result)
+            response = front_response(front, result)
         except Exception:
-            log.exception("unhandled error on %s", CHAT_PATH)
-            response = JSONResponse(INTERNAL_ERROR, status_code=500)
+            log.exception("unhandled error on %s", path)
+            response = front_response(front, Refusal(500, INTERNAL_ERROR))
         await response(scope, receive, send)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import anyio
 from starlette.responses import Response, StreamingResponse
 
+from router.chat.codecs import Frame
+from router.chat.model import Protocol
 from router.errors import RouterError
 from router.jsonio import dumps
 from router.serving.results import Answer, ChatResult, Refusal
@@ -51,15 +53,68 @@ def http_error_response(status: int, method: str, path: str, detail: str = "") -
     return JSONResponse(body, status_code=status)
 
 
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """An OpenAI-shaped error (the router's own) in Anthropic's shape and status: 503
+    (not ready, overloaded) is Anthropic's 529 ``overloaded_error``, which its SDKs and
+    Claude Code retry. The router's ``code`` and ``param`` ride along as extra fields."""
+    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    if status == 503:
+        status = 529
+    kind = ANTHROPIC_ERROR_TYPES.get(status) or (
+        "api_error" if status >= 500 else "invalid_request_error"
+    )
+    out: dict[str, Any] = {"type": kind, "message": str(err.get("message") or "error")}
+    for key in ("code", "param"):
+        if err.get(key) is not None:
+            out[key] = err[key]
+    return status, {"type": "error", "error": out}
+
+
 def chat_response(result: ChatResult) -> Response:
+    return front_response("openai-chat", result)
+
+
+def front_response(front: Protocol, result: ChatResult) -> Response:
+    """A serving result as the front's HTTP response: its JSON, its error shape, its
+    SSE framing (data-only chunks and ``[DONE]`` for chat; named events for the others)."""
     if isinstance(result, Answer):
         return JSONResponse(result.body, headers=result.headers)
     if isinstance(result, Refusal):
-        return JSONResponse(result.body, status_code=result.status, headers=result.headers)
+        status, body = result.status, result.body
+        if front == "anthropic-messages":
+            status, body = anthropic_error(status, body)
+        return JSONResponse(body, status_code=status, headers=result.headers)
     headers = {**result.headers, **SSE_HEADERS}
-    return StreamingResponse(
-        sse_frames(result.chunks), media_type="text/event-stream", headers=headers
-    )
+    frames = sse_frames(result.chunks) if front == "openai-chat" else sse_events(result.chunks)
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+
+async def sse_events(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+    """Named SSE events (``event:`` then ``data:``), as Anthropic and Responses send."""
+    try:
+        async for event, data in frames:
+            line = b"data: " + (data.encode() if isinstance(data, str) else dumps(data))
+            if event is None:
+                yield line + b"\n\n"
+            else:
+                yield b"event: " + event.encode() + b"\n" + line + b"\n\n"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await frames.aclose()  # type: ignore[attr-defined]
 
 
 async def sse_frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

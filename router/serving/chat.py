@@ -23,6 +23,9 @@ from typing import Any
 
 import anyio
 
+from router.chat.codecs import Frame
+from router.chat.codecs.openai_chat.answer import encode_usage
+from router.chat.model import StreamStart, TextDelta, ToolCallDelta, Usage, UsageEvent
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
@@ -34,6 +37,7 @@ from router.errors import (
 from router.ledger import LedgerError, LedgerLost
 from router.observability.decisions import DecisionRecord
 from router.protocol import ChatRequest, parse_chat, parse_json_object
+from router.serving import fronts
 from router.serving.accounting import Accounts, Charge, ledger_unavailable
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
@@ -77,6 +81,13 @@ class ChatFlow:
         self.plan: RoutePlan | None = None
         self.interrupted = False  # set by a shutdown whose grace ran out
         self.task: asyncio.Task[Any] | None = None  # the task relaying this stream
+        self.inbound = Inbound()
+
+    @property
+    def typed_front(self) -> bool:
+        """The client speaks another protocol than chat: answers and stream events come
+        back from the upstream client as the typed model, for the front's codec."""
+        return self.inbound.front != "openai-chat"
 
     def interrupt(self) -> None:
         """End this stream now (shutdown): the relay emits an error event and settles."""
@@ -93,12 +104,15 @@ class ChatFlow:
             team = parts.authenticate(self.gen, inbound.authorization)
             rec.team = team.name
             data = parse_json_object(await read_body())
-            req = parse_chat(data, max_n=parts.max_n)
+            if inbound.front == "openai-chat":
+                req = parse_chat(data, max_n=parts.max_n)
+                body = {k: v for k, v in data.items() if k != "router"}
+            else:
+                req, body = fronts.decode(inbound.front, data, max_n=parts.max_n)
             rec.requested_model = req.model
             rec.stream = req.stream
             if parts.log_prompts or team.log_prompts:
                 rec.prompt = req.messages
-            body = {k: v for k, v in data.items() if k != "router"}
             # Rate limit and budget are checked in planning, before anything is scored.
             self.plan = await parts.planner.plan(self.gen.config, team, req, rec)
             await self._reserve_first(self.plan)
@@ -224,7 +238,9 @@ class ChatFlow:
         async for cfg in self._each_candidate(plan):
             t0 = time.perf_counter()
             try:
-                result, attempts = await self.gen.upstream.complete(cfg, body, plan.request.typed)
+                result, attempts = await self.gen.upstream.complete(
+                    cfg, body, plan.request.typed, typed_out=self.typed_front
+                )
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
                 self._failed(cfg, exc)
@@ -233,6 +249,11 @@ class ChatFlow:
             rec.upstream_ms += (time.perf_counter() - t0) * 1000
             self._sent(cfg, attempts)
             rec.served_by = cfg.name
+            if self.typed_front:  # the typed model's answer, for the front's codec
+                result.model = cfg.name
+                await self.settle(cfg, encode_usage(result.usage) if result.usage else None)
+                body_out = fronts.encode_answer(self.inbound.front, result, plan.request.typed())
+                return Answer(body_out, rec.headers())
             await self.settle(cfg, result.get("usage"))
             result["model"] = cfg.name
             return Answer(result, rec.headers())
@@ -244,7 +265,9 @@ class ChatFlow:
         async for cfg in self._each_candidate(plan):
             t0 = time.perf_counter()
             try:
-                stream = await self.gen.upstream.open_stream(cfg, body, plan.request.typed)
+                stream = await self.gen.upstream.open_stream(
+                    cfg, body, plan.request.typed, typed_out=self.typed_front
+                )
                 first = await self._first_chunk(stream)
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
@@ -255,12 +278,12 @@ class ChatFlow:
                 rec.ttft_ms = (time.perf_counter() - t_start) * 1000
             self._sent(cfg, stream.attempts)
             rec.served_by = cfg.name
-            chunks = relay_chunks(self, cfg, stream, first, t0)
-            return StreamedAnswer(chunks, rec.headers())
+            relay = relay_events if self.typed_front else relay_chunks
+            return StreamedAnswer(relay(self, cfg, stream, first, t0), rec.headers())
         raise self._all_failed(plan, last)
 
     @staticmethod
-    async def _first_chunk(stream: UpstreamStream) -> dict[str, Any] | None:
+    async def _first_chunk(stream: UpstreamStream) -> Any:
         """The stream's first chunk (None: it ended empty), read before the status line
         goes out: a stream that fails before its first chunk (an error event, an event
         over the size limit, no event within ``first_byte``) falls back to the next
@@ -414,9 +437,87 @@ async def relay_chunks(
                 flow.record()
 
 
-async def _after(
-    first: dict[str, Any] | None, stream: UpstreamStream
-) -> AsyncIterator[dict[str, Any]]:
+async def relay_events(
+    flow: ChatFlow,
+    cfg: ModelConfig,
+    stream: UpstreamStream,
+    first: Any,
+    t0: float,
+) -> AsyncIterator[Frame]:
+    """The stream for a front of another protocol: the upstream's events as the typed
+    model's (``first`` already read), encoded by the front's codec into its SSE frames.
+    Settled and recorded exactly once, before the closing frames (which carry the
+    decision where the protocol allows an extra field), as :func:`relay_chunks` does;
+    an upstream failure or a shutdown mid-stream ends it with the protocol's own failure
+    event (Anthropic ``error``, Responses ``response.failed``)."""
+    rec, model = flow.rec, cfg.name
+    encoder = fronts.stream_encoder(flow.inbound.front, flow.request().typed())
+    usage: Usage | None = None
+    relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
+    started = settled = failed = False
+    flow.task = asyncio.current_task()
+    flow.parts.streams.add(flow)
+    events = _after(first, stream)
+    try:
+        try:
+            async for event in events:
+                if not started:
+                    started = True
+                    if isinstance(event, StreamStart):
+                        event.model = model
+                        sid, created = event.id or rec.decision_id, event.created
+                    else:
+                        sid, created = rec.decision_id, int(time.time())
+                    for frame in encoder.start(sid, model, created or int(time.time())):
+                        yield frame
+                if isinstance(event, UsageEvent):
+                    usage = event.usage
+                elif isinstance(event, TextDelta):
+                    relayed.append(event.text)
+                elif isinstance(event, ToolCallDelta):
+                    relayed.append(event.arguments)
+                elif isinstance(event, StreamStart):
+                    event.model = model
+                for frame in encoder.feed(event):
+                    yield frame
+        except UpstreamFailure as exc:
+            rec.status = 502
+            rec.error = flow.loggable(exc.message, exc.summary)
+            failed = True
+        except asyncio.CancelledError:
+            if not flow.interrupted:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            rec.status, rec.error = 503, "router shutting down"
+            failed = True
+        if not started:  # the stream ended empty: still a whole message of the protocol
+            for frame in encoder.start(rec.decision_id, model, int(time.time())):
+                yield frame
+        rec.upstream_ms += (time.perf_counter() - t0) * 1000
+        with anyio.CancelScope(shield=True):
+            await flow.settle(cfg, encode_usage(usage) if usage else None, "".join(relayed))
+        settled = True
+        flow.record()  # before the closing frames, as for chat
+        extra = rec.summary()
+        for frame in fronts.failed_frames(encoder, extra) if failed else encoder.finish(extra):
+            yield frame
+    except BaseException as exc:
+        if rec.status == 200 and not settled:
+            flow.mark_interrupted(exc)
+        raise
+    finally:
+        flow.parts.streams.discard(flow)
+        with anyio.CancelScope(shield=True):
+            await events.aclose()
+            await stream.aclose()
+            if not settled:
+                if rec.upstream_ms == 0:
+                    rec.upstream_ms = (time.perf_counter() - t0) * 1000
+                await flow.settle(cfg, encode_usage(usage) if usage else None, "".join(relayed))
+                flow.record()
+
+
+async def _after(first: Any, stream: UpstreamStream) -> AsyncIterator[Any]:
     if first is not None:
         yield first
     async for chunk in stream:

@@ -377,7 +377,9 @@ def expressible(config: RouterConfig, req: ChatRequest, names: list[str]) -> lis
     """The candidates whose provider's protocol can express the request; a field that
     changes the answer is never dropped to reach one. None left: a 400 naming the field."""
     catalog = config.catalog
-    if all(p.api == "openai-chat" for p in catalog.providers.values()):
+    if req.front == "openai-chat" and all(
+        p.api == "openai-chat" for p in catalog.providers.values()
+    ):
         return names  # the common case, checked per provider rather than per candidate
     api_of = {n: catalog.providers[catalog.models[n].provider].api for n in names}
     typed = req.typed()

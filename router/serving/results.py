@@ -33,7 +33,9 @@ class Answer:
 
 @dataclass
 class StreamedAnswer:
-    chunks: AsyncIterator[dict[str, Any]]  # the relayed chunks, then the ``router`` chunk
+    # Chat: the relayed chunks, then the ``router`` chunk. Another front: its codec's
+    # SSE frames, ``(event, data)``.
+    chunks: AsyncIterator[Any]
     headers: dict[str, str]
 
 

@@ -39,7 +39,7 @@ from router.upstream.failures import (
     parse_object,
     status_failure,
 )
-from router.upstream.protocols import chat_answer, provider_body
+from router.upstream.protocols import TypedEvents, chat_answer, provider_body, typed_answer
 from router.upstream.provider import Provider
 from router.upstream.retry import with_retries
 from router.upstream.sse import UpstreamStream
@@ -98,35 +98,48 @@ class UpstreamClient:
         return {name: p.breaker.state for name, p in self._providers.items()}
 
     async def complete(
-        self, model: ModelConfig, body: dict, typed: Callable[[], ChatRequest] | None = None
-    ) -> tuple[dict, int]:
+        self,
+        model: ModelConfig,
+        body: dict,
+        typed: Callable[[], ChatRequest] | None = None,
+        *,
+        typed_out: bool = False,
+    ) -> tuple[Any, int]:
         """POST a non-streamed chat completion (in the provider's protocol); returns
-        (the answer as a chat completion, attempts)."""
+        (the answer as a chat completion, attempts); ``typed_out``: the answer as the
+        typed model (``router.chat.Answer``) instead, whatever the provider's protocol."""
         p = self._provider(model)
         payload = provider_body(
             p.api, body, model.upstream_model, model.max_output_tokens, stream=False, typed=typed
         )
         content = dumps(payload)
         answer, attempts = await self._call(p, lambda d: self._complete_once(p, content, d))
-        if p.api != "openai-chat":
+        if p.api != "openai-chat" or typed_out:
             try:
-                answer = chat_answer(p.api, answer)
+                answer = typed_answer(p.api, answer) if typed_out else chat_answer(p.api, answer)
             except (RouterError, ValueError) as exc:  # a malformed answer of that protocol
                 raise p.fail("protocol", f"unreadable answer: {p.scrub(str(exc))}") from exc
         return answer, attempts
 
     async def open_stream(
-        self, model: ModelConfig, body: dict, typed: Callable[[], ChatRequest] | None = None
+        self,
+        model: ModelConfig,
+        body: dict,
+        typed: Callable[[], ChatRequest] | None = None,
+        *,
+        typed_out: bool = False,
     ) -> UpstreamStream:
         """Start a streamed chat completion; returns once 200 headers have arrived.
         The stream's ``attempts`` says how many requests it took; it yields chat chunks
-        whatever the provider's protocol."""
+        whatever the provider's protocol (``typed_out``: the typed model's events)."""
         p = self._provider(model)
         payload = provider_body(
             p.api, body, model.upstream_model, model.max_output_tokens, stream=True, typed=typed
         )
         content = dumps(payload)
-        stream, attempts = await self._call(p, lambda d: self._stream_once(p, content, d))
+        stream, attempts = await self._call(
+            p, lambda d: self._stream_once(p, content, d, typed_out)
+        )
         stream.attempts = attempts
         return stream
 
@@ -222,11 +235,14 @@ class UpstreamClient:
             raise p.fail("protocol", "the answer is not a JSON object")
         return out
 
-    async def _stream_once(self, p: Provider, content: bytes, deadline: Deadline) -> UpstreamStream:
+    async def _stream_once(
+        self, p: Provider, content: bytes, deadline: Deadline, typed_out: bool = False
+    ) -> UpstreamStream:
         first_by = deadline.loop.time() + p.first_byte
         resp = await self._send(p, content, deadline)
         ctype = resp.headers.get("content-type", "")
         if ctype.startswith("application/json"):  # an answer or an error, but not a stream
             got = await status_failure(resp, p)
             raise p.fail("protocol", "expected an event stream, got JSON", body=got.body)
-        return UpstreamStream(resp, body_parts(resp), p, deadline, first_by)
+        translator = TypedEvents(p.api) if typed_out else True
+        return UpstreamStream(resp, body_parts(resp), p, deadline, first_by, translator)

@@ -10,8 +10,9 @@ stream's usage option set), which is today's fast path. For ``anthropic-messages
 (``router.chat``), encoded with the provider's codec, and the answer (or each stream
 event) decoded with it and encoded back as chat, usage classes included (a Claude
 answer's cache reads reach the ledger as ``prompt_tokens_details.cached_tokens``).
-The serving layer still speaks chat dicts to the client client side; when the fronts of
-the other protocols arrive they hand the typed request in directly.
+A front of another protocol (``/v1/messages``, ``/v1/responses``) hands the typed request
+in directly and gets the typed answer back (``typed_answer``, ``TypedEvents``), so what
+chat has no field for (thinking signatures, cache-control) is not lost on the way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from router.chat.codecs.anthropic import UpstreamStreamError as AnthropicStreamE
 from router.chat.codecs.openai_chat import ChatStreamEncoder, OpenAIChatCodec
 from router.chat.codecs.responses import OpenAIResponsesCodec
 from router.chat.codecs.responses import UpstreamStreamError as ResponsesStreamError
-from router.chat.model import ChatRequest, Unsupported
+from router.chat.model import Answer, ChatRequest, StreamEvent, Unsupported
 from router.errors import RouterError
 
 Api = Literal["openai-chat", "openai-responses", "anthropic-messages"]
@@ -62,8 +63,11 @@ def auth_headers(api: str, key: str) -> dict[bytes, bytes]:
 
 
 def unsupported(api: str, req: ChatRequest) -> list[Unsupported]:
-    """What a provider speaking ``api`` cannot express of ``req``."""
-    return [] if api == "openai-chat" else CODECS[api].unsupported(req)
+    """What a provider speaking ``api`` cannot express of ``req`` (a chat request to a
+    chat provider goes as it came: nothing)."""
+    if api == "openai-chat" and req.extras_protocol in (None, "openai-chat"):
+        return []
+    return CODECS[api].unsupported(req)
 
 
 def provider_body(
@@ -86,6 +90,11 @@ def provider_body(
     req = replace(typed() if typed is not None else CHAT.decode_request(body), stream=stream)
     limit = max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
     return CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
+
+
+def typed_answer(api: str, answer: dict[str, Any]) -> Answer:
+    """The provider's answer as the typed model (for a front of another protocol)."""
+    return CODECS[api].decode_answer(answer)
 
 
 def chat_answer(api: str, answer: dict[str, Any]) -> dict[str, Any]:
@@ -115,3 +124,19 @@ class ChatChunks:
     def _frames(self, events: list[Any]) -> list[dict[str, Any]]:
         feed: Callable[[Any], list[Any]] = self._encoder.feed
         return [f for e in events for _, f in feed(e) if isinstance(f, dict)]
+
+
+class TypedEvents:
+    """A provider's stream events as the typed model's events (for a front of another
+    protocol than chat: its own codec encodes them for the client)."""
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, api: str) -> None:
+        self._decoder = CODECS[api].stream_decoder()
+
+    def feed(self, data: dict[str, Any]) -> list[StreamEvent]:
+        return self._decoder.feed(data.get("type"), data)
+
+    def close(self) -> list[StreamEvent]:
+        return self._decoder.close()

@@ -44,6 +44,14 @@ class StreamProvider(Protocol):
     def record(self, exc: BaseException | None) -> None: ...
 
 
+class Translator(Protocol):
+    """Events of the provider's protocol in, what the stream yields out."""
+
+    def feed(self, data: dict) -> list[Any]: ...
+
+    def close(self) -> list[Any]: ...
+
+
 class EventTooLarge(ValueError):
     """An SSE event grew past the decoder's ``max_event_bytes``."""
 
@@ -133,11 +141,16 @@ class UpstreamStream:
         p: StreamProvider,
         deadline: Deadline,
         first_by: float,
+        translator: Translator | None | bool = True,
     ) -> None:
+        """``translator``: what turns each event into the items this stream yields (True:
+        chat chunks, translated only for a provider of another protocol; None: the
+        events as they came)."""
         self.attempts = 1
         self.completed = False
-        # For a provider of another protocol: its events become chat chunks here.
-        self.chunks: ChatChunks | None = ChatChunks(p.api) if p.api != "openai-chat" else None
+        if translator is True:
+            translator = ChatChunks(p.api) if p.api != "openai-chat" else None
+        self.chunks: Translator | None = translator or None
         self._resp = resp
         self._p = p
         self._deadline = deadline
@@ -193,7 +206,7 @@ class UpstreamStream:
         for event, data in events:
             if data == b"[DONE]":
                 self._ended = self.completed = True
-                return
+                break
             obj = self._parse(event, data)
             if isinstance(obj, dict) and self.chunks is not None:
                 obj = self._translated(obj)
@@ -205,7 +218,8 @@ class UpstreamStream:
                 self._pending.append(obj)
         if self._ended and self.chunks is not None and self._failure is None:
             self._pending.extend(self.chunks.close())  # what the protocol owes at its end
-            self.completed = True
+            # A chat stream is whole only at [DONE]; another protocol's at its end.
+            self.completed = self.completed or self._p.api != "openai-chat"
 
     def _translated(self, obj: dict) -> dict | Exception:
         """Queue the chat chunks of one event of another protocol; the failure it reports."""
