@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from router.chat.codecs.openai_chat.answer import PARTIAL_MARK
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
@@ -35,6 +36,7 @@ from router.ledger import LedgerError, LedgerLost
 from router.observability.decisions import DecisionRecord
 from router.protocol import ChatRequest, parse_chat, parse_json_object
 from router.serving.accounting import Accounts, Charge, ledger_unavailable
+from router.serving.bills import bill, full_input_cost
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.results import Answer, StreamedAnswer, refusal
@@ -232,7 +234,7 @@ class ChatFlow:
             rec.upstream_ms += (time.perf_counter() - t0) * 1000
             self._sent(cfg, attempts)
             rec.served_by = cfg.name
-            await self.settle(cfg, result.get("usage"))
+            await self.settle(cfg, result.get("usage"), answer_text(result))
             result["model"] = cfg.name
             return Answer(result, rec.headers())
         raise self._all_failed(plan, last)
@@ -279,26 +281,28 @@ class ChatFlow:
     def charge(
         self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None
     ) -> Charge:
-        """The actual cost: the upstream's ``usage``; without it (a stream cut short), the
-        prompt plus the ``streamed`` text counted with the scorer's tokenizer; without
-        either, what was reserved."""
+        """The actual cost (router/serving/bills.py): the upstream's ``usage`` where it can
+        be trusted; else estimated from the prompt and the answer's text (``streamed``),
+        never below the input reported; without either, what was reserved."""
         plan = self.plan
         assert plan is not None
-        pt = ct = None
-        if usage:
-            pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(pt, int) and isinstance(ct, int):
+        tokens = self.parts.tokens
+        b = bill(
+            cfg, usage, prompt_estimate=plan.prompt_tokens,
+            text_tokens=None if streamed is None else lambda: tokens.text_tokens(streamed),
+            reserved_usd=plan.expected_cost_usd.get(cfg.name, 0.0),
+        )  # fmt: skip
+        if b.usage is None:
+            return Charge(b.cost_usd, plan.prompt_tokens, None, b.source)
+        pt, ct = b.usage.input_tokens, b.usage.output_tokens
+        learn = None
+        if b.source == "upstream":
             n = plan.request.n or 1
             limit = plan.request.output_token_limit
             # An answer cut at max_tokens says nothing about the model's natural length.
             learn = max(1, ct // n) if limit is None or ct < limit * n else None
-            cost = cfg.cost_usd(pt, ct, **input_classes(usage, pt))
-            return Charge(cost, pt, ct, "upstream", learn)
-        if streamed is not None:
-            ct = self.parts.tokens.text_tokens(streamed)
-            return Charge(cfg.cost_usd(plan.prompt_tokens, ct), plan.prompt_tokens, ct, "estimated")
-        cost = plan.expected_cost_usd.get(cfg.name, 0.0)
-        return Charge(cost, plan.prompt_tokens, None, "reserved")
+        full = full_input_cost(cfg, b.usage)
+        return Charge(b.cost_usd, pt, ct, b.source, learn, b.usage, max(full, b.cost_usd))
 
     async def settle(
         self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None = None
@@ -356,6 +360,8 @@ async def relay_chunks(
             async for chunk in chunks:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                    if isinstance(usage, dict) and PARTIAL_MARK in usage:  # for the bill only
+                        continue
                 last_id = chunk.get("id", last_id)
                 created = chunk.get("created", created)
                 if not chunk.get("choices") and "usage" in chunk and not wants_usage:
@@ -435,23 +441,12 @@ def _collect_text(delta: Any, out: list[str]) -> None:
             out.append(args)
 
 
-def input_classes(usage: dict[str, Any], prompt_tokens: int) -> dict[str, int]:
-    """The cache classes of a chat usage's ``prompt_tokens``: reads
-    (``prompt_tokens_details.cached_tokens``) and writes (what the upstream protocol layer
-    carries for Anthropic). Writes count first (they cost more than input), reads get what
-    is left; counts that are not whole numbers >= 0 count as none."""
-    details = usage.get("prompt_tokens_details")
-    if not isinstance(details, dict) or prompt_tokens <= 0:
-        return {}
-    left = prompt_tokens
-    out: dict[str, int] = {}
-    for key, name in (
-        ("cache_write_1h_tokens", "cache_write_1h"),
-        ("cache_write_tokens", "cache_write"),
-        ("cached_tokens", "cache_read"),
-    ):
-        v = details.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            out[name] = min(v, left)
-            left -= out[name]
-    return out
+def answer_text(answer: Any) -> str:
+    """Content and tool-call argument text of every choice of a whole chat answer, to
+    estimate its tokens when its usage cannot be trusted."""
+    out: list[str] = []
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict):
+            _collect_text(choice.get("message"), out)
+    return "".join(out)
