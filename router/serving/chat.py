@@ -312,6 +312,7 @@ class ChatFlow:
         c = self.charge(cfg, usage, streamed)
         rec.cost_usd, rec.usage_source = c.cost_usd, c.source
         rec.prompt_tokens, rec.completion_tokens = c.prompt_tokens, c.completion_tokens
+        record_classes(rec, c, self.gen.config.catalog.providers[cfg.provider].api)
         # The learned average starts from the configured expectation, not one answer.
         prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
         await self.parts.accounts.settle(plan.hold, cfg.name, c, ref=rec.decision_id, prior=prior)
@@ -439,6 +440,20 @@ def _collect_text(delta: Any, out: list[str]) -> None:
         args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
         if isinstance(args, str):
             out.append(args)
+
+
+def record_classes(rec: DecisionRecord, c: Charge, api: str) -> None:
+    """The decision log's usage classes and what caching saved, from the charge."""
+    rec.upstream_api = api
+    u = c.usage
+    if u is not None:
+        rec.cached_prompt_tokens, rec.reasoning_tokens = u.cache_read_tokens, u.reasoning_tokens
+        rec.cache_write_tokens, rec.cache_write_1h_tokens = (
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+        )
+    if c.full_input_usd is not None:
+        rec.cache_saved_usd = c.full_input_usd - c.cost_usd
 
 
 def answer_text(answer: Any) -> str:
