@@ -97,3 +97,79 @@ def test_the_1h_write_defaults_to_the_5_minute_price():
         cache_write_usd_per_mtok=1.25,
     )  # fmt: skip
     assert m.cost_usd(100, 0, cache_write_1h=100) == pytest.approx(125 / 1e6)
+
+
+# ---------------------------------------------------------------- long-context tiers
+
+TIERED = ModelConfig(
+    name="t", provider="p", input_usd_per_mtok=1.0, output_usd_per_mtok=2.0,
+    cached_input_usd_per_mtok=0.1,
+    long_context={"above_prompt_tokens": 1000, "input_usd_per_mtok": 3.0,
+                  "output_usd_per_mtok": 5.0, "cache_write_usd_per_mtok": 3.75},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("prompt", "classes", "usd"),
+    [
+        (1000, {}, (1000 * 1.0 + 10 * 2.0) / 1e6),  # at the threshold: the base prices
+        (1001, {}, (1001 * 3.0 + 10 * 5.0) / 1e6),  # above it: the whole request at the tier
+        # A class the tier does not price costs the tier's input price (never less).
+        (2000, {"cache_read": 1500}, (2000 * 3.0 + 10 * 5.0) / 1e6),
+        (2000, {"cache_write": 1000, "cache_write_1h": 500},
+         (500 * 3.0 + 1000 * 3.75 + 500 * 3.75 + 10 * 5.0) / 1e6),
+    ],
+)  # fmt: skip
+def test_long_context_tier(prompt, classes, usd):
+    assert TIERED.cost_usd(prompt, 10, **classes) == pytest.approx(usd, abs=1e-15)
+
+
+def test_the_reservation_is_priced_at_the_tier_the_prompt_falls_in():
+    from router.policy.candidates import expected_cost_usd
+
+    assert expected_cost_usd(TIERED, 5000, 100) == pytest.approx((5000 * 3.0 + 100 * 5.0) / 1e6)
+    # An upper bound of any settlement of that prompt, whatever its cache classes.
+    assert expected_cost_usd(TIERED, 5000, 100) >= TIERED.cost_usd(5000, 100, cache_read=4000)
+
+
+def test_shipped_tiers_and_cache_prices():
+    from pathlib import Path
+
+    from router.config import load_providers
+
+    cat = load_providers(Path(__file__).parents[1] / "providers.yaml", env={})
+    pro = cat.models["gemini-2.5-pro"]
+    assert pro.cost_usd(200_000, 0) == pytest.approx(0.25)
+    assert pro.cost_usd(200_001, 1_000) == pytest.approx((200_001 * 2.5 + 1000 * 15.0) / 1e6)
+    sonnet = cat.models["claude-sonnet-4-20250514"]
+    assert sonnet.cost_usd(300_000, 0, cache_read=300_000) == pytest.approx(0.18)
+    assert cat.models["deepseek-v3"].cost_usd(100, 0, cache_read=100) == pytest.approx(7e-6)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("{above_prompt_tokens: 0, input_usd_per_mtok: 1, output_usd_per_mtok: 1}",
+         "long_context.above_prompt_tokens"),
+        ("{above_prompt_tokens: 10, output_usd_per_mtok: 1}", "long_context.input_usd_per_mtok"),
+        ("{above_prompt_tokens: 10, input_usd_per_mtok: 1, output_usd_per_mtok: -1}",
+         "long_context.output_usd_per_mtok"),
+        ("{above_prompt_tokens: 10, input_usd_per_mtok: 1, output_usd_per_mtok: 1, x: 1}",
+         "long_context.x"),
+        ("128000", "long_context"),
+    ],
+)  # fmt: skip
+def test_a_malformed_tier_is_a_config_error_naming_file_and_field(tmp_path, body, field):
+    from router.config import load_providers
+    from router.errors import ConfigError
+
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        "providers:\n  p: {base_url: 'https://p.example/v1'}\n"
+        "models:\n  m:\n    provider: p\n    input_usd_per_mtok: 1\n"
+        f"    output_usd_per_mtok: 1\n    long_context: {body}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_providers(path, env={})
+    text = str(err.value)
+    assert str(path) in text and f"models.m.{field}" in text, text
