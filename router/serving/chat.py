@@ -302,7 +302,7 @@ class ChatFlow:
             # An answer cut at max_tokens says nothing about the model's natural length.
             learn = max(1, ct // n) if limit is None or ct < limit * n else None
         full = full_input_cost(cfg, b.usage)
-        return Charge(b.cost_usd, pt, ct, b.source, learn, b.usage, max(full, b.cost_usd))
+        return Charge(b.cost_usd, pt, ct, b.source, learn, b.usage, full)
 
     async def settle(
         self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None = None
