@@ -68,8 +68,18 @@ from fake_upstream import Behaviour, FakeUpstream  # noqa: E402
 from router_process import wait_http_ok  # noqa: E402
 from soak_report import MARK, Outcome, Plan, read_ledger, reconcile, report  # noqa: E402
 
-# The tests' catalog: the tiny checkpoint's models at their real prices (per 1M tokens).
-PRICES = {m: TEST_PRICES[m] for m in TINY_MODELS}
+# The tests' catalog: the tiny checkpoint's models at their real prices (per 1M tokens),
+# cache reads at half the input price. Every third model's upstream id names a reasoner,
+# so the fake adds reasoning tokens (billed as output) to its answers.
+PRICES = {m: (*TEST_PRICES[m], TEST_PRICES[m][0] / 2) for m in TINY_MODELS}
+UPSTREAM = {
+    name: f"up-{name}-reasoner" if i % 3 == 0 else f"up-{name}"
+    for i, name in enumerate(sorted(PRICES))
+}
+# A system prompt long enough for the fake's automatic prefix cache (1,024 words), sent
+# with SHARED_SHARE of the requests: after the first per model they read it from cache.
+SHARED = " ".join(f"rule {i}: keep the ledger exact." for i in range(220))
+SHARED_SHARE = 0.4
 TIMEOUTS = {"connect": 2, "first_byte": 4, "idle": 4, "total": 10}
 # Five failed calls in a row open a provider's circuit for 10 s (the default is 30 s).
 CIRCUIT = {"failures": 5, "cooldown_s": 10}
@@ -117,8 +127,9 @@ def write_config(work: Path, fake_url: str) -> tuple[Path, Path]:
             "limits": LIMITS, "circuit": CIRCUIT, "max_retries": 2}  # fmt: skip
     names = sorted(PRICES)
     models = {
-        name: {"provider": "fake_a" if i % 2 else "fake_b", "upstream_model": f"up-{name}",
-               "input_usd_per_mtok": p[0], "output_usd_per_mtok": p[1]}
+        name: {"provider": "fake_a" if i % 2 else "fake_b", "upstream_model": UPSTREAM[name],
+               "input_usd_per_mtok": p[0], "output_usd_per_mtok": p[1],
+               "cached_input_usd_per_mtok": p[2]}
         for i, (name, p) in enumerate((n, PRICES[n]) for n in names)
     }  # fmt: skip
     providers = work / "providers.yaml"
@@ -207,6 +218,8 @@ def body_for(plan: Plan, rng: random.Random) -> dict[str, Any]:
         "messages": [{"role": "user", "content": f"{plan.marker} {words}"}],
         "stream": plan.stream,
     }
+    if rng.random() < SHARED_SHARE:
+        body["messages"].insert(0, {"role": "system", "content": SHARED})
     if rng.random() < 0.3:
         body["max_tokens"] = rng.randint(3, 30)
     return body
@@ -346,7 +359,7 @@ def main() -> None:
             proc.wait(60)
     ledger_usd, rows = read_ledger(ledger_path)
     decisions = [json.loads(ln) for ln in (work / "decisions.jsonl").read_text().splitlines() if ln]
-    rec = reconcile(fake.requests, plans, decisions, rows, PRICES, NOT_PROCESSED)
+    rec = reconcile(fake.requests, plans, decisions, rows, PRICES, NOT_PROCESSED, UPSTREAM)
     load = (tuple(round(x, 2) for x in load0), tuple(round(x, 2) for x in load1))
     report(a, out, rec, ledger_usd, (rss0, rss1), load, notes, wall, CIRCUIT)
     print(f"work folder (config, ledger, decision log, router log): {work}")

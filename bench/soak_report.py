@@ -44,9 +44,13 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q / 100 * len(xs)))] if xs else float("nan")
 
 
-def cost(prices: dict[str, tuple[float, float]], model: str, usage: dict) -> float:
-    i, o = prices[model]
-    return (usage["prompt_tokens"] * i + usage["completion_tokens"] * o) / 1e6
+def cost(prices: dict[str, tuple[float, float, float]], model: str, usage: dict) -> float:
+    """What the provider bills: cached input at its price, reasoning inside the output."""
+    i, o, c = prices[model]
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return (
+        (usage["prompt_tokens"] - cached) * i + cached * c + usage["completion_tokens"] * o
+    ) / 1e6
 
 
 def reconcile(
@@ -54,14 +58,15 @@ def reconcile(
     plans: list[Plan],
     decisions: list[dict],
     spend_rows: list[dict],
-    prices: dict[str, tuple[float, float]],
+    prices: dict[str, tuple[float, float, float]],
     not_processed: set[str],
+    upstream: dict[str, str],
 ) -> dict[str, Any]:
     """Per marker: bodies seen twice, the fake's bill, the router's charge. ``arrived``:
     the fake's ``Recorded`` requests; ``not_processed``: faults after which one resend of
     the same body is allowed (429/503 say the request was not processed)."""
     by_marker = {p.marker: p for p in plans}
-    up_to_name = {f"up-{n}": n for n in prices}
+    up_to_name = {up: n for n, up in upstream.items()}
     arrivals: dict[str, list[Any]] = defaultdict(list)
     for r in arrived:
         if r.method == "POST" and isinstance(r.json, dict):
@@ -103,6 +108,9 @@ def reconcile(
         "dup_ok": dup_ok, "dup_bad": dup_bad, "billed": sum(billed.values()),
         "charged": sum(charged.values()), "groups": groups, "circuit_open": circuit,
         "decisions_usd": sum(d["cost_usd"] or 0.0 for d in decisions),
+        "cached_tokens": sum(d.get("cached_prompt_tokens") or 0 for d in decisions),
+        "reasoning_tokens": sum(d.get("reasoning_tokens") or 0 for d in decisions),
+        "cache_saved_usd": sum(d.get("cache_saved_usd") or 0.0 for d in decisions),
         "sources": Counter(sources.values()), "refs_twice": sum(1 for v in refs.values() if v > 1),
         "settled_rows": len(spend_rows), "rows_usd": sum(r["amount"] for r in spend_rows),
     }  # fmt: skip
@@ -150,6 +158,9 @@ def report(a: argparse.Namespace, out: list[Outcome], rec: dict, ledger_usd: flo
           "requests where they differ by > 1e-9:")  # fmt: skip
     for k, (n, b, c, d) in sorted(rec["groups"].items()):
         print(f"   {k:36s} {n:6d}  ${b:.9f}  ${c:.9f}  {d}")
+    print(f"usage classes logged: {rec['cached_tokens']} cached prompt tokens, "
+          f"{rec['reasoning_tokens']} reasoning tokens; caching saved "
+          f"${rec['cache_saved_usd']:.9f}")  # fmt: skip
     lat = [o.latency_s * 1000 for o in out]
     lat_ok = [o.latency_s * 1000 for o in ok if o.plan.fault is None]
     print(f"latency ms, all: P50 {pct(lat, 50):.1f} P99 {pct(lat, 99):.1f}; fault-free ok: "

@@ -21,8 +21,10 @@ Caches (per model, the way providers keep them per organisation and model):
   the field) and billed as plain input, as OpenAI does.
 
 Billing (:class:`Line`, :func:`invoice`): USD per 1M tokens, from a table
-``{model: {"input", "output", "cached_input"?, "cache_write"?, "cache_write_1h"?}}``;
-a missing cache price falls back to ``input`` (``cache_write_1h`` to ``cache_write``).
+``{model: {"input", "output", "cached_input"?, "cache_write"?, "cache_write_1h"?,
+"long_context"?}}``; a missing cache price falls back to ``input`` (``cache_write_1h`` to
+``cache_write``). ``long_context`` is ``{"above": N, "input", "output", ...}`` with the
+same keys: a request whose input (every class) is above N bills all of it there.
 Reasoning tokens are part of ``output`` at every provider and are not billed apart.
 A line bills the usage the client was told: an answer sent in full bills its usage
 (even a stream whose usage chunk the client did not ask for); a stream cut before its
@@ -198,8 +200,16 @@ class Line:
     reasoning: int = 0
     cut: bool = False  # a stream that ended early: the usage its sent events carried
 
-    def cost(self, prices: Mapping[str, Mapping[str, float]]) -> float:
+    @property
+    def prompt(self) -> int:
+        """Every input token, all classes."""
+        return self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
+
+    def cost(self, prices: Mapping[str, Mapping[str, Any]]) -> float:
         p = prices[self.model]
+        tier = p.get("long_context")
+        if tier is not None and self.prompt > tier["above"]:
+            p = tier  # the whole request at the long-context prices
         pin = p["input"]
         write = p.get("cache_write", pin)
         return (

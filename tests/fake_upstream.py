@@ -63,6 +63,8 @@ from router.offline.echo import (
 )
 
 ANY_MODEL = "*"
+KEEP_USAGE = object()  # Behaviour.usage: the answer's own usage
+NO_USAGE = object()  # Behaviour.usage: no ``usage`` key at all
 KEY = "sk-test-SECRET-0123456789"
 
 
@@ -111,6 +113,7 @@ class Behaviour:
     error_raw: bytes | None = None  # the error answer's body, byte for byte
     stream_error_raw: bytes | None = None  # an SSE data event after the first chunk
     cut_after_events: int | None = None  # a stream's connection closes after N events
+    usage: Any = KEEP_USAGE  # chat: the usage object sent instead of the answer's own
 
 
 @dataclass
@@ -178,6 +181,7 @@ class FakeUpstream(LoopbackServer):
         error_raw: bytes | None = None,
         stream_error_raw: bytes | None = None,
         cut_after_events: int | None = None,
+        usage: Any = KEEP_USAGE,
     ) -> None:
         """Set how requests for ``model`` (as the upstream sees it; ``"*"``: any) go.
 
@@ -199,6 +203,9 @@ class FakeUpstream(LoopbackServer):
         that protocol's error shape (Anthropic 529: ``overloaded_error``) and
         ``stream_error_raw`` is sent as ``event: error``; ``huge_*`` and
         ``body_delay_s`` apply to chat only.
+        ``usage`` (chat only): the answer's (or the stream's usage chunk's) usage is this
+        value exactly, whatever it is (``NO_USAGE``: the key is left out); such a request
+        has no line on the invoice.
         ``fail_times=N`` applies all of this to the next N requests only, then the model
         answers normally.
         """
@@ -208,7 +215,7 @@ class FakeUpstream(LoopbackServer):
             self._behaviours[model] = Behaviour(
                 status, retry_after, reset, delay_s, chunk_delay_s, fail_times, error_body,
                 drop_after_read, huge_line, huge_body, body_delay_s, hold, error_raw,
-                stream_error_raw, cut_after_events,
+                stream_error_raw, cut_after_events, usage,
             )  # fmt: skip
 
     def clear(self) -> None:
@@ -300,11 +307,18 @@ class FakeUpstream(LoopbackServer):
         if body.get("stream") is not True:
             answer = completion_for(body)
             answer["usage"] = chat_usage(body, answer["usage"], self.state.cache)
+            odd = b is not None and b.usage is not KEEP_USAGE
+            if odd:
+                answer.pop("usage")
+                if b.usage is not NO_USAGE:
+                    answer["usage"] = b.usage
             if b is not None and b.body_delay_s:
                 await self._slow_body(answer, b.body_delay_s, send)
             else:
                 await send_json(send, 200, answer)
-            rec.usage, rec.line = answer["usage"], chat_line(answer["model"], answer["usage"])
+            if not odd:
+                rec.usage = answer["usage"]
+                rec.line = chat_line(answer["model"], answer["usage"])
             return
         await self._stream(body, b, rec, receive, send)
 
@@ -361,6 +375,7 @@ class FakeUpstream(LoopbackServer):
         usage = chat_usage(body, usage, self.state.cache)
         model = str(body.get("model"))
         rec.line = Line("openai-chat", model, cut=True)  # until the usage chunk is sent
+        odd = b is not None and b.usage is not KEEP_USAGE
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             for chunk in chunks:
@@ -370,6 +385,10 @@ class FakeUpstream(LoopbackServer):
                     return
                 if chunk.get("usage"):
                     chunk["usage"] = usage
+                    if odd:
+                        chunk.pop("usage")
+                        if b.usage is not NO_USAGE:
+                            chunk["usage"] = b.usage
                 if delay:
                     await asyncio.sleep(delay)
                 if gone.is_set():
@@ -381,7 +400,7 @@ class FakeUpstream(LoopbackServer):
                     event = b"data: " + error_raw + b"\n\n"
                     await send({"type": "http.response.body", "body": event, "more_body": False})
                     return
-                if chunk.get("usage"):
+                if chunk.get("usage") and not odd:
                     rec.usage, rec.line = usage, chat_line(model, usage, cut=True)
             if delay:
                 await asyncio.sleep(delay)
@@ -389,7 +408,7 @@ class FakeUpstream(LoopbackServer):
                 rec.disconnected = True
                 return
             await send({"type": "http.response.body", "body": DONE, "more_body": False})
-            rec.line = chat_line(model, usage)
+            rec.line = None if odd else chat_line(model, usage)
         finally:
             watcher.cancel()
 

@@ -1011,10 +1011,10 @@ def test_encode_answer_echoes_the_request() -> None:
             },
             Usage(5, 1),
         ),
-        ({"input_tokens": -3, "output_tokens": 2}, Usage(0, 2)),
+        ({"input_tokens": -3, "output_tokens": 2}, Usage(0, 2, doubtful=True)),
         (
             {"input_tokens": 10, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 50}},
-            Usage(10, 2, cache_read_tokens=10),
+            Usage(10, 2, cache_read_tokens=10, doubtful=True),
         ),
         (
             {
@@ -1022,11 +1022,11 @@ def test_encode_answer_echoes_the_request() -> None:
                 "output_tokens": 2,
                 "output_tokens_details": {"reasoning_tokens": 9},
             },
-            Usage(10, 2, reasoning_tokens=2),
+            Usage(10, 2, reasoning_tokens=2, doubtful=True),
         ),
-        ({"output_tokens": 4, "total_tokens": 10}, Usage(6, 4)),
-        ({"input_tokens": 4, "total_tokens": 3}, Usage(4, 0)),
-        ({"input_tokens": 7.0, "output_tokens": float("nan")}, Usage(7, 0)),
+        ({"output_tokens": 4, "total_tokens": 10}, Usage(6, 4, doubtful=True)),
+        ({"input_tokens": 4, "total_tokens": 3}, Usage(4, 0, doubtful=True)),
+        ({"input_tokens": 7.0, "output_tokens": float("nan")}, Usage(7, 0, doubtful=True)),
         ({"input_tokens": True, "output_tokens": "3"}, None),
         ({}, None),
         (None, None),

@@ -16,11 +16,13 @@ body (fixtures are function-scoped; one router for 1,000 examples keeps this fas
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import OTHER_KEY, TEAM_KEY, TINY_MODELS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -262,3 +264,172 @@ def test_chat_fuzz_never_5xx_and_errors_are_openai_shaped(make_router, fake):
     # Both kinds were exercised: answers and refusals.
     assert statuses.get(200, 0) > EXAMPLES // 20 and statuses.get(400, 0) > EXAMPLES // 10
     assert growth < RSS_GROWTH_LIMIT_MB
+
+
+# ------------------------------------------------------------------ usage objects
+#
+# The upstream answers normally but reports any usage at all: well-formed with cache
+# classes and reasoning, one field replaced by anything (negative, a fraction, text, a
+# bool, more than its whole), null, missing, or JSON junk. An independent oracle says
+# which are trustworthy. Properties: always a 200 (a stream: no in-band error, [DONE]);
+# the reservation is released; a trustworthy usage is billed as ``upstream`` at exactly
+# its class prices; any other is ``estimated`` and never billed below the input (or the
+# output) reported; the ledger's spend is the decision log's to 1e-9.
+
+USAGE_EXAMPLES = int(os.environ.get("FUZZ_USAGE_EXAMPLES", "150"))
+BILLED = "gpt-4o-mini-2024-07-18"
+CLASS_PRICES = {"input": 0.15, "output": 0.60, "cached": 0.075, "write": 0.1875, "write_1h": 0.30}
+DROP = object()
+odd_counts = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
+    | st.text(max_size=4)
+    | st.sampled_from([-1, 2**40, "12", 3.0, DROP])
+)
+CLASS_KEYS = ("cached_tokens", "cache_write_tokens", "cache_write_1h_tokens")
+
+
+@st.composite
+def usage_objects(draw: st.DrawFn) -> Any:
+    from fake_upstream import NO_USAGE
+
+    kind = draw(st.sampled_from(["good", "good", "odd", "odd", "missing", "null", "junk"]))
+    if kind == "missing":
+        return NO_USAGE
+    if kind == "null":
+        return None
+    if kind == "junk":
+        return draw(json_values(6))
+    prompt, completion = draw(st.integers(0, 5000)), draw(st.integers(0, 2000))
+    left, details = prompt, {}
+    for key in CLASS_KEYS:
+        if draw(st.booleans()):
+            details[key] = draw(st.integers(0, left))
+            left -= details[key]
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": details,
+    }
+    if draw(st.booleans()):
+        usage["completion_tokens_details"] = {"reasoning_tokens": draw(st.integers(0, completion))}
+    if kind == "odd":
+        where = draw(
+            st.sampled_from(["prompt_tokens", "completion_tokens", *CLASS_KEYS, "reasoning"])
+        )
+        value = draw(odd_counts | st.integers(prompt + 1, prompt + 10**6))
+        target = (
+            usage
+            if where in ("prompt_tokens", "completion_tokens")
+            else usage.setdefault("completion_tokens_details", {})
+            if where == "reasoning"
+            else details
+        )
+        key = "reasoning_tokens" if where == "reasoning" else where
+        if value is DROP:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return usage
+
+
+def whole(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def trustworthy(u: Any) -> bool:
+    """The oracle: every count a whole number >= 0 (classes may be absent or null), the
+    classes within the prompt, reasoning within the completion."""
+    if not isinstance(u, dict) or not whole(u.get("prompt_tokens")):
+        return False
+    if not whole(u.get("completion_tokens")):
+        return False
+    d = u.get("prompt_tokens_details") or {}
+    cd = u.get("completion_tokens_details") or {}
+    classes = [d.get(k) for k in CLASS_KEYS]
+    if any(v is not None and not whole(v) for v in classes):
+        return False
+    r = cd.get("reasoning_tokens")
+    if r is not None and (not whole(r) or r > u["completion_tokens"]):
+        return False
+    return sum(v or 0 for v in classes) <= u["prompt_tokens"]
+
+
+def class_cost(u: dict) -> float:
+    p, d = CLASS_PRICES, u.get("prompt_tokens_details") or {}
+    read, w5, w1 = (d.get(k) or 0 for k in CLASS_KEYS)
+    uncached = u["prompt_tokens"] - read - w5 - w1
+    return (
+        uncached * p["input"] + read * p["cached"] + w5 * p["write"] + w1 * p["write_1h"]
+        + u["completion_tokens"] * p["output"]
+    ) / 1e6  # fmt: skip
+
+
+def test_usage_fuzz_never_raises_never_undercharges(make_router, fake):
+    from conftest import default_models
+
+    models = default_models()
+    models[BILLED].update(
+        input_usd_per_mtok=CLASS_PRICES["input"],
+        output_usd_per_mtok=CLASS_PRICES["output"],
+        cached_input_usd_per_mtok=CLASS_PRICES["cached"],
+        cache_write_usd_per_mtok=CLASS_PRICES["write"],
+        cache_write_1h_usd_per_mtok=CLASS_PRICES["write_1h"],
+    )
+    r = make_router(models=models)
+    client = httpx.Client(base_url=r.root, timeout=30)
+    auth = {"authorization": f"Bearer {TEAM_KEY}"}
+    sources: dict[str, int] = {}
+    n_logged = 0
+
+    @settings(max_examples=USAGE_EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(usage=usage_objects(), streamed=st.booleans(), wants=st.booleans())
+    def prop(usage: Any, streamed: bool, wants: bool) -> None:
+        nonlocal n_logged
+        fake.clear()
+        fake.behave(usage=usage)
+        body: dict[str, Any] = {"model": BILLED, "messages": [{"role": "user", "content": "hi"}]}
+        if streamed:
+            body.update(stream=True, stream_options={"include_usage": wants})
+        resp = client.post("/v1/chat/completions", json=body, headers=auth)
+        assert resp.status_code == 200, resp.text[:500]
+        if streamed:
+            check_stream(resp.text)
+        else:
+            assert resp.json()["choices"]
+        lines = r.decisions()
+        assert len(lines) == n_logged + 1
+        n_logged += 1
+        line = lines[-1]
+        assert line["status"] == 200, line
+        sources[line["usage_source"]] = sources.get(line["usage_source"], 0) + 1
+        cost = line["cost_usd"]
+        assert cost >= 0 and math.isfinite(cost)
+        if trustworthy(usage):
+            assert line["usage_source"] == "upstream", (usage, line)
+            assert cost == pytest.approx(class_cost(usage), abs=1e-12)
+        else:
+            assert line["usage_source"] == "estimated", (usage, line)
+            said = usage if isinstance(usage, dict) else {}
+            floor = 0.0
+            if whole(said.get("prompt_tokens")):
+                floor += said["prompt_tokens"] * CLASS_PRICES["input"] / 1e6
+            if whole(said.get("completion_tokens")):
+                floor += said["completion_tokens"] * CLASS_PRICES["output"] / 1e6
+            assert cost >= floor - 1e-15, (usage, line)
+        budget = client.get("/v1/budget", headers=auth).json()
+        assert budget["reserved_usd"] == 0, budget  # the hold was released
+
+    try:
+        prop()
+    finally:
+        client.close()
+    spent = r.http(TEAM_KEY).get("/v1/budget").json()["spent_usd"]
+    logged = sum(ln["cost_usd"] for ln in r.decisions())
+    print(f"usage fuzz sources {sources}")
+    assert abs(spent - logged) < 1e-9
+    assert sources.get("upstream", 0) and sources.get("estimated", 0)

@@ -170,7 +170,12 @@ def _odd_lines(now: float) -> list[dict[str, Any]]:
         del x["cost_usd"]
     del odd[3]["attempts"], odd[3]["fallbacks"]
     del odd[5]["status"]
-    return odd + [line(i, now - 40 + i, model=("m1", "m2")[i % 2]) for i in range(6, 30)]
+    # What caching saved: absent (older lines), null, negative (writes cost more), positive.
+    saved = [None, None, -0.0002, 0.0005]
+    return odd + [
+        line(i, now - 40 + i, model=("m1", "m2")[i % 2], cache_saved_usd=saved[i % 4])
+        for i in range(6, 30)
+    ]
 
 
 async def test_stats_from_the_store_match_the_log_lines(store):  # noqa: F811
@@ -186,6 +191,7 @@ async def test_stats_from_the_store_match_the_log_lines(store):  # noqa: F811
         assert {k: got[k] for k in want} == want
         n = sum(since is None or line_ts >= since for line_ts in (now - 50 + i for i in range(6)))
         assert got["decisions"] == n + 24 and got["truncated"] is False
+    assert sum(g["cache_saved_usd"] for g in got["groups"]) == pytest.approx(6 * 0.0003)
 
 
 async def test_stats_summarise_at_most_the_newest_n(store):  # noqa: F811

@@ -202,7 +202,9 @@ class Usage:
     ``output_tokens`` every output token, reasoning included; the classes below are
     subsets. Normalisers per protocol fill them (Anthropic reports input *excluding*
     cache, OpenAI including it): ``uncached_input_tokens`` is derived, never reported.
-    ``None`` means "not reported", which differs from 0.
+    ``None`` means "not reported", which differs from 0. ``doubtful``: the provider's
+    object had to be repaired (a count missing, negative or not a number, a class larger
+    than its whole), so a bill must not trust it as it stands (router/serving/bills.py).
     """
 
     input_tokens: int = 0
@@ -211,6 +213,7 @@ class Usage:
     cache_write_tokens: int | None = None  # at the 5-minute (or unspecified) rate
     cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
+    doubtful: bool = False
 
     @property
     def uncached_input_tokens(self) -> int:

@@ -132,6 +132,20 @@ class ProviderConfig(_Model):
         return self._api_key
 
 
+class LongContextPrices(_Model):
+    """A model's prices for a request whose prompt (every input token, all classes) is
+    above ``above_prompt_tokens``: the whole request, input and output, bills at these
+    (Gemini 2.5 Pro, Claude's 1M-context window). A class price left out is the tier's
+    input price (the 1-hour write: the tier's 5-minute write)."""
+
+    above_prompt_tokens: int = Field(gt=0)
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    cached_input_usd_per_mtok: float | None = Field(None, ge=0)
+    cache_write_usd_per_mtok: float | None = Field(None, ge=0)
+    cache_write_1h_usd_per_mtok: float | None = Field(None, ge=0)
+
+
 class ModelConfig(_Model):
     name: str
     provider: str
@@ -142,6 +156,7 @@ class ModelConfig(_Model):
     cached_input_usd_per_mtok: float | None = Field(None, ge=0)
     cache_write_usd_per_mtok: float | None = Field(None, ge=0)  # 5-minute or unspecified
     cache_write_1h_usd_per_mtok: float | None = Field(None, ge=0)  # None: the 5-minute price
+    long_context: LongContextPrices | None = None
     context_window: int | None = Field(None, gt=0)
     # None: not declared, so unknown (the model stays a candidate for every request);
     # a list, even empty, is what the model can do and filters requests that need more.
@@ -154,6 +169,11 @@ class ModelConfig(_Model):
         if not self.upstream_model:
             object.__setattr__(self, "upstream_model", self.name)
 
+    def tier(self, prompt_tokens: int) -> ModelConfig | LongContextPrices:
+        """The prices a request with this many prompt tokens bills at."""
+        lc = self.long_context
+        return lc if lc is not None and prompt_tokens > lc.above_prompt_tokens else self
+
     def cost_usd(
         self,
         prompt_tokens: int,
@@ -164,19 +184,21 @@ class ModelConfig(_Model):
         cache_write_1h: int = 0,
     ) -> float:
         """USD for ``prompt_tokens`` of input (every class: the cache counts are subsets of
-        it) and ``completion_tokens`` of output. A class without its own price costs the
-        input price (the 1-hour write, the 5-minute write's): never less than the bill."""
-        inp = self.input_usd_per_mtok
-        write = self.cache_write_usd_per_mtok if self.cache_write_usd_per_mtok is not None else inp
-        write_1h = self.cache_write_1h_usd_per_mtok
-        read = self.cached_input_usd_per_mtok
+        it) and ``completion_tokens`` of output, at the prices of the tier the prompt falls
+        in. A class without its own price costs the input price (the 1-hour write, the
+        5-minute write's): never less than the bill."""
+        p = self.tier(prompt_tokens)
+        inp = p.input_usd_per_mtok
+        write = p.cache_write_usd_per_mtok if p.cache_write_usd_per_mtok is not None else inp
+        write_1h = p.cache_write_1h_usd_per_mtok
+        read = p.cached_input_usd_per_mtok
         uncached = prompt_tokens - cache_read - cache_write - cache_write_1h
         return (
             uncached * inp
             + cache_read * (read if read is not None else inp)
             + cache_write * write
             + cache_write_1h * (write_1h if write_1h is not None else write)
-            + completion_tokens * self.output_usd_per_mtok
+            + completion_tokens * p.output_usd_per_mtok
         ) / 1e6
 
 

@@ -176,6 +176,7 @@ class StatRow(NamedTuple):
     scoring_ms: float | None
     upstream_ms: float | None
     overhead_ms: float | None
+    cache_saved_usd: float = 0.0  # the cost at the full input price minus the cost paid
 
 
 def stat_row(line: dict[str, Any]) -> StatRow:
@@ -192,6 +193,7 @@ def stat_row(line: dict[str, Any]) -> StatRow:
         scoring_ms=float(scoring) if scoring else None,
         upstream_ms=None if upstream is None or not line.get("attempts", 1) else float(upstream),
         overhead_ms=None if overhead is None else float(overhead),
+        cache_saved_usd=float(line.get("cache_saved_usd") or 0.0),
     )
 
 
@@ -205,7 +207,7 @@ def summarize_decisions(
 def summarize_rows(
     rows: Iterable[StatRow], *, bucket_s: float = 3600.0, since: float | None = None
 ) -> dict[str, Any]:
-    """Per team × model: requests, spend, share of the team's requests, P50/P99 of the
+    """Per team × model: requests, spend, what caching saved (``cache_saved_usd``), share of the team's requests, P50/P99 of the
     scoring, upstream and overhead times, fallbacks tried, errors (status >= 400); and
     requests and spend per time bucket. ``model`` is the serving model, else the chosen
     one, else null (refused before a choice). CPU-bound over many rows: callers on the
@@ -225,12 +227,13 @@ def summarize_rows(
         if g is None:
             g = groups[key] = {
                 "team": key[0], "model": key[1], "requests": 0, "spend_usd": 0.0,
-                "fallbacks": 0, "errors": 0,
+                "cache_saved_usd": 0.0, "fallbacks": 0, "errors": 0,
             }  # fmt: skip
             lat[key] = ([], [], [])
         cost = row.cost_usd
         g["requests"] += 1
         g["spend_usd"] += cost
+        g["cache_saved_usd"] += row.cache_saved_usd
         g["fallbacks"] += row.fallbacks
         g["errors"] += row.error
         per_team[key[0]] += 1

@@ -70,11 +70,12 @@ STAT_COLUMNS = """ts, team, model, status >= 400,
     json_extract(line, '$.upstream_ms'),
     json_extract(line, '$.overhead_ms'),
     CASE WHEN json_type(line, '$.attempts') IS NULL THEN 1
-         ELSE coalesce(json_extract(line, '$.attempts'), 0) END"""
+         ELSE coalesce(json_extract(line, '$.attempts'), 0) END,
+    coalesce(json_extract(line, '$.cache_saved_usd'), 0.0)"""
 
 
 def _stat_row(r: tuple[Any, ...]) -> StatRow:
-    ts, team, model, error, cost, fallbacks, scoring, upstream, overhead, attempts = r
+    ts, team, model, error, cost, fallbacks, scoring, upstream, overhead, attempts, saved = r
     return StatRow(
         ts=ts,
         team=team,
@@ -85,6 +86,7 @@ def _stat_row(r: tuple[Any, ...]) -> StatRow:
         scoring_ms=float(scoring) if scoring else None,
         upstream_ms=None if upstream is None or not attempts else float(upstream),
         overhead_ms=None if overhead is None else float(overhead),
+        cache_saved_usd=float(saved),
     )
 
 

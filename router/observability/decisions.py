@@ -49,7 +49,15 @@ class DecisionRecord:
     completion_tokens: int | None = None
     expected_cost_usd: float | None = None
     cost_usd: float | None = None
-    usage_source: str | None = None  # upstream | estimated (stream cut short) | reserved
+    usage_source: str | None = None  # upstream | partial | estimated | reserved
+    # The served provider's protocol and the usage classes billed (null: not reported);
+    # prompt_tokens is every input token, completion_tokens every output token.
+    upstream_api: str | None = None
+    cached_prompt_tokens: int | None = None
+    cache_write_tokens: int | None = None  # at the 5-minute (or unspecified) rate
+    cache_write_1h_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cache_saved_usd: float | None = None  # the cost at the full input price minus cost_usd
     budget_remaining_usd: float | None = None
     scoring_ms: float = 0.0
     upstream_ms: float = 0.0
@@ -127,6 +135,12 @@ class DecisionRecord:
             "expected_cost_usd": _r(self.expected_cost_usd),
             "cost_usd": _r(self.cost_usd, 12),
             "usage_source": self.usage_source,
+            "upstream_api": self.upstream_api,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cache_saved_usd": _r(self.cache_saved_usd, 12),
             "budget_remaining_usd": _r(self.budget_remaining_usd),
             "scoring_ms": round(self.scoring_ms, 3),
             "upstream_ms": round(self.upstream_ms, 3),

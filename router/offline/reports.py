@@ -53,7 +53,7 @@ def _ms(v: float | None) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     head = (
-        f"{'team':<12} {'model':<28} {'reqs':>6} {'share':>6} {'spend $':>12} "
+        f"{'team':<12} {'model':<28} {'reqs':>6} {'share':>6} {'spend $':>12} {'cache saved $':>13} "
         f"{'score p50/p99 ms':>17} {'upstr p50/p99 ms':>17} {'ovh p50/p99 ms':>15} "
         f"{'fb':>4} {'err':>4}"
     )
@@ -61,7 +61,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for g in summary["groups"]:
         rows.append(
             f"{str(g['team']):<12.12} {str(g['model']):<28.28} {g['requests']:>6} "
-            f"{g['share']:>6.1%} {g['spend_usd']:>12.6f} "
+            f"{g['share']:>6.1%} {g['spend_usd']:>12.6f} {g.get('cache_saved_usd', 0.0):>13.6f} "
             f"{_ms(g['scoring_ms_p50']) + '/' + _ms(g['scoring_ms_p99']):>17} "
             f"{_ms(g['upstream_ms_p50']) + '/' + _ms(g['upstream_ms_p99']):>17} "
             f"{_ms(g['overhead_ms_p50']) + '/' + _ms(g['overhead_ms_p99']):>15} "
@@ -69,7 +69,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     total = sum(g["requests"] for g in summary["groups"])
     spend = sum(g["spend_usd"] for g in summary["groups"])
-    rows.append(f"total: {total} requests, ${spend:.6f}")
+    saved = sum(g.get("cache_saved_usd", 0.0) for g in summary["groups"])
+    rows.append(
+        f"total: {total} requests, ${spend:.6f}; caching saved ${saved:.6f} "
+        f"(the cost at the full input price minus the cost paid)"
+    )
     return "\n".join(rows)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from router.chat.model import Usage as ChatUsage
 from router.config import BudgetConfig, TeamPolicy
 from router.errors import BudgetExceededError, NotReadyError, RateLimitedError
 from router.ledger import (
@@ -130,8 +131,10 @@ class Charge:
     cost_usd: float
     prompt_tokens: int | None
     completion_tokens: int | None
-    source: str  # upstream | estimated (a stream cut short) | reserved
+    source: str  # upstream | partial | estimated | reserved (router/serving/bills.py)
     learn_output_tokens: int | None = None  # per-choice length worth learning from
+    usage: ChatUsage | None = None  # the classes billed, for the decision log
+    full_input_usd: float | None = None  # the same at the full input price (caching saved)
 
 
 class Accounts:

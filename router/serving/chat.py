@@ -24,8 +24,9 @@ from typing import Any
 import anyio
 
 from router.chat.codecs import Frame
-from router.chat.codecs.openai_chat.answer import encode_usage
-from router.chat.model import StreamStart, TextDelta, ToolCallDelta, Usage, UsageEvent
+from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, encode_usage
+from router.chat.model import StreamStart, TextDelta, ToolCall, ToolCallDelta, Usage, UsageEvent
+from router.chat.model import Text as TextPart
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
@@ -39,6 +40,7 @@ from router.observability.decisions import DecisionRecord
 from router.protocol import ChatRequest, parse_chat, parse_json_object
 from router.serving import fronts
 from router.serving.accounting import Accounts, Charge, ledger_unavailable
+from router.serving.bills import bill, full_input_cost
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.results import Answer, Inbound, StreamedAnswer, refusal
@@ -251,10 +253,11 @@ class ChatFlow:
             rec.served_by = cfg.name
             if self.typed_front:  # the typed model's answer, for the front's codec
                 result.model = cfg.name
-                await self.settle(cfg, encode_usage(result.usage) if result.usage else None)
+                usage = encode_usage(result.usage) if result.usage else None
+                await self.settle(cfg, usage, typed_answer_text(result))
                 body_out = fronts.encode_answer(self.inbound.front, result, plan.request.typed())
                 return Answer(body_out, rec.headers())
-            await self.settle(cfg, result.get("usage"))
+            await self.settle(cfg, result.get("usage"), answer_text(result))
             result["model"] = cfg.name
             return Answer(result, rec.headers())
         raise self._all_failed(plan, last)
@@ -303,26 +306,28 @@ class ChatFlow:
     def charge(
         self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None
     ) -> Charge:
-        """The actual cost: the upstream's ``usage``; without it (a stream cut short), the
-        prompt plus the ``streamed`` text counted with the scorer's tokenizer; without
-        either, what was reserved."""
+        """The actual cost (router/serving/bills.py): the upstream's ``usage`` where it can
+        be trusted; else estimated from the prompt and the answer's text (``streamed``),
+        never below the input reported; without either, what was reserved."""
         plan = self.plan
         assert plan is not None
-        pt = ct = None
-        if usage:
-            pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(pt, int) and isinstance(ct, int):
+        tokens = self.parts.tokens
+        b = bill(
+            cfg, usage, prompt_estimate=plan.prompt_tokens,
+            text_tokens=None if streamed is None else lambda: tokens.text_tokens(streamed),
+            reserved_usd=plan.expected_cost_usd.get(cfg.name, 0.0),
+        )  # fmt: skip
+        if b.usage is None:
+            return Charge(b.cost_usd, plan.prompt_tokens, None, b.source)
+        pt, ct = b.usage.input_tokens, b.usage.output_tokens
+        learn = None
+        if b.source == "upstream":
             n = plan.request.n or 1
             limit = plan.request.output_token_limit
             # An answer cut at max_tokens says nothing about the model's natural length.
             learn = max(1, ct // n) if limit is None or ct < limit * n else None
-            cost = cfg.cost_usd(pt, ct, **input_classes(usage, pt))
-            return Charge(cost, pt, ct, "upstream", learn)
-        if streamed is not None:
-            ct = self.parts.tokens.text_tokens(streamed)
-            return Charge(cfg.cost_usd(plan.prompt_tokens, ct), plan.prompt_tokens, ct, "estimated")
-        cost = plan.expected_cost_usd.get(cfg.name, 0.0)
-        return Charge(cost, plan.prompt_tokens, None, "reserved")
+        full = full_input_cost(cfg, b.usage)
+        return Charge(b.cost_usd, pt, ct, b.source, learn, b.usage, full)
 
     async def settle(
         self, cfg: ModelConfig, usage: dict[str, Any] | None, streamed: str | None = None
@@ -332,6 +337,7 @@ class ChatFlow:
         c = self.charge(cfg, usage, streamed)
         rec.cost_usd, rec.usage_source = c.cost_usd, c.source
         rec.prompt_tokens, rec.completion_tokens = c.prompt_tokens, c.completion_tokens
+        record_classes(rec, c, self.gen.config.catalog.providers[cfg.provider].api)
         # The learned average starts from the configured expectation, not one answer.
         prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
         await self.parts.accounts.settle(plan.hold, cfg.name, c, ref=rec.decision_id, prior=prior)
@@ -380,6 +386,8 @@ async def relay_chunks(
             async for chunk in chunks:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                    if isinstance(usage, dict) and PARTIAL_MARK in usage:  # for the bill only
+                        continue
                 last_id = chunk.get("id", last_id)
                 created = chunk.get("created", created)
                 if not chunk.get("choices") and "usage" in chunk and not wants_usage:
@@ -453,8 +461,19 @@ async def relay_events(
     rec, model = flow.rec, cfg.name
     encoder = fronts.stream_encoder(flow.inbound.front, flow.request().typed())
     usage: Usage | None = None
+    started_usage: Usage | None = None  # Anthropic's message_start: the input, known early
     relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
     started = settled = failed = False
+
+    def reported() -> dict[str, Any] | None:
+        """The usage to bill: the stream's own, else (cut short) what its start reported,
+        marked partial so that only the missing output is estimated."""
+        if usage is not None:
+            return encode_usage(usage)
+        if started_usage is not None:
+            return {**encode_usage(started_usage), PARTIAL_MARK: True}
+        return None
+
     flow.task = asyncio.current_task()
     flow.parts.streams.add(flow)
     events = _after(first, stream)
@@ -465,6 +484,7 @@ async def relay_events(
                     started = True
                     if isinstance(event, StreamStart):
                         event.model = model
+                        started_usage = event.usage
                         sid, created = event.id or rec.decision_id, event.created
                     else:
                         sid, created = rec.decision_id, int(time.time())
@@ -478,6 +498,7 @@ async def relay_events(
                     relayed.append(event.arguments)
                 elif isinstance(event, StreamStart):
                     event.model = model
+                    started_usage = event.usage
                 for frame in encoder.feed(event):
                     yield frame
         except UpstreamFailure as exc:
@@ -495,7 +516,7 @@ async def relay_events(
                 yield frame
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
-            await flow.settle(cfg, encode_usage(usage) if usage else None, "".join(relayed))
+            await flow.settle(cfg, reported(), "".join(relayed))
         settled = True
         flow.record()  # before the closing frames, as for chat
         extra = rec.summary()
@@ -513,7 +534,7 @@ async def relay_events(
             if not settled:
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await flow.settle(cfg, encode_usage(usage) if usage else None, "".join(relayed))
+                await flow.settle(cfg, reported(), "".join(relayed))
                 flow.record()
 
 
@@ -537,23 +558,38 @@ def _collect_text(delta: Any, out: list[str]) -> None:
             out.append(args)
 
 
-def input_classes(usage: dict[str, Any], prompt_tokens: int) -> dict[str, int]:
-    """The cache classes of a chat usage's ``prompt_tokens``: reads
-    (``prompt_tokens_details.cached_tokens``) and writes (what the upstream protocol layer
-    carries for Anthropic). Writes count first (they cost more than input), reads get what
-    is left; counts that are not whole numbers >= 0 count as none."""
-    details = usage.get("prompt_tokens_details")
-    if not isinstance(details, dict) or prompt_tokens <= 0:
-        return {}
-    left = prompt_tokens
-    out: dict[str, int] = {}
-    for key, name in (
-        ("cache_write_1h_tokens", "cache_write_1h"),
-        ("cache_write_tokens", "cache_write"),
-        ("cached_tokens", "cache_read"),
-    ):
-        v = details.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            out[name] = min(v, left)
-            left -= out[name]
-    return out
+def record_classes(rec: DecisionRecord, c: Charge, api: str) -> None:
+    """The decision log's usage classes and what caching saved, from the charge."""
+    rec.upstream_api = api
+    u = c.usage
+    if u is not None:
+        rec.cached_prompt_tokens, rec.reasoning_tokens = u.cache_read_tokens, u.reasoning_tokens
+        rec.cache_write_tokens, rec.cache_write_1h_tokens = (
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+        )
+    if c.full_input_usd is not None:
+        rec.cache_saved_usd = c.full_input_usd - c.cost_usd
+
+
+def typed_answer_text(answer: Any) -> str:
+    """Text and tool-call arguments of a typed answer (every choice), for the estimate."""
+    out: list[str] = []
+    for one in (answer, *answer.choices):
+        for part in one.parts:
+            if isinstance(part, TextPart):
+                out.append(part.text)
+            elif isinstance(part, ToolCall):
+                out.append(part.arguments)
+    return "".join(out)
+
+
+def answer_text(answer: Any) -> str:
+    """Content and tool-call argument text of every choice of a whole chat answer, to
+    estimate its tokens when its usage cannot be trusted."""
+    out: list[str] = []
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict):
+            _collect_text(choice.get("message"), out)
+    return "".join(out)

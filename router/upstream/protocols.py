@@ -24,9 +24,18 @@ from typing import Any, Literal
 from router.chat.codecs.anthropic import AnthropicMessagesCodec
 from router.chat.codecs.anthropic import UpstreamStreamError as AnthropicStreamError
 from router.chat.codecs.openai_chat import ChatStreamEncoder, OpenAIChatCodec
+from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, encode_usage
 from router.chat.codecs.responses import OpenAIResponsesCodec
 from router.chat.codecs.responses import UpstreamStreamError as ResponsesStreamError
-from router.chat.model import Answer, ChatRequest, StreamEvent, Unsupported
+from router.chat.model import (
+    Answer,
+    ChatRequest,
+    StreamEvent,
+    StreamStart,
+    Unsupported,
+    Usage,
+    UsageEvent,
+)
 from router.errors import RouterError
 
 Api = Literal["openai-chat", "openai-responses", "anthropic-messages"]
@@ -106,7 +115,13 @@ def chat_answer(api: str, answer: dict[str, Any]) -> dict[str, Any]:
 
 class ChatChunks:
     """A provider's stream events as chat chunks: the provider's stream decoder, then
-    the chat stream encoder (usage chunk always on, like a chat provider asked for it)."""
+    the chat stream encoder (usage chunk always on, like a chat provider asked for it).
+
+    Usage known before the end (Anthropic's input classes in ``message_start``), and the
+    usage a stream that ended early still owes, come as a chunk of their own whose usage
+    carries ``PARTIAL_MARK``: the relay keeps it for the bill (the input is charged as
+    reported even if the stream is cut) and never sends it to the client; a stream's
+    final usage replaces it."""
 
     __slots__ = ("_decoder", "_encoder")
 
@@ -118,12 +133,27 @@ class ChatChunks:
         return self._frames(self._decoder.feed(data.get("type"), data))
 
     def close(self) -> list[dict[str, Any]]:
-        out = self._frames(self._decoder.close())
+        owed = self._decoder.close()  # usage owed here is what a cut stream had reported
+        out = [partial_usage_chunk(e.usage) for e in owed if isinstance(e, UsageEvent)]
+        out += self._frames([e for e in owed if not isinstance(e, UsageEvent)])
         return out + [f for _, f in self._encoder.finish() if isinstance(f, dict)]
 
     def _frames(self, events: list[Any]) -> list[dict[str, Any]]:
         feed: Callable[[Any], list[Any]] = self._encoder.feed
-        return [f for e in events for _, f in feed(e) if isinstance(f, dict)]
+        out = [f for e in events for _, f in feed(e) if isinstance(f, dict)]
+        for e in events:
+            if isinstance(e, StreamStart) and e.usage is not None:
+                out.append(partial_usage_chunk(e.usage))
+        return out
+
+
+def partial_usage_chunk(usage: Usage) -> dict[str, Any]:
+    """A chat chunk with the usage a stream has reported so far, marked partial."""
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {**encode_usage(usage), PARTIAL_MARK: True},
+    }
 
 
 class TypedEvents:

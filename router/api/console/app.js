@@ -278,6 +278,7 @@ function renderStatsTable(groups) {
         td(g.requests, "num"),
         td(fmtPct(g.share), "num"),
         td(fmtUsd(g.spend_usd), "num"),
+        td(fmtUsd(g.cache_saved_usd), "num"),
         td(`${fmtMs(g.scoring_ms_p50)} / ${fmtMs(g.scoring_ms_p99)}`, "num"),
         td(`${fmtMs(g.upstream_ms_p50)} / ${fmtMs(g.upstream_ms_p99)}`, "num"),
         td(`${fmtMs(g.overhead_ms_p50)} / ${fmtMs(g.overhead_ms_p99)}`, "num"),
@@ -414,7 +415,10 @@ function renderDecisionDetail(d) {
   fact("Status", d.error ? `${d.status}: ${d.error}` : d.status, d.error ? "warn" : null);
   fact("Reason", d.reason, "reason-full");
   fact("Tokens", `${d.prompt_tokens ?? "—"} in, ${d.completion_tokens ?? "—"} out (${d.usage_source ?? "—"})`);
-  fact("Cost", `${fmtUsd(d.cost_usd)} (expected ${fmtUsd(d.expected_cost_usd)})`);
+  const cls = (v) => (v ?? "—");
+  fact("Input classes", `${cls(d.cached_prompt_tokens)} cached, ${cls(d.cache_write_tokens)} written 5m, ` +
+    `${cls(d.cache_write_1h_tokens)} written 1h; ${cls(d.reasoning_tokens)} reasoning (${d.upstream_api ?? "—"})`);
+  fact("Cost", `${fmtUsd(d.cost_usd)} (expected ${fmtUsd(d.expected_cost_usd)}; caching saved ${fmtUsd(d.cache_saved_usd)})`);
   fact("Budget left", fmtUsd(d.budget_remaining_usd));
   fact("Attempts", `${d.attempts ?? "—"}${d.stream ? ", streamed" : ""}`);
   body.append(facts);

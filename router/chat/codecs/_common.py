@@ -78,6 +78,13 @@ def clamped_count(value: Any) -> int | None:
     return max(0, value)
 
 
+def bad_count(value: Any) -> bool:
+    """A count a provider sent (not absent, not null) that is not a whole number >= 0."""
+    if value is None:
+        return False
+    return isinstance(value, bool) or not isinstance(value, int) or value < 0
+
+
 def fill_from_total(
     inp: int | None, out: int | None, total: int | None
 ) -> tuple[int | None, int | None]:

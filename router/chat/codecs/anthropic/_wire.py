@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from router.chat.codecs._common import clamped_count
+from router.chat.codecs._common import bad_count, clamped_count
 from router.chat.model import FinishReason, Usage
 
 NAME = "anthropic-messages"
@@ -89,9 +89,16 @@ def normalize_usage(obj: Any) -> Usage | None:
     rate. When the split and the total disagree, the larger total wins and what the 1h
     figure does not account for is 5-minute. Negative counts clamp to 0; non-numbers
     count as absent; ``output_tokens_details.thinking_tokens`` (newer API versions)
-    becomes ``reasoning_tokens``, capped at the output."""
+    becomes ``reasoning_tokens``, capped at the output. A usage that needed any of these
+    repairs, or lacks ``input_tokens`` or ``output_tokens``, is ``doubtful``."""
     if not isinstance(obj, dict):
         return None
+    split_obj = obj.get("cache_creation")
+    raw = [obj.get(k) for k in (
+        "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"
+    )] + ([split_obj.get(k) for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")]
+          if isinstance(split_obj, dict) else [])  # fmt: skip
+    doubtful = any(bad_count(v) for v in raw) or raw[0] is None or raw[1] is None
     uncached = clamped_count(obj.get("input_tokens"))
     output = clamped_count(obj.get("output_tokens"))
     read = clamped_count(obj.get("cache_read_input_tokens"))
@@ -114,6 +121,8 @@ def normalize_usage(obj: Any) -> Usage | None:
     if isinstance(details, dict):
         reasoning = clamped_count(details.get("thinking_tokens"))
         if reasoning is not None:
+            doubtful = doubtful or bad_count(details.get("thinking_tokens"))
+            doubtful = doubtful or reasoning > (output or 0)
             reasoning = min(reasoning, output or 0)
     return Usage(
         input_tokens=(uncached or 0) + (read or 0) + (w5m or 0) + (w1h or 0),
@@ -122,6 +131,7 @@ def normalize_usage(obj: Any) -> Usage | None:
         cache_write_tokens=w5m,
         cache_write_1h_tokens=w1h,
         reasoning_tokens=reasoning,
+        doubtful=doubtful,
     )
 
 

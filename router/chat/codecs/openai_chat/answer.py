@@ -12,7 +12,10 @@ digit strings and whole floats are read as numbers; the input falls back to Deep
 ``prompt_cache_hit_tokens + prompt_cache_miss_tokens``, then to ``total - completion``;
 the output to ``total - input``; a subset larger than its whole (cached > prompt,
 reasoning > completion) is clamped to the whole. With neither an input nor an output
-count left, the usage is unusable: None (the caller estimates).
+count left, the usage is unusable: None (the caller estimates). A usage that needed any
+of these repairs, lacks ``prompt_tokens`` or ``completion_tokens``, or carries the
+router's own ``x_router_doubtful`` mark (a repaired usage of another protocol, re-encoded
+as chat) is ``doubtful``: the bill does not trust it as it stands.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import math
 from typing import Any
 
-from router.chat.codecs._common import fill_from_total
+from router.chat.codecs._common import bad_count, fill_from_total
 from router.chat.codecs.openai_chat.parts import FINISH_IN, FINISH_OUT
 from router.chat.model import Answer, Part, Reasoning, Text, ToolCall, Usage
 from router.errors import UpstreamError
@@ -31,6 +34,11 @@ _ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"
 _MESSAGE_KEYS = frozenset(
     {"role", "content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning"}
 )
+# The router's marks on a chat usage (never from a provider): the usage of another
+# protocol was repaired (``Usage.doubtful``); the usage is what a stream had reported
+# when it was cut (input classes known, output not final; router/upstream/protocols.py).
+DOUBTFUL_MARK = "x_router_doubtful"
+PARTIAL_MARK = "x_router_partial"
 # Keys of ``Answer.extras`` that belong to the first choice, not to the top level.
 _CHOICE_EXTRAS = ("logprobs", "message")
 
@@ -70,6 +78,19 @@ def normalize_usage(obj: Any) -> Usage | None:
     reasoning = (
         count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else None
     )
+    raw = [obj.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens",
+                                "prompt_cache_hit_tokens", "prompt_cache_miss_tokens")]  # fmt: skip
+    if isinstance(details, dict):
+        raw += [details.get(k) for k in ("cached_tokens", "cache_write_tokens",
+                                          "cache_write_1h_tokens")]  # fmt: skip
+    if isinstance(out_details, dict):
+        raw.append(out_details.get("reasoning_tokens"))
+    doubtful = (
+        obj.get(DOUBTFUL_MARK) is True
+        or (raw[0] is None and (hit is None or miss is None))  # DeepSeek's add up to it
+        or raw[1] is None
+        or any(bad_count(v) for v in raw)
+    )
 
     if prompt is None and (hit is not None or miss is not None):
         prompt = (hit or 0) + (miss or 0)
@@ -84,9 +105,13 @@ def normalize_usage(obj: Any) -> Usage | None:
     for key in ("cache_write_1h_tokens", "cache_write_tokens"):
         w = count(details.get(key)) if isinstance(details, dict) else None
         if w is not None:
+            doubtful = doubtful or w > left
             w = min(w, left)
             left -= w
         writes.append(w)
+    doubtful = doubtful or (cached or 0) > left or (reasoning or 0) > completion
+    if hit is not None and miss is not None:
+        doubtful = doubtful or hit + miss != prompt
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
@@ -94,6 +119,7 @@ def normalize_usage(obj: Any) -> Usage | None:
         cache_write_tokens=writes[1],
         cache_write_1h_tokens=writes[0],
         reasoning_tokens=None if reasoning is None else min(reasoning, completion),
+        doubtful=doubtful,
     )
 
 
@@ -107,13 +133,16 @@ def encode_usage(usage: Usage) -> dict[str, Any]:
         details["cache_write_tokens"] = usage.cache_write_tokens
     if usage.cache_write_1h_tokens:
         details["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
-    return {
+    out = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
     }
+    if usage.doubtful:
+        out[DOUBTFUL_MARK] = True
+    return out
 
 
 # ---------------------------------------------------------------- decode

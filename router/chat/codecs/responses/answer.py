@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from router.chat.codecs._common import clamped_count, fill_from_total
+from router.chat.codecs._common import bad_count, clamped_count, fill_from_total
 from router.chat.codecs.responses.common import (
     FINISH_TO_INCOMPLETE,
     INCOMPLETE_TO_FINISH,
@@ -46,29 +46,41 @@ def normalize_usage(obj: Any) -> Usage | None:
     ``cache_write_tokens`` is one class here: its 30-minute / 12-hour split has no
     counterpart in ``Usage``); a missing input count is taken
     from ``total_tokens`` − output when both are there; None when neither input nor
-    output is usable."""
+    output is usable. A usage that needed any repair, or lacks the input or the output
+    count, is ``doubtful``."""
     if not isinstance(obj, dict):
         return None
+    in_details, out_details = obj.get("input_tokens_details"), obj.get("output_tokens_details")
+    raw = [obj.get(k) for k in ("input_tokens", "output_tokens", "total_tokens")]
+    for d, keys in ((in_details, ("cached_tokens", "cache_write_tokens")),
+                    (out_details, ("reasoning_tokens",))):  # fmt: skip
+        if isinstance(d, dict):
+            raw += [d.get(k) for k in keys]
+    doubtful = any(bad_count(v) for v in raw) or raw[0] is None or raw[1] is None
     inp, out, total = (
         clamped_count(obj.get(k)) for k in ("input_tokens", "output_tokens", "total_tokens")
     )
     inp, out = fill_from_total(inp, out, total)
     if inp is None and out is None:
         return None
-    usage = Usage(input_tokens=inp or 0, output_tokens=out or 0)
-    details = obj.get("input_tokens_details")
+    usage = Usage(input_tokens=inp or 0, output_tokens=out or 0, doubtful=doubtful)
+    details = in_details
     if isinstance(details, dict):
         if (cached := clamped_count(details.get("cached_tokens"))) is not None:
             usage.cache_read_tokens = min(cached, usage.input_tokens)
         if (written := clamped_count(details.get("cache_write_tokens"))) is not None:
             room = usage.input_tokens - (usage.cache_read_tokens or 0)
             usage.cache_write_tokens = min(written, room)
-    details = obj.get("output_tokens_details")
+            usage.doubtful |= written > room or (cached or 0) > usage.input_tokens
+        elif cached is not None:
+            usage.doubtful |= cached > usage.input_tokens
+    details = out_details
     if (
         isinstance(details, dict)
         and (reasoning := clamped_count(details.get("reasoning_tokens"))) is not None
     ):
         usage.reasoning_tokens = min(reasoning, usage.output_tokens)
+        usage.doubtful |= reasoning > usage.output_tokens
     return usage
 
 
