@@ -546,7 +546,7 @@ MALFORMED = [
     ({"max_tokens": True}, "max_tokens"),
     ({"model": ""}, "model"),
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
     ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text"),
     (
@@ -1663,3 +1663,63 @@ def test_fuzz_stream_usage_never_raises(start: Any, delta: Any) -> None:
         {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": delta},
     )
     decoder.close()
+
+
+def test_a_system_turn_inside_messages_joins_the_system_prompt() -> None:
+    # Claude Code sends its environment as a system turn after the first user turn.
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "system": [{"type": "text", "text": "top", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "env"}]},
+            {"role": "user", "content": "go"},
+        ],
+    }
+    got = codec.decode_request(body)
+    assert got.system == [Text("top", cache_control={"type": "ephemeral"}), Text("env")]
+    assert [m.role for m in got.messages] == ["user", "user"]
+    sent = codec.encode_request(got, "c")
+    assert [m["role"] for m in sent["messages"]] == ["user"]  # merged: roles alternate
+    assert [b["text"] for b in sent["system"]] == ["top", "env"]
+
+
+@pytest.mark.parametrize(
+    "messages,param",
+    [
+        ([{"role": "system", "content": "only"}], "messages"),
+        ([{"role": "system", "content": [{"type": "image"}]}], "messages.0.content.0.type"),
+        ([{"role": "tool", "content": "x"}], "messages.0.role"),
+    ],
+)
+def test_malformed_system_turns_name_the_field(messages: list[dict], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        codec.decode_request({"model": "m", "max_tokens": 5, "messages": messages})
+    assert info.value.param == param
+
+
+NEUTRAL_CASES = [
+    ("thinking", {"type": "adaptive", "display": "omitted"}, True),
+    ("output_config", {"effort": "high"}, True),
+    ("output_config", {"effort": "high", "task_budget": 5}, False),
+    ("context_management", {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}, True),
+    ("context_management", {"edits": [{"type": "clear_tool_uses_20250919"}]}, False),
+    ("context_management", {"edits": "x"}, False),
+    ("metadata", {"tag": "t"}, True),
+    ("container", "c1", False),
+]
+
+
+@pytest.mark.parametrize("key,value,neutral", NEUTRAL_CASES)
+def test_answer_neutral_extras_leave_other_protocols_eligible(
+    key: str, value: Any, neutral: bool
+) -> None:
+    from router.chat.codecs.openai_chat import OpenAIChatCodec
+    from router.chat.codecs.responses import OpenAIResponsesCodec
+
+    r = req([user(Text("x"))], extras={key: value}, extras_protocol=A, max_output_tokens=5)
+    for other in (OpenAIChatCodec(), OpenAIResponsesCodec()):
+        assert (other.unsupported(r) == []) is neutral, (other, key, value)
+        if neutral:
+            assert key not in other.encode_request(r, "up")

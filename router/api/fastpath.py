@@ -1,5 +1,6 @@
 """The three chat fronts served straight from ASGI — ``POST /v1/chat/completions``,
-``POST /v1/messages`` (Anthropic Messages), ``POST /v1/responses`` (OpenAI Responses) —
+``POST /v1/messages`` (Anthropic Messages, and its ``/count_tokens``), ``POST
+/v1/responses`` (OpenAI Responses) —
 every other request handed to the FastAPI app. The hot path skips the framework's
 routing, middleware and dependency machinery (profiled: a large share of the router's
 own time per request); its behaviour is the same as a route's, errors included, each
@@ -23,7 +24,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.api.responses import INTERNAL_ERROR, front_response, http_error_response
+from router.api.responses import (
+    INTERNAL_ERROR,
+    front_response,
+    http_error_response,
+    response_body,
+)
 from router.chat.model import Protocol
 from router.errors import BodyTooLargeError, InvalidRequestError, RequestTimeoutError
 from router.serving.results import Inbound, Refusal
@@ -92,11 +98,13 @@ def _too_large(size: int, limit: int) -> str:
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
 RESPONSES_PATH = "/v1/responses"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # The POST paths served here, and the protocol each speaks.
 FRONTS: dict[str, Protocol] = {
     CHAT_PATH: "openai-chat",
     MESSAGES_PATH: "anthropic-messages",
     RESPONSES_PATH: "openai-responses",
+    COUNT_TOKENS_PATH: "anthropic-messages",
 }
 
 
@@ -117,6 +125,8 @@ class ChatFastPath:
             return
         if front is not None and scope["method"] != "POST":
             response = http_error_response(405, scope["method"], path)
+            if front == "anthropic-messages":
+                response = front_response(front, Refusal(405, response_body(response)))
             await response(scope, receive, send)
             return
         if front is None:
@@ -142,8 +152,9 @@ class ChatFastPath:
         if inbound.authorization is None and api_key is not None:
             inbound.authorization = "Bearer " + api_key  # Anthropic's SDKs send x-api-key
         limit = self.service.limits.max_body_bytes
+        serve = self.service.count_tokens if path == COUNT_TOKENS_PATH else self.service.chat
         try:
-            result = await self.service.chat(lambda: read_limited(length, receive, limit), inbound)
+            result = await serve(lambda: read_limited(length, receive, limit), inbound)
             response = front_response(front, result)
         except Exception:
             log.exception("unhandled error on %s", path)

@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from router.chat.codecs import Frame
 from router.chat.model import Protocol
 from router.errors import RouterError
-from router.jsonio import dumps
+from router.jsonio import dumps, loads
 from router.serving.results import Answer, ChatResult, Refusal
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -53,6 +53,11 @@ def http_error_response(status: int, method: str, path: str, detail: str = "") -
     return JSONResponse(body, status_code=status)
 
 
+def response_body(response: JSONResponse) -> dict[str, Any]:
+    """The JSON a :class:`JSONResponse` was made with (to re-render it in another shape)."""
+    return loads(response.body)
+
+
 # Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -60,6 +65,7 @@ ANTHROPIC_ERROR_TYPES = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",

@@ -35,6 +35,8 @@ class DecisionRecord:
 
     decision_id: str
     started: float = field(default_factory=time.perf_counter)
+    front: str = "openai-chat"  # the protocol the client spoke
+    upstream_api: str | None = None  # the protocol of the provider that served it
     team: str | None = None
     requested_model: str | None = None
     strategy: str | None = None
@@ -119,6 +121,7 @@ class DecisionRecord:
         line = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "decision_id": self.decision_id,
+            "front": self.front,
             "team": self.team,
             "requested_model": self.requested_model,
             "strategy": self.strategy,
@@ -128,6 +131,7 @@ class DecisionRecord:
             "reason": self.reason,
             "fallbacks": self.fallbacks,
             "served_by": self.served_by,
+            "upstream_api": self.upstream_api,
             "attempts": self.attempts,
             "stream": self.stream,
             "prompt_tokens": self.prompt_tokens,

@@ -91,6 +91,15 @@ class ChatFlow:
         back from the upstream client as the typed model, for the front's codec."""
         return self.inbound.front != "openai-chat"
 
+    @property
+    def anthropic_headers(self) -> tuple[str | None, str | None] | None:
+        """The client's ``anthropic-version`` and ``anthropic-beta``, for an Anthropic
+        upstream (None when it sent neither: the common case costs nothing)."""
+        i = self.inbound
+        if i.anthropic_version is None and i.anthropic_beta is None:
+            return None
+        return i.anthropic_version, i.anthropic_beta
+
     def interrupt(self) -> None:
         """End this stream now (shutdown): the relay emits an error event and settles."""
         if self.task is not None and not self.interrupted:
@@ -101,6 +110,7 @@ class ChatFlow:
         """A :data:`ChatResult`; a stream owns the rest of the request (and its record)."""
         rec, parts = self.rec, self.parts
         self.inbound = inbound
+        rec.front = inbound.front
         streaming = False
         try:
             team = parts.authenticate(self.gen, inbound.authorization)
@@ -241,7 +251,11 @@ class ChatFlow:
             t0 = time.perf_counter()
             try:
                 result, attempts = await self.gen.upstream.complete(
-                    cfg, body, plan.request.typed, typed_out=self.typed_front
+                    cfg,
+                    body,
+                    plan.request.typed,
+                    typed_out=self.typed_front,
+                    anthropic=self.anthropic_headers,
                 )
             except UpstreamFailure as exc:
                 rec.upstream_ms += (time.perf_counter() - t0) * 1000
@@ -251,6 +265,7 @@ class ChatFlow:
             rec.upstream_ms += (time.perf_counter() - t0) * 1000
             self._sent(cfg, attempts)
             rec.served_by = cfg.name
+            rec.upstream_api = self.gen.config.catalog.providers[cfg.provider].api
             if self.typed_front:  # the typed model's answer, for the front's codec
                 result.model = cfg.name
                 usage = encode_usage(result.usage) if result.usage else None
@@ -269,7 +284,11 @@ class ChatFlow:
             t0 = time.perf_counter()
             try:
                 stream = await self.gen.upstream.open_stream(
-                    cfg, body, plan.request.typed, typed_out=self.typed_front
+                    cfg,
+                    body,
+                    plan.request.typed,
+                    typed_out=self.typed_front,
+                    anthropic=self.anthropic_headers,
                 )
                 first = await self._first_chunk(stream)
             except UpstreamFailure as exc:
@@ -281,6 +300,7 @@ class ChatFlow:
                 rec.ttft_ms = (time.perf_counter() - t_start) * 1000
             self._sent(cfg, stream.attempts)
             rec.served_by = cfg.name
+            rec.upstream_api = self.gen.config.catalog.providers[cfg.provider].api
             relay = relay_events if self.typed_front else relay_chunks
             return StreamedAnswer(relay(self, cfg, stream, first, t0), rec.headers())
         raise self._all_failed(plan, last)

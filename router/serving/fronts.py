@@ -18,7 +18,17 @@ from router.chat.codecs import Frame, StreamEncoder
 from router.chat.codecs.anthropic import AnthropicMessagesCodec
 from router.chat.codecs.openai_chat import OpenAIChatCodec
 from router.chat.codecs.responses import OpenAIResponsesCodec, encode_answer_for
-from router.chat.model import Answer, ChatRequest, Finish, Protocol
+from router.chat.model import (
+    Answer,
+    ChatRequest,
+    Finish,
+    Protocol,
+    Reasoning,
+    Text,
+    ToolCall,
+    ToolResult,
+)
+from router.jsonio import dumps
 from router.protocol import ChatRequest as WireChat
 from router.protocol import parse_chat
 
@@ -56,3 +66,24 @@ def failed_frames(encoder: StreamEncoder, extra: dict[str, Any] | None) -> list[
     """The frames that end a stream the upstream broke (or a shutdown ended): the
     protocol's own failure (Anthropic's ``error`` event, Responses' ``response.failed``)."""
     return encoder.feed(Finish("error")) + encoder.finish(extra)
+
+
+def input_text(req: ChatRequest) -> tuple[str, int]:
+    """What a provider bills as input of ``req`` (system, every turn's text, tool calls
+    and results, thinking, and the tools' names, descriptions and schemas) as one text,
+    and how many turns and tools it has (each costs a few tokens of framing). Images
+    and documents are not counted."""
+    parts = [t.text for t in req.system]
+    for msg in req.messages:
+        for part in msg.parts:
+            if isinstance(part, Text):
+                parts.append(part.text)
+            elif isinstance(part, ToolCall):
+                parts += (part.name, part.arguments)
+            elif isinstance(part, ToolResult):
+                parts += [c.text for c in part.content if isinstance(c, Text)]
+            elif isinstance(part, Reasoning):
+                parts.append(part.text)
+    for tool in req.tools:
+        parts += (tool.name, tool.description or "", dumps(tool.parameters).decode())
+    return "\n".join(parts), len(req.messages) + len(req.tools)

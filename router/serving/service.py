@@ -20,20 +20,21 @@ import anyio
 
 from router.auth import bearer_key
 from router.config import RouterConfig, TeamPolicy
-from router.errors import AuthenticationError, NotReadyError
+from router.errors import AuthenticationError, NotReadyError, RouterError
 from router.ledger import Ledger, LedgerError, SettlementJournal, create_ledger
 from router.ledger.history import DEFAULT_RETENTION_DAYS
 from router.ledger.journal_slots import open_journal
 from router.observability import DecisionLog, DecisionRecord, RouterMetrics
 from router.observability.history import DecisionHistory
 from router.policy import price_table
-from router.protocol import LeaderboardRequest
+from router.protocol import LeaderboardRequest, parse_json_object
 from router.scoring.types import Scorer
+from router.serving import fronts
 from router.serving.accounting import Accounts
 from router.serving.chat import ChatFlow, ChatParts
 from router.serving.generations import Generation, Generations
 from router.serving.planning import DEFAULT_MAX_PROMPT_TOKENS, Planner
-from router.serving.results import ChatResult, Inbound, StreamedAnswer
+from router.serving.results import Answer, ChatResult, Inbound, StreamedAnswer, refusal
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamClient
 
@@ -311,6 +312,27 @@ class RouterService:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()  # type: ignore[attr-defined]
                 await self.generations.leave(gen)
+
+    async def count_tokens(
+        self, read_body: Callable[[], Awaitable[bytes]], inbound: Inbound
+    ) -> ChatResult:
+        """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}`` for a Messages
+        request (``max_tokens`` may be left out), counted with the router's tokenizer
+        (the P2L model's; about four characters a token while it loads), off the event
+        loop when large. It is the router's count, not the provider's: a provider's own
+        tokenizer and framing give a different number. Nothing is sent upstream, nothing
+        is billed and no rate limit is taken."""
+        try:
+            authenticate(self.config, inbound.authorization)
+            data = parse_json_object(await read_body())
+            data.setdefault("max_tokens", 1)  # count_tokens takes no max_tokens
+            data.pop("stream", None)
+            typed = fronts.ANTHROPIC.decode_request(data)
+            text, units = fronts.input_text(typed)
+            n = await self._parts.tokens.count_text(text, units)
+        except RouterError as exc:
+            return refusal(exc)
+        return Answer({"input_tokens": n}, {})
 
     async def admit(self, team: TeamPolicy | None, messages: list[dict[str, Any]]) -> int:
         """Before any endpoint scores a prompt: its tokens counted off the event loop and

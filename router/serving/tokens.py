@@ -46,3 +46,10 @@ class TokenCounter:
         if len(text) <= OFF_LOOP_CHARS:
             return self.text_tokens(text) + 4 * len(messages)
         return await asyncio.to_thread(self.text_tokens, text) + 4 * len(messages)
+
+    async def count_text(self, text: str, units: int) -> int:
+        """``text``'s tokens plus four for each of ``units`` turns (or tools), off the
+        event loop when the text is large."""
+        if len(text) <= OFF_LOOP_CHARS:
+            return self.text_tokens(text) + 4 * units
+        return await asyncio.to_thread(self.text_tokens, text) + 4 * units

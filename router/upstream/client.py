@@ -39,7 +39,13 @@ from router.upstream.failures import (
     parse_object,
     status_failure,
 )
-from router.upstream.protocols import TypedEvents, chat_answer, provider_body, typed_answer
+from router.upstream.protocols import (
+    TypedEvents,
+    chat_answer,
+    forwarded_headers,
+    provider_body,
+    typed_answer,
+)
 from router.upstream.provider import Provider
 from router.upstream.retry import with_retries
 from router.upstream.sse import UpstreamStream
@@ -104,16 +110,20 @@ class UpstreamClient:
         typed: Callable[[], ChatRequest] | None = None,
         *,
         typed_out: bool = False,
+        anthropic: tuple[str | None, str | None] | None = None,
     ) -> tuple[Any, int]:
         """POST a non-streamed chat completion (in the provider's protocol); returns
         (the answer as a chat completion, attempts); ``typed_out``: the answer as the
-        typed model (``router.chat.Answer``) instead, whatever the provider's protocol."""
+        typed model (``router.chat.Answer``) instead, whatever the provider's protocol.
+        ``anthropic``: the client's (``anthropic-version``, ``anthropic-beta``), sent on
+        to an Anthropic provider only."""
         p = self._provider(model)
         payload = provider_body(
             p.api, body, model.upstream_model, model.max_output_tokens, stream=False, typed=typed
         )
         content = dumps(payload)
-        answer, attempts = await self._call(p, lambda d: self._complete_once(p, content, d))
+        extra = forwarded_headers(p.api, *anthropic) if anthropic else None
+        answer, attempts = await self._call(p, lambda d: self._complete_once(p, content, d, extra))
         if p.api != "openai-chat" or typed_out:
             try:
                 answer = typed_answer(p.api, answer) if typed_out else chat_answer(p.api, answer)
@@ -128,17 +138,20 @@ class UpstreamClient:
         typed: Callable[[], ChatRequest] | None = None,
         *,
         typed_out: bool = False,
+        anthropic: tuple[str | None, str | None] | None = None,
     ) -> UpstreamStream:
         """Start a streamed chat completion; returns once 200 headers have arrived.
         The stream's ``attempts`` says how many requests it took; it yields chat chunks
-        whatever the provider's protocol (``typed_out``: the typed model's events)."""
+        whatever the provider's protocol (``typed_out``: the typed model's events).
+        ``anthropic``: as for :meth:`complete`."""
         p = self._provider(model)
         payload = provider_body(
             p.api, body, model.upstream_model, model.max_output_tokens, stream=True, typed=typed
         )
         content = dumps(payload)
+        extra = forwarded_headers(p.api, *anthropic) if anthropic else None
         stream, attempts = await self._call(
-            p, lambda d: self._stream_once(p, content, d, typed_out)
+            p, lambda d: self._stream_once(p, content, d, typed_out, extra)
         )
         stream.attempts = attempts
         return stream
@@ -186,11 +199,17 @@ class UpstreamClient:
         p.record(None)
         return result
 
-    async def _send(self, p: Provider, content: bytes, deadline: Deadline) -> httpx.Response:
+    async def _send(
+        self,
+        p: Provider,
+        content: bytes,
+        deadline: Deadline,
+        extra: dict[bytes, bytes] | None = None,
+    ) -> httpx.Response:
         """One request until 2xx response headers (body unread), within ``first_byte``."""
         try:
             with deadline.after(p.first_byte):
-                resp = await p.transport.handle_async_request(p.request(content))
+                resp = await p.transport.handle_async_request(p.request(content, extra))
                 if resp.status_code >= 300:
                     raise await status_failure(resp, p)
         except TimeoutError:
@@ -201,8 +220,14 @@ class UpstreamClient:
             raise p.translate(exc, answer_started=False) from exc
         return resp
 
-    async def _complete_once(self, p: Provider, content: bytes, deadline: Deadline) -> dict:
-        resp = await self._send(p, content, deadline)
+    async def _complete_once(
+        self,
+        p: Provider,
+        content: bytes,
+        deadline: Deadline,
+        extra: dict[bytes, bytes] | None = None,
+    ) -> dict:
+        resp = await self._send(p, content, deadline, extra)
         cap = p.max_response_bytes
         body = body_parts(resp)
         part: bytes | None = b""
@@ -236,10 +261,15 @@ class UpstreamClient:
         return out
 
     async def _stream_once(
-        self, p: Provider, content: bytes, deadline: Deadline, typed_out: bool = False
+        self,
+        p: Provider,
+        content: bytes,
+        deadline: Deadline,
+        typed_out: bool = False,
+        extra: dict[bytes, bytes] | None = None,
     ) -> UpstreamStream:
         first_by = deadline.loop.time() + p.first_byte
-        resp = await self._send(p, content, deadline)
+        resp = await self._send(p, content, deadline, extra)
         ctype = resp.headers.get("content-type", "")
         if ctype.startswith("application/json"):  # an answer or an error, but not a stream
             got = await status_failure(resp, p)

@@ -71,6 +71,20 @@ def auth_headers(api: str, key: str) -> dict[bytes, bytes]:
     return {b"authorization": b"Bearer " + key.encode()}
 
 
+def forwarded_headers(api: str, version: str | None, beta: str | None) -> dict[bytes, bytes] | None:
+    """The client's headers a provider speaking ``api`` gets (None: none): Anthropic's
+    ``anthropic-version`` (else the router's own, :data:`ANTHROPIC_VERSION`) and
+    ``anthropic-beta``, to an Anthropic provider only."""
+    if api != "anthropic-messages" or (version is None and beta is None):
+        return None
+    out: dict[bytes, bytes] = {}
+    if version is not None:
+        out[b"anthropic-version"] = version.encode("latin-1")
+    if beta is not None:
+        out[b"anthropic-beta"] = beta.encode("latin-1")
+    return out
+
+
 def unsupported(api: str, req: ChatRequest) -> list[Unsupported]:
     """What a provider speaking ``api`` cannot express of ``req`` (a chat request to a
     chat provider goes as it came: nothing)."""

@@ -67,11 +67,17 @@ class Provider:
         self.max_sse_event_bytes = cfg.limits.max_sse_event_bytes
         self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.cooldown_s, clock)
 
-    def request(self, content: bytes) -> httpx.Request:
+    def request(self, content: bytes, extra: dict[bytes, bytes] | None = None) -> httpx.Request:
+        """``extra``: per-request headers (the client's ``anthropic-version`` and
+        ``anthropic-beta``), replacing the provider's own of the same name."""
         # stream= rather than content=: httpx then adds no headers of its own (ours are
         # complete), which halves the cost of building the request; read() makes the
         # body plain bytes again for transports that look at ``request.content``.
-        headers = [*self.headers, (b"content-length", b"%d" % len(content))]
+        if extra:
+            base = [h for h in self.headers if h[0] not in extra]
+            headers = [*base, *extra.items(), (b"content-length", b"%d" % len(content))]
+        else:
+            headers = [*self.headers, (b"content-length", b"%d" % len(content))]
         request = httpx.Request(
             "POST", self.url, headers=headers, stream=httpx.ByteStream(content),
             extensions=self.extensions,

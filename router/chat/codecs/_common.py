@@ -61,6 +61,32 @@ def want_int(value: Any, param: str, *, minimum: int = 0) -> int:
     return value
 
 
+def anthropic_neutral(key: str, value: Any) -> bool:
+    """An Anthropic Messages extras field that changes nothing another protocol would
+    answer, so a candidate of another protocol may leave it out (Claude Code sends each
+    of these on every call): ``thinking`` of a type with no budget (``adaptive``; the
+    reasoning hint already carries what maps); ``output_config`` holding only
+    ``effort`` (mapped to the reasoning hint); ``context_management`` whose edits only
+    clear thinking (another protocol never gets Anthropic's thinking blocks); and
+    ``metadata`` and ``service_tier`` (billing and tracing, not the answer)."""
+    if key in ("metadata", "service_tier", "thinking"):
+        return True
+    if key == "output_config":
+        return isinstance(value, dict) and set(value) <= {"effort"}
+    if key == "context_management":
+        edits = value.get("edits") if isinstance(value, dict) else None
+        return (
+            isinstance(value, dict)
+            and set(value) <= {"edits"}
+            and isinstance(edits, list)
+            and all(
+                isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking_")
+                for e in edits
+            )
+        )
+    return False
+
+
 # ---------------------------------------------------------------- usage
 
 

@@ -169,7 +169,10 @@ def _block(block: Any, role: str, param: str) -> Part:
     bad(f"{param}.type", f"block type {kind!r} is not supported in a {role} turn")
 
 
-def _messages(value: Any) -> list[Message]:
+def _messages(value: Any, system: list[Text]) -> list[Message]:
+    """The turns; a ``system`` turn among them (Claude Code sends its environment that
+    way) is hoisted into ``system``, after the top-level blocks: every protocol has a
+    system prompt, and Anthropic's API refuses the role inside ``messages``."""
     if not isinstance(value, list) or not value:
         bad("messages", "must be a non-empty list")
     out = []
@@ -177,8 +180,11 @@ def _messages(value: Any) -> list[Message]:
         param = f"messages.{i}"
         msg = want_dict(msg, param)
         role = msg.get("role")
+        if role == "system":
+            system += _system(msg.get("content"), f"{param}.content")
+            continue
         if role not in ("user", "assistant"):
-            bad(f"{param}.role", "must be 'user' or 'assistant'")
+            bad(f"{param}.role", "must be 'user', 'assistant' or 'system'")
         content = msg.get("content")
         if isinstance(content, str):
             parts: list[Part] = [Text(content)] if content else []
@@ -190,19 +196,19 @@ def _messages(value: Any) -> list[Message]:
     return out
 
 
-def _system(value: Any) -> list[Text]:
+def _system(value: Any, param: str = "system") -> list[Text]:
     if value is None:
         return []
     if isinstance(value, str):
         return [Text(value)] if value else []
     if not isinstance(value, list):
-        bad("system", "must be a string or a list of text blocks")
+        bad(param, "must be a string or a list of text blocks")
     out = []
     for i, block in enumerate(value):
-        block = want_dict(block, f"system.{i}")
+        block = want_dict(block, f"{param}.{i}")
         if block.get("type") != "text":
-            bad(f"system.{i}.type", "must be 'text'")
-        out.append(_text(block, f"system.{i}"))
+            bad(f"{param}.{i}.type", "must be 'text'")
+        out.append(_text(block, f"{param}.{i}"))
     return out
 
 
@@ -325,10 +331,14 @@ def decode_request(body: dict[str, Any]) -> ChatRequest:
     if router is not None:
         router = want_dict(router, "router")
     output, effort = _output_config(body.get("output_config"), extras)
+    system = _system(body.get("system"))
+    messages = _messages(body.get("messages"), system)
+    if not messages:
+        bad("messages", "must hold a 'user' or 'assistant' turn")
     return ChatRequest(
         model=model,
-        messages=_messages(body.get("messages")),
-        system=_system(body.get("system")),
+        messages=messages,
+        system=system,
         tools=_tools(body.get("tools"), extras),
         tool_choice=_tool_choice(body.get("tool_choice")),
         output=output,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.chat.codecs._common import anthropic_neutral
 from router.chat.codecs.openai_chat.parts import encode_text, encode_user_parts, sendable_document
 from router.chat.model import (
     ChatRequest,
@@ -88,6 +89,8 @@ def unsupported(req: ChatRequest) -> list[Unsupported]:
         ignored = IGNORED.get(req.extras_protocol, frozenset())
         for key, value in req.extras.items():
             if key in carried or key in ignored:
+                continue
+            if req.extras_protocol == "anthropic-messages" and anthropic_neutral(key, value):
                 continue
             if req.extras_protocol == "openai-responses" and key == "text" and _verbosity(value):
                 continue

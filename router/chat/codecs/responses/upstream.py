@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.chat.codecs._common import anthropic_neutral
 from router.chat.codecs.responses.common import PROTOCOL, encode_part
 from router.chat.model import (
     ChatRequest,
@@ -86,9 +87,12 @@ def unsupported(req: ChatRequest) -> list[Unsupported]:
     if req.extras_protocol not in (None, PROTOCOL):
         mapped = FOREIGN_MAPPED.get(req.extras_protocol, {})
         neutral = FOREIGN_NEUTRAL.get(req.extras_protocol, frozenset())
-        for key in req.extras:
-            if key not in mapped and key not in neutral:
-                add(key, f"a {req.extras_protocol} field with no Responses equivalent")
+        for key, value in req.extras.items():
+            if key in mapped or key in neutral:
+                continue
+            if req.extras_protocol == "anthropic-messages" and anthropic_neutral(key, value):
+                continue
+            add(key, f"a {req.extras_protocol} field with no Responses equivalent")
     return out
 
 
