@@ -52,9 +52,8 @@ class DecisionRecord:
     expected_cost_usd: float | None = None
     cost_usd: float | None = None
     usage_source: str | None = None  # upstream | partial | estimated | reserved
-    # The served provider's protocol and the usage classes billed (null: not reported);
-    # prompt_tokens is every input token, completion_tokens every output token.
-    upstream_api: str | None = None
+    # The usage classes billed (null: not reported); prompt_tokens is every input token,
+    # completion_tokens every output token.
     cached_prompt_tokens: int | None = None
     cache_write_tokens: int | None = None  # at the 5-minute (or unspecified) rate
     cache_write_1h_tokens: int | None = None
@@ -139,7 +138,6 @@ class DecisionRecord:
             "expected_cost_usd": _r(self.expected_cost_usd),
             "cost_usd": _r(self.cost_usd, 12),
             "usage_source": self.usage_source,
-            "upstream_api": self.upstream_api,
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "cache_write_tokens": self.cache_write_tokens,
             "cache_write_1h_tokens": self.cache_write_1h_tokens,

@@ -265,7 +265,6 @@ class ChatFlow:
             rec.upstream_ms += (time.perf_counter() - t0) * 1000
             self._sent(cfg, attempts)
             rec.served_by = cfg.name
-            rec.upstream_api = self.gen.config.catalog.providers[cfg.provider].api
             if self.typed_front:  # the typed model's answer, for the front's codec
                 result.model = cfg.name
                 usage = encode_usage(result.usage) if result.usage else None
@@ -300,7 +299,7 @@ class ChatFlow:
                 rec.ttft_ms = (time.perf_counter() - t_start) * 1000
             self._sent(cfg, stream.attempts)
             rec.served_by = cfg.name
-            rec.upstream_api = self.gen.config.catalog.providers[cfg.provider].api
+            rec.upstream_api = self.gen.config.catalog.providers[cfg.provider].api  # a stream
             relay = relay_events if self.typed_front else relay_chunks
             return StreamedAnswer(relay(self, cfg, stream, first, t0), rec.headers())
         raise self._all_failed(plan, last)
