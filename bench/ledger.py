@@ -7,7 +7,12 @@ limit, one transaction) alone. SQLite runs on a file in a
 temporary folder (WAL, synchronous=NORMAL: the production settings); Redis runs against
 127.0.0.1:6379 (or ``--redis URL``) under a throw-away key prefix, skipped if unreachable.
 
-    python bench/ledger.py [--tasks 64] [--ops 5000] [--redis redis://127.0.0.1:6379/0]
+    python bench/ledger.py [--tasks 1 32] [--ops 5000] [--redis redis://127.0.0.1:6379/0]
+
+Each backend runs once per ``--tasks`` figure (concurrency). Where the ledger group-commits
+(router/ledger/group.py) the line also says how many operations a batch held on average.
+To time another checkout's ledger with this script, copy it out of the tree (it puts its
+own checkout first on ``sys.path``) and run it with ``PYTHONPATH=<that checkout>``.
 
 A second section replays a simulated day with pacing on and prints final spend and mean
 score against the best fixed λ in hindsight (``--only pacing`` runs just that).
@@ -61,7 +66,9 @@ async def reserve_settle(ledger: Ledger, *, tasks: int, ops: int) -> dict[str, f
     total = await ledger.total_spent()
     assert abs(total - done * 0.0009) < 1e-6, (total, done)  # every settle counted once
     latencies.sort()
+    group = getattr(ledger, "_group", None)
     return {
+        "per_batch": group.ops / group.batches if group is not None and group.batches else 1.0,
         "pairs": done,
         "seconds": elapsed,
         "pairs_per_s": done / elapsed,
@@ -94,6 +101,7 @@ def _print(name: str, f: dict[str, float], tasks: int) -> None:
         f"{name:<8} {tasks:>3} tasks  {f['pairs']:>6.0f} reserve+settle in {f['seconds']:.2f}s"
         f"  -> {f['pairs_per_s']:>8.0f} pairs/s ({2 * f['pairs_per_s']:.0f} transactions/s)"
         f"  latency p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"
+        f"  ({f['per_batch']:.1f} ops/batch)"
     )
 
 
@@ -105,35 +113,37 @@ def _print_rate(name: str, f: dict[str, float]) -> None:
 
 
 async def ledger_section(args: argparse.Namespace) -> None:
-    print("== ledger: reserve+settle throughput")
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger = create_ledger(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        try:
-            _print(
-                "sqlite", await reserve_settle(ledger, tasks=args.tasks, ops=args.ops), args.tasks
-            )
-            _print_rate("sqlite", await take_rate(ledger, tasks=args.tasks, ops=args.ops))
-        finally:
-            await ledger.close()
+    import router.ledger
 
-    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    sep = "&" if "?" in args.redis else "?"
-    ledger = create_ledger(f"{args.redis}{sep}prefix={prefix}")
-    try:
-        await ledger.check()
-    except LedgerError as exc:
-        print(f"redis    skipped: {exc}")
-        await ledger.close()
-        return
-    try:
-        _print("redis", await reserve_settle(ledger, tasks=args.tasks, ops=args.ops), args.tasks)
-        _print_rate("redis", await take_rate(ledger, tasks=args.tasks, ops=args.ops))
-    finally:
-        client = ledger._redis  # type: ignore[attr-defined]  # clean our keys up
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await ledger.close()
+    print(f"== ledger: reserve+settle throughput ({Path(router.ledger.__file__).parents[2]})")
+    for tasks in args.tasks:
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger = create_ledger(f"sqlite:///{Path(tmp) / 'bench.db'}")
+            try:
+                _print("sqlite", await reserve_settle(ledger, tasks=tasks, ops=args.ops), tasks)
+                _print_rate("sqlite", await take_rate(ledger, tasks=tasks, ops=args.ops))
+            finally:
+                await ledger.close()
+
+    for tasks in args.tasks:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+        sep = "&" if "?" in args.redis else "?"
+        ledger = create_ledger(f"{args.redis}{sep}prefix={prefix}")
+        try:
+            await ledger.check()
+        except LedgerError as exc:
+            print(f"redis    skipped: {exc}")
+            await ledger.close()
+            return
+        try:
+            _print("redis", await reserve_settle(ledger, tasks=tasks, ops=args.ops), tasks)
+            _print_rate("redis", await take_rate(ledger, tasks=tasks, ops=args.ops))
+        finally:
+            client = ledger._redis  # type: ignore[attr-defined]  # clean our keys up
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+            await ledger.close()
 
 
 # Sections run in order by ``main``; the pacing benchmark adds its own entry here.
@@ -172,15 +182,27 @@ SECTIONS: list[tuple[str, Callable[[argparse.Namespace], object]]] = [
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=64, help="concurrent asyncio tasks")
+    parser.add_argument(
+        "--tasks", type=int, nargs="+", default=[1, 32], help="concurrent asyncio tasks (each)"
+    )
     parser.add_argument("--ops", type=int, default=5000, help="reserve+settle pairs in all")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--pacing-seeds", type=int, default=3, help="simulated days per setting")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop",
+        help="event loop (the server runs uvloop)",
+    )  # fmt: skip
     parser.add_argument("--only", choices=[n for n, _ in SECTIONS], help="run one section")
     args = parser.parse_args(argv)
     for name, section in SECTIONS:
         if args.only in (None, name):
-            asyncio.run(section(args))  # type: ignore[arg-type]
+            factory = None
+            if args.loop == "uvloop":
+                import uvloop
+
+                factory = uvloop.new_event_loop
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(section(args))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

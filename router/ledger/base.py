@@ -12,7 +12,8 @@ Decisions that the backends share (tests hold both to them):
 
 - ``reserve`` is atomic: the check ``spent + live reserved + amount <= limit`` and the
   insert happen in one transaction (SQLite ``BEGIN IMMEDIATE``) or one Lua script
-  (Redis), so concurrent requests, in one process or many, never overshoot the limit by
+  (Redis), which may hold other operations of the same process too (group commit:
+  ``router/ledger/group.py``; each keeps its own outcome), so concurrent requests, in one process or many, never overshoot the limit by
   more than the difference between one request's actual and reserved cost.
   ``limit_usd=None`` means unlimited: the reservation is still recorded.
 - ``settle`` is idempotent by reservation id *and* by ``ref`` (the decision id): a second

@@ -21,6 +21,7 @@ history holds.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from collections import defaultdict
@@ -53,6 +54,31 @@ def line_ts(line: dict[str, Any]) -> float:
 
 def line_model(line: dict[str, Any]) -> str | None:
     return line.get("served_by") or line.get("chosen")
+
+
+class StoredLine(NamedTuple):
+    """A decision as the stores index it: the line encoded once, with its index fields."""
+
+    decision_id: str
+    ts: float
+    team: str | None
+    model: str | None
+    status: int
+    text: str  # the line as compact JSON
+
+
+def stored_line(line: dict[str, Any], text: str | None = None) -> StoredLine:
+    """``text``: the line already encoded (the decision writer's), else encoded here."""
+    if text is None:
+        text = json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+    return StoredLine(
+        str(line["decision_id"]),
+        line_ts(line),
+        line.get("team"),
+        line_model(line),
+        int(line.get("status") or 0),
+        text,
+    )
 
 
 def iso(ts: float) -> str:

@@ -27,16 +27,17 @@ import re
 from typing import Any
 from urllib.parse import quote
 
+from router.ledger.base import LedgerError
 from router.ledger.history import (
     DecisionQuery,
     StatRow,
+    StoredLine,
     bad_cursor,
     decode_cursor,
     encode_cursor,
-    line_model,
-    line_ts,
     stat_row,
     status_matches,
+    stored_line,
 )
 
 SINCE_SLACK_S = 300.0
@@ -53,12 +54,63 @@ def _page_cursor(cursor: str) -> str:
     return sid
 
 
+def _entry(row: StoredLine) -> dict[str, str]:
+    return {
+        "id": row.decision_id,
+        "ts": repr(row.ts),
+        "team": row.team or "",
+        "model": row.model or "",
+        "status": str(row.status),
+        "line": row.text,
+    }
+
+
+class RedisDecisionSink:
+    """Stores decisions from the decision history's own thread (never the event loop's),
+    with a synchronous client of its own. Raises LedgerError."""
+
+    def __init__(self, ledger: RedisDecisions, client: Any) -> None:
+        self._ledger = ledger
+        self._client = client
+
+    def write(self, rows: list[StoredLine]) -> None:
+        import redis
+
+        d = self._ledger
+        ttl = max(1, math.ceil(d.decision_retention_s))
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for row in rows:
+                # SET NX: a replayed batch neither duplicates nor re-adds to the stream.
+                pipe.set(d._key(row.decision_id), row.text, ex=ttl, nx=True)
+            fresh = pipe.execute()
+            pipe = self._client.pipeline(transaction=False)
+            for row, new in zip(rows, fresh, strict=True):
+                if new:
+                    pipe.xadd(d._stream(), _entry(row), maxlen=d.stream_maxlen, approximate=True)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise LedgerError(f"Redis ledger {d.url}: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
 class RedisDecisions:
     """Decision-history methods of :class:`router.ledger.RedisLedger`."""
 
     prefix: str
+    url: str
     stream_maxlen: int
     decision_retention_s: float
+
+    def sync_client(self) -> Any:
+        """A new synchronous client of the same server; implemented by the ledger."""
+        raise NotImplementedError
+
+    def decision_sink(self) -> RedisDecisionSink:
+        """A writer for one thread of the caller's (the decision history's)."""
+        return RedisDecisionSink(self, self.sync_client())
 
     async def redis_call(self, coro: Any) -> Any:
         """Await ``coro``, mapping Redis errors to LedgerError; implemented by the ledger."""
@@ -78,19 +130,7 @@ class RedisDecisions:
         if not lines:
             return
         ttl = max(1, math.ceil(self.decision_retention_s))
-        entries = []
-        for line in lines:
-            text = json.dumps(line, separators=(",", ":"), ensure_ascii=False)
-            entries.append(
-                {
-                    "id": str(line["decision_id"]),
-                    "ts": repr(line_ts(line)),
-                    "team": line.get("team") or "",
-                    "model": line_model(line) or "",
-                    "status": str(int(line.get("status") or 0)),
-                    "line": text,
-                }
-            )
+        entries = [_entry(stored_line(line)) for line in lines]
         pipe = self.redis_client.pipeline(transaction=False)
         for e in entries:
             # SET NX: a replayed batch neither duplicates nor re-adds to the stream.

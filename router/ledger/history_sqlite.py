@@ -26,15 +26,58 @@ from router.ledger.base import LedgerError
 from router.ledger.history import (
     DecisionQuery,
     StatRow,
+    StoredLine,
     bad_cursor,
     decode_cursor,
     encode_cursor,
-    line_model,
-    line_ts,
+    stored_line,
 )
 from router.ledger.sqlite_schema import transaction
 
 T = TypeVar("T")
+
+_INSERT = (
+    "INSERT OR IGNORE INTO decisions (id, ts, team, model, status, line) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_decisions(db: sqlite3.Connection, rows: list[StoredLine]) -> None:
+    """One short write transaction (a reserve on another connection waits that long)."""
+    with transaction(db, "IMMEDIATE"):
+        db.executemany(_INSERT, rows)
+
+
+class SqliteDecisionSink:
+    """Stores decisions from the decision history's own thread (never the event loop's),
+    on a connection of its own; a ``:memory:`` ledger has one connection only, so there
+    the rows go through the ledger thread. Raises LedgerError."""
+
+    def __init__(self, ledger: SqliteDecisions) -> None:
+        self._ledger = ledger
+        self._db: sqlite3.Connection | None = None
+
+    def write(self, rows: list[StoredLine]) -> None:
+        ledger = self._ledger
+        if ledger._closed:
+            raise LedgerError("the ledger is closed")
+        try:
+            if ledger.path == ":memory:":
+                ledger.on_ledger_thread(lambda db: insert_decisions(db, rows))
+                return
+            if self._db is None:
+                self._db = sqlite3.connect(
+                    ledger.path, timeout=ledger.busy_timeout_s, isolation_level=None,
+                    check_same_thread=False,
+                )  # fmt: skip
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            insert_decisions(self._db, rows)
+        except (sqlite3.Error, RuntimeError) as exc:  # RuntimeError: its thread has stopped
+            raise LedgerError(f"SQLite ledger {ledger.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 def _status_sql(wanted: str | int | None) -> tuple[str, list[Any]]:
@@ -106,6 +149,15 @@ class SqliteDecisions:
 
     path: str
     _closed: bool
+    busy_timeout_s: float
+
+    def on_ledger_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the ledger thread, from any other thread (blocking)."""
+        raise NotImplementedError
+
+    def decision_sink(self) -> SqliteDecisionSink:
+        """A writer for one thread of the caller's (the decision history's)."""
+        return SqliteDecisionSink(self)
 
     async def off_loop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the ledger thread; implemented by the ledger."""
@@ -139,23 +191,7 @@ class SqliteDecisions:
 
         def write(db: sqlite3.Connection) -> None:
             # Serialised here, on the ledger thread, not on the event loop.
-            rows = [
-                (
-                    str(line["decision_id"]),
-                    line_ts(line),
-                    line.get("team"),
-                    line_model(line),
-                    int(line.get("status") or 0),
-                    json.dumps(line, separators=(",", ":"), ensure_ascii=False),
-                )
-                for line in lines
-            ]
-            with transaction(db, "IMMEDIATE"):
-                db.executemany(
-                    "INSERT OR IGNORE INTO decisions (id, ts, team, model, status, line)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            insert_decisions(db, [stored_line(line) for line in lines])
 
         await self.off_loop(write)
 

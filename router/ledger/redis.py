@@ -1,7 +1,9 @@
 """The Redis ledger: one shared store for many router processes or hosts.
 
 Every change is one Lua script, which Redis runs atomically, so ``reserve``'s check and
-insert cannot interleave with another process's. Times come from the caller (``now``)
+insert cannot interleave with another process's. The scripts of concurrent requests go
+out together, one pipeline of EVALSHAs per batch (router/ledger/group.py): one round trip
+for many, each script still atomic on its own and each result its caller's. Times come from the caller (``now``)
 like in every ledger; only the retention of closed-reservation markers uses Redis's own
 clock (``SET ... EX``). Needs the optional extra ``p2l-router[redis]``.
 
@@ -36,8 +38,11 @@ truncates Lua numbers to integers in replies.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -49,15 +54,19 @@ from router.ledger.base import (
     InsufficientBudget,
     Ledger,
     LedgerError,
+    LedgerLost,
     Reservation,
     Usage,
     redacted,
 )
 from router.ledger.epoch import GUARD, EpochGuard
+from router.ledger.group import GroupCommit
 
 if TYPE_CHECKING:
     from router.ledger.base import Observation
 from router.ledger.history_redis import RedisDecisions
+
+log = logging.getLogger("router.ledger")
 
 DEFAULT_PREFIX = "p2l-router:"
 MAX_CONNECTIONS = 64
@@ -157,6 +166,16 @@ return s
 """
 
 
+def _copy(exc: LedgerError | None) -> LedgerError:
+    """One exception object per caller (each raise writes its own traceback)."""
+    assert exc is not None
+    if isinstance(exc, LedgerLost):
+        return LedgerLost(str(exc), reason=exc.reason)
+    out = LedgerError(str(exc))
+    out.__cause__ = exc.__cause__
+    return out
+
+
 def _import_redis() -> Any:
     try:
         import redis.asyncio as aioredis
@@ -165,6 +184,12 @@ def _import_redis() -> Any:
             "the Redis ledger needs the redis package: pip install 'p2l-router[redis]'"
         ) from exc
     return aioredis
+
+
+def _import_redis_exceptions() -> Any:
+    import redis.exceptions
+
+    return redis.exceptions
 
 
 def _num(x: float) -> str:
@@ -195,6 +220,22 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
 OUR_OPTIONS = ("prefix", "stream_maxlen")
 
 
+@dataclass(frozen=True)
+class _Script:
+    """A money script waiting for its pipeline; ``guarded``: it starts with ``GUARD``."""
+
+    script: Any
+    keys: list[str]
+    args: list[Any]
+    guarded: bool
+
+
+# The outcome of an operation that must run again on its own, through the script object
+# (NOSCRIPT: the server had not loaded it) or the epoch guard (it refused: the store may
+# have lost its memory). Either way the script did nothing, so running it again is safe.
+_ALONE = object()
+
+
 class RedisLedger(RedisDecisions, Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
@@ -216,6 +257,13 @@ class RedisLedger(RedisDecisions, Ledger):
         self._usage_lua = client.register_script(GUARD + _USAGE)
         self._ewma_lua = client.register_script(_EWMA)
         self._rate_lua = client.register_script(rate.TAKE_RATE_LUA)
+        # One operation alone goes out at once, by its caller (no hand-over to a task);
+        # more go in one pipeline.
+        self._group: GroupCommit[_Script] = GroupCommit(
+            lambda ops: [_ALONE] if len(ops) == 1 else None, self._pipeline, orphan=self._orphan
+        )
+        self._orphans: set[asyncio.Task[Any]] = set()
+        self._noscript = _import_redis_exceptions().NoScriptError
 
     @classmethod
     def from_url(cls, url: str) -> RedisLedger:
@@ -236,7 +284,9 @@ class RedisLedger(RedisDecisions, Ledger):
             client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         except ValueError as exc:
             raise ValueError(f"invalid Redis ledger URL {redacted(url)!r}: {exc}") from exc
-        return cls(client, prefix=prefix, url=redacted(url), stream_maxlen=maxlen)
+        ledger = cls(client, prefix=prefix, url=redacted(url), stream_maxlen=maxlen)
+        ledger._plain_url = plain
+        return ledger
 
     # ------------------------------------------------------------ plumbing
 
@@ -255,6 +305,27 @@ class RedisLedger(RedisDecisions, Ledger):
     def redis_client(self) -> Any:
         return self._redis
 
+    _plain_url: str | None = None
+    # What a synchronous client may take from the asyncio client's connection settings.
+    _SYNC_KWARGS = ("host", "port", "db", "username", "password", "path", "socket_timeout",
+                    "socket_connect_timeout", "client_name")  # fmt: skip
+
+    def sync_client(self) -> Any:
+        """A synchronous client of the same server (for the decision history's thread)."""
+        import redis
+
+        if self._plain_url is not None:
+            return redis.Redis.from_url(self._plain_url, decode_responses=True)
+        kw = self._redis.connection_pool.connection_kwargs
+        keep = {k: kw[k] for k in self._SYNC_KWARGS if k in kw}
+        if "path" in keep:
+            keep.pop("host", None)
+            keep.pop("port", None)
+            pool = redis.ConnectionPool(connection_class=redis.UnixDomainSocketConnection,
+                                        decode_responses=True, **keep)  # fmt: skip
+            return redis.Redis(connection_pool=pool)
+        return redis.Redis(decode_responses=True, **keep)
+
     async def redis_call(self, coro: Any) -> Any:
         return await self._call(coro)
 
@@ -264,6 +335,79 @@ class RedisLedger(RedisDecisions, Ledger):
         except self._errors as exc:
             raise LedgerError(f"Redis ledger {self.url}: {exc}") from exc
 
+    # ------------------------------------------------------------ group commit
+
+    async def _script(self, script: Any, keys: list[str], args: list[Any], *,
+                      guarded: bool) -> Any:  # fmt: skip
+        """Run a money script in the next pipeline (with the epoch sentinel's key and the
+        sentinel this process knows appended when ``guarded``); its own result."""
+        op = _Script(script, keys, args, guarded)
+        out = await self._group.submit(op)
+        return await self._alone(op) if out is _ALONE else out
+
+    async def _alone(self, op: _Script) -> Any:
+        if op.guarded:
+            return await self.epoch.run(op.script, op.keys, op.args)
+        return await self._call(op.script(keys=op.keys, args=op.args))
+
+    def _orphan(self, op: _Script, outcome: Any) -> None:
+        """A write left to a caller that was cancelled meanwhile still goes out (a settle
+        must reach the ledger); ``close`` waits for it."""
+        if outcome is not _ALONE:
+            return
+        task = asyncio.get_running_loop().create_task(self._alone(op))
+        self._orphans.add(task)
+        task.add_done_callback(self._orphan_done)
+
+    def _orphan_done(self, task: asyncio.Task[Any]) -> None:
+        self._orphans.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Redis ledger %s: a write whose caller left failed: %s",
+                      self.url, task.exception())  # fmt: skip
+
+    async def _pipeline(self, ops: list[_Script]) -> list[Any]:
+        """One round trip for ``ops``: a pipeline of EVALSHAs, each script atomic on its
+        own, each result its caller's. A pipeline Redis did not take (connection lost,
+        timeout) fails every caller with the ledger error."""
+        expected: str | None = None
+        refused: LedgerError | None = None
+        if any(op.guarded for op in ops):
+            try:
+                expected = await self.epoch.expected()
+            except LedgerError as exc:  # lost, or unreachable while looking
+                refused = exc
+        pipe = self._redis.pipeline(transaction=False)
+        sent = []
+        for op in ops:
+            if op.guarded and refused is not None:
+                continue
+            keys = [*op.keys, self.epoch.key] if op.guarded else op.keys
+            args = [*op.args, expected] if op.guarded else op.args
+            pipe.evalsha(op.script.sha, len(keys), *keys, *args)
+            sent.append(op)
+        results: list[Any] = []
+        if sent:
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except self._errors as exc:
+                return [LedgerError(f"Redis ledger {self.url}: {exc}") for _ in ops]
+        by_op = dict(zip(map(id, sent), results, strict=True))
+        out: list[Any] = []
+        for op in ops:
+            if id(op) not in by_op:
+                out.append(_copy(refused))
+                continue
+            res = by_op[id(op)]
+            if isinstance(res, self._noscript):
+                out.append(_ALONE)
+            elif isinstance(res, Exception):
+                out.append(LedgerError(f"Redis ledger {self.url}: {res}"))
+            elif op.guarded and isinstance(res, list) and res and res[0] == -1:
+                out.append(_ALONE)
+            else:
+                out.append(res)
+        return out
+
     # ------------------------------------------------------------ budget
 
     async def _hold(self, r: Reservation, limit_usd: float | None, now: float) -> None:
@@ -272,7 +416,7 @@ class RedisLedger(RedisDecisions, Ledger):
         args = [r.id, _num(amount), limit, _num(now), _num(r.expires_at), _num(EPSILON_USD),
                 period_ttl(r.period_ends_at, now)]  # fmt: skip
         keys = self._period_keys(r.team, r.period_key)
-        ok, spent, reserved = await self.epoch.run(self._reserve_lua, keys, args)
+        ok, spent, reserved = await self._script(self._reserve_lua, keys, args, guarded=True)
         if not ok:
             usage = Usage(float(spent), float(reserved))
             raise InsufficientBudget(usage, float(limit_usd or 0.0), amount)
@@ -305,7 +449,7 @@ class RedisLedger(RedisDecisions, Ledger):
             int(CLOSED_RETENTION_S), period_ttl(r.period_ends_at, now), self.stream_maxlen,
             *learn,
         ]  # fmt: skip
-        _, value = await self.epoch.run(self._settle_lua, keys, args)
+        _, value = await self._script(self._settle_lua, keys, args, guarded=True)
         return value
 
     async def _take_rate(
@@ -316,12 +460,12 @@ class RedisLedger(RedisDecisions, Ledger):
         args: list[str] = [_num(now), _num(rate.SLACK_S)]
         for _, limit, cost in limits:
             args += [_num(limit), _num(cost)]
-        wait = await self._call(self._rate_lua(keys=keys, args=args))
+        wait = await self._script(self._rate_lua, keys, args, guarded=False)
         return float(wait) if wait else None
 
     async def release(self, r: Reservation) -> None:
         keys = [*self._period_keys(r.team, r.period_key)[:2], f"{self.prefix}closed:{r.id}"]
-        await self._call(self._release_lua(keys=keys, args=[r.id, int(CLOSED_RETENTION_S)]))
+        await self._script(self._release_lua, keys, [r.id, int(CLOSED_RETENTION_S)], guarded=False)
 
     async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
         keys = self._period_keys(team, period_key)
@@ -383,4 +527,7 @@ class RedisLedger(RedisDecisions, Ledger):
     reset_acknowledged = property(lambda self: self.epoch.acknowledgement())
 
     async def close(self) -> None:
+        await self._group.drain()  # what is queued goes out before the pool closes
+        if self._orphans:
+            await asyncio.gather(*self._orphans, return_exceptions=True)
         await self._redis.aclose()

@@ -10,11 +10,16 @@ Calls queue on that thread one behind another, so ``busy_timeout_s`` runs from t
 a call joins the queue: the k-th call behind a lock fails after ``busy_timeout_s``, not
 k times it (found by bench/soak.py: with ``busy_timeout=2`` a 40 s lock held requests
 for up to the whole 40 s instead of refusing each after 2 s).
+
+The money writes (reserve, settle, release, rate-limit takes, learned lengths, state) are
+group-committed (router/ledger/group.py): those queued in one event-loop turn run in one
+``BEGIN IMMEDIATE`` transaction, each operation's own outcome handed back (``_commit``),
+inline or, when the file is locked, on the ledger thread as above.
 The file is in WAL mode with ``synchronous=NORMAL``: a commit is durable against a
 process crash (the WAL is written before the call returns) and only a power loss can
 drop the last few commits; readers never block the writer. Each change is one
-transaction; ``reserve`` uses ``BEGIN IMMEDIATE`` so its check-then-insert holds the write
-lock, which makes it atomic against other connections, including other processes (they
+transaction (a batch's); ``reserve`` runs in ``BEGIN IMMEDIATE`` so its check-then-insert
+holds the write lock, which makes it atomic against other connections, including other processes (they
 wait on the lock up to ``busy_timeout_s``).
 
 Tables and schema upgrades: ``router/ledger/sqlite_schema.py``.
@@ -34,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +55,7 @@ from router.ledger.base import (
     Usage,
     ewma,
 )
+from router.ledger.group import GroupCommit
 from router.ledger.history_sqlite import SqliteDecisions
 from router.ledger.sqlite_schema import is_busy, prepare, transaction
 
@@ -57,6 +64,22 @@ T = TypeVar("T")
 INLINE_BUSY_S = 0.002
 PURGE_EVERY_S = 60.0
 CHECKPOINT_EVERY = 1000  # inline calls between background WAL checkpoints
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A money write waiting for its batch: ``fn`` runs inside the batch's transaction."""
+
+    fn: Callable[[], Any]
+    queued_at: float  # by the ledger's wait clock: the busy timeout runs from here
+
+
+class _Busy(Exception):
+    """The batch found the file locked by another connection."""
+
+    def __init__(self, cause: sqlite3.OperationalError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class SqliteLedger(SqliteDecisions, Ledger):
@@ -82,6 +105,7 @@ class SqliteLedger(SqliteDecisions, Ledger):
         self._calls = 0
         self._closed = False
         self._last_purge = float("-inf")
+        self._group: GroupCommit[_Write] = GroupCommit(self._batch_inline, self._batch_slow)
         try:
             # Synchronous on purpose: a bad path fails at start-up, not on the first request.
             self._executor.submit(self._open).result()
@@ -116,13 +140,13 @@ class SqliteLedger(SqliteDecisions, Ledger):
             self._inline = inline
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read (or a write outside the money path) on its own: inline, or on the ledger
+        thread when the file is locked."""
         if self._closed:
             raise LedgerError("the ledger is closed")
         if self._inline is not None:
             self._tls.conn = self._inline
-            self._calls += 1
-            if self._calls % CHECKPOINT_EVERY == 0:
-                self._executor.submit(self._checkpoint)
+            self._tick(1)
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
@@ -142,6 +166,142 @@ class SqliteLedger(SqliteDecisions, Ledger):
         except sqlite3.Error as exc:
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
 
+    def _tick(self, n: int) -> None:
+        before, self._calls = self._calls, self._calls + n
+        if before // CHECKPOINT_EVERY != self._calls // CHECKPOINT_EVERY:
+            self._executor.submit(self._checkpoint)
+
+    # ------------------------------------------------------------ group commit
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        """``fn`` (one money write, on ``self._db``) committed in the next batch: one
+        ``BEGIN IMMEDIATE`` transaction for every write queued in this event-loop turn."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        return await self._group.submit(_Write(fn, self._wait_clock()))
+
+    def _batch_inline(self, ops: list[_Write]) -> list[Any] | None:
+        """The batch on the inline connection; None when the file is locked (or there is
+        no inline connection): then ``_batch_slow`` runs it on the ledger thread."""
+        if self._closed:
+            return [LedgerError("the ledger is closed") for _ in ops]
+        if self._inline is None:
+            return None
+        if self._late(ops, self._wait_clock()):
+            return None
+        self._tls.conn = self._inline
+        try:
+            return self._commit(ops)
+        except _Busy:
+            if self._inline.in_transaction:
+                self._inline.execute("ROLLBACK")
+            return None
+        finally:
+            self._tls.conn = None
+
+    async def _batch_slow(self, ops: list[_Write]) -> list[Any]:
+        """The batch on the ledger thread, waiting for the lock what is left of the oldest
+        operation's busy timeout. An operation queued longer than its busy timeout (behind
+        a batch that waited out another process's lock) fails without a try."""
+        if self._closed:
+            return [LedgerError("the ledger is closed") for _ in ops]
+        late = self._late(ops, self._wait_clock())
+        rest = [op for op, x in zip(ops, late, strict=True) if not x] if late else ops
+        done: list[Any] = []
+        if rest:
+            loop = asyncio.get_running_loop()
+            deadline = min(op.queued_at for op in rest) + self._busy_timeout_s
+            try:
+                done = await loop.run_in_executor(
+                    self._executor, self._before, deadline, self._commit_waiting, rest
+                )
+            except sqlite3.Error as exc:
+                done = self._all_failed(rest, exc)
+        if not late:
+            return done
+        it = iter(done)
+        return [self._waited_in_line() if x else next(it) for x in late]
+
+    def _late(self, ops: list[_Write], now: float) -> list[bool]:
+        """Per operation, whether its busy timeout is spent; [] when none is."""
+        late = [now - op.queued_at >= self._busy_timeout_s for op in ops]
+        return late if any(late) else []
+
+    def _commit_waiting(self, ops: list[_Write]) -> list[Any]:
+        try:
+            return self._commit(ops)
+        except _Busy as exc:  # waited the whole busy timeout
+            raise exc.cause from None
+
+    def _commit(self, ops: list[_Write]) -> list[Any]:
+        """One transaction for ``ops``, one outcome each. An InsufficientBudget is that
+        operation's alone (a reserve decides before it writes). Any other exception raised
+        by an operation is its own too: the transaction is rolled back and the others run
+        again without it. A failure of the transaction itself (BEGIN, COMMIT) is every
+        operation's: each gets a LedgerError. _Busy: the file is locked."""
+        out: list[Any] = [None] * len(ops)
+        todo = list(range(len(ops)))
+        db = self._db
+        while todo:
+            culprit = None
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if is_busy(exc):
+                    raise _Busy(exc) from exc
+                return self._failed(out, todo, exc)
+            except sqlite3.Error as exc:
+                return self._failed(out, todo, exc)
+            for i in todo:
+                try:
+                    out[i] = ops[i].fn()
+                except InsufficientBudget as exc:
+                    out[i] = exc
+                except Exception as exc:  # handed to its caller
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                        raise _Busy(exc) from exc
+                    culprit = i
+                    out[i] = self._error(exc)
+                    break
+            if culprit is not None:
+                todo.remove(culprit)
+                continue
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                    raise _Busy(exc) from exc
+                return self._failed(out, todo, exc)
+            self._tick(len(todo))
+            return out
+        return out
+
+    def _all_failed(self, ops: list[_Write], exc: sqlite3.Error) -> list[Any]:
+        return [self._error(exc) for _ in ops]
+
+    def _failed(self, out: list[Any], todo: list[int], exc: sqlite3.Error) -> list[Any]:
+        """The transaction failed: each operation still in it gets the ledger error."""
+        for i in todo:
+            out[i] = self._error(exc)
+        return out
+
+    def _error(self, exc: Exception) -> Exception:
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        err = LedgerError(f"SQLite ledger {self.path}: {exc}")
+        err.__cause__ = exc
+        return err
+
+    def _waited_in_line(self) -> LedgerError:
+        return LedgerError(
+            f"SQLite ledger {self.path}: database is locked (waited "
+            f"{self._busy_timeout_s:g} s in line behind other ledger calls)"
+        )
+
     def _before(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
         """On the ledger thread: wait for a lock only for what is left of this call's
         busy timeout (the rest went waiting in line behind other calls)."""
@@ -153,6 +313,13 @@ class SqliteLedger(SqliteDecisions, Ledger):
             )
         self._db.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
         return fn(*args)
+
+    @property
+    def busy_timeout_s(self) -> float:
+        return self._busy_timeout_s
+
+    def on_ledger_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._executor.submit(lambda: fn(self._conn)).result()  # type: ignore[arg-type]
 
     async def off_loop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` on the ledger thread (the decision history's calls)."""
@@ -193,18 +360,19 @@ class SqliteLedger(SqliteDecisions, Ledger):
         return Usage(spent_usd=row[0] if row else 0.0, reserved_usd=float(reserved))
 
     def _insert_hold(self, r: Reservation, limit: float | None, now: float) -> None:
+        """Inside a write transaction (a batch's): decides before it writes, so a refusal
+        leaves the batch's other operations as they are."""
         db = self._db
-        with transaction(db, "IMMEDIATE"):
-            if now - self._last_purge >= PURGE_EVERY_S:
-                self._purge(now)
-            usage = self._usage(r.team, r.period_key, now)
-            if limit is not None and usage.committed_usd + r.amount_usd > limit + EPSILON_USD:
-                raise InsufficientBudget(usage, limit, r.amount_usd)
-            db.execute(
-                "INSERT INTO reservations (id, team, period_key, amount, expires_at, ref, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, now),
-            )
+        if now - self._last_purge >= PURGE_EVERY_S:
+            self._purge(now)
+        usage = self._usage(r.team, r.period_key, now)
+        if limit is not None and usage.committed_usd + r.amount_usd > limit + EPSILON_USD:
+            raise InsufficientBudget(usage, limit, r.amount_usd)
+        db.execute(
+            "INSERT INTO reservations (id, team, period_key, amount, expires_at, ref, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, now),
+        )
 
     def _purge(self, now: float) -> None:
         self._db.execute(
@@ -237,53 +405,47 @@ class SqliteLedger(SqliteDecisions, Ledger):
 
     def _release(self, r: Reservation) -> None:
         db = self._db
-        with transaction(db, "IMMEDIATE"):
-            if db.execute("SELECT 1 FROM spend WHERE reservation_id = ?", (r.id,)).fetchone():
-                return
-            # Upsert: the row may already be gone (expired and purged); the marker makes a
-            # later settle of this reservation a no-op.
-            db.execute(
-                "INSERT INTO reservations"
-                " (id, team, period_key, amount, expires_at, ref, created_at, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'released')"
-                " ON CONFLICT (id) DO UPDATE SET status = 'released'",
-                (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, r.expires_at),
-            )
+        if db.execute("SELECT 1 FROM spend WHERE reservation_id = ?", (r.id,)).fetchone():
+            return
+        # Upsert: the row may already be gone (expired and purged); the marker makes a
+        # later settle of this reservation a no-op.
+        db.execute(
+            "INSERT INTO reservations"
+            " (id, team, period_key, amount, expires_at, ref, created_at, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'released')"
+            " ON CONFLICT (id) DO UPDATE SET status = 'released'",
+            (r.id, r.team, r.period_key, r.amount_usd, r.expires_at, r.ref, r.expires_at),
+        )
 
     async def _hold(self, r: Reservation, limit_usd: float | None, now: float) -> None:
-        await self._run(self._insert_hold, r, limit_usd, now)
+        await self._write(lambda: self._insert_hold(r, limit_usd, now))
 
     async def _charge(
         self, r: Reservation, actual: float, now: float, ref: str, learn: Observation | None
     ) -> float | None:
-        """One transaction: one commit per answered request, settled and learned."""
+        """Settled and learned in one transaction (the batch's)."""
 
         def charge() -> float | None:
-            with transaction(self._db, "IMMEDIATE"):
-                charged = self._settle_in(r, actual, now, ref)
-                if learn is None:
-                    return None
-                if charged:
-                    return self._observe_in(learn.model, learn.tokens, learn.alpha, learn.prior)
-                # A replay: the answer was learned when it was first settled.
-                row = self._db.execute(
-                    "SELECT ewma FROM output_tokens WHERE model = ?", (learn.model,)
-                ).fetchone()
-                return row[0] if row else ewma(None, learn.tokens, learn.alpha, learn.prior)
+            charged = self._settle_in(r, actual, now, ref)
+            if learn is None:
+                return None
+            if charged:
+                return self._observe_in(learn.model, learn.tokens, learn.alpha, learn.prior)
+            # A replay: the answer was learned when it was first settled.
+            row = self._db.execute(
+                "SELECT ewma FROM output_tokens WHERE model = ?", (learn.model,)
+            ).fetchone()
+            return row[0] if row else ewma(None, learn.tokens, learn.alpha, learn.prior)
 
-        return await self._run(charge)
+        return await self._write(charge)
 
     async def release(self, r: Reservation) -> None:
-        await self._run(self._release, r)
+        await self._write(lambda: self._release(r))
 
     async def _take_rate(
         self, team: str, limits: list[tuple[str, float, float]], now: float
     ) -> float | None:
-        def take() -> float | None:
-            with transaction(self._db, "IMMEDIATE"):
-                return rate.take_sqlite(self._db, team, limits, now)
-
-        return await self._run(take)
+        return await self._write(lambda: rate.take_sqlite(self._db, team, limits, now))
 
     async def usage(self, team: str, period_key: str, *, now: float) -> Usage:
         def read() -> Usage:
@@ -344,14 +506,12 @@ class SqliteLedger(SqliteDecisions, Ledger):
                 (key, text),
             )
 
-        await self._run(write)
+        await self._write(write)
 
     async def _observe(self, learn: Observation) -> float:
-        def update() -> float:
-            with transaction(self._db, "IMMEDIATE"):
-                return self._observe_in(learn.model, learn.tokens, learn.alpha, learn.prior)
-
-        return await self._run(update)
+        return await self._write(
+            lambda: self._observe_in(learn.model, learn.tokens, learn.alpha, learn.prior)
+        )
 
     def _observe_in(self, model: str, tokens: int, alpha: float, prior: float | None) -> float:
         db = self._db
@@ -380,6 +540,7 @@ class SqliteLedger(SqliteDecisions, Ledger):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._group.drain()  # what is queued is committed before the files close
         self._closed = True
 
         if self._inline is not None:

@@ -160,8 +160,9 @@ class DecisionRecord:
 class DecisionLog:
     """Appends JSON lines to a file (or stderr with ``-``) from a writer thread of its own.
 
-    ``write`` is called on the event loop: it serialises the line and queues it, never
-    waiting on the file, so a slow disk or a stalled stderr pipe cannot stall requests.
+    ``write`` is called on the event loop: it queues the line, never waiting on the file,
+    so a slow disk or a stalled stderr pipe cannot stall requests; the writer thread
+    encodes it (JSON encoding is not the request's work either).
     Nothing is lost silently: a line refused because ``max_pending`` lines are already
     waiting, or one the file would not take (full disk), is logged and counted in ``lost``
     (exported as ``router_decision_log_lost_lines_total``); ``close`` writes out what is
@@ -176,7 +177,7 @@ class DecisionLog:
         self.dropped = 0  # refused: queue full or log closed
         self.failed = 0  # the file refused them
         self._cond = threading.Condition()
-        self._buf: list[bytes] = []
+        self._buf: list[dict[str, Any]] = []
         self._queued = 0  # lines accepted so far
         self._done = 0  # lines written or failed so far
         self._closing = False
@@ -202,16 +203,16 @@ class DecisionLog:
         self.write_line(record.log_line())
 
     def write_line(self, fields: dict[str, Any]) -> None:
-        """``write`` for a line already built (the service also hands it to the history)."""
+        """``write`` for a line already built (the service also hands it to the history);
+        the line is handed over: not to be changed afterwards."""
         if not self._enabled:
             return
-        line = dumps(fields) + b"\n"
         with self._cond:
             if self._closing or len(self._buf) >= self.max_pending:
                 self.dropped += 1
                 n = self.dropped
             else:
-                self._buf.append(line)
+                self._buf.append(fields)
                 self._queued += 1
                 self._cond.notify_all()
                 return
@@ -248,7 +249,8 @@ class DecisionLog:
                 lines, self._buf = self._buf, []
                 if not lines:
                     return  # closing and drained
-            data = b"".join(lines)
+            parts, bad = self._encode(lines)
+            data = b"".join(parts)
             sent = [0]  # bytes out so far, kept when a write fails part way
             try:
                 self._emit(data, sent)
@@ -257,13 +259,26 @@ class DecisionLog:
                 if n and data[n - 1 : n] != b"\n":
                     with contextlib.suppress(OSError, ValueError):
                         self._emit(b"\n", [0])  # end the torn line so the next one parses
-                lost = len(lines) - data.count(b"\n", 0, n)
+                lost = len(parts) - data.count(b"\n", 0, n)
                 with self._cond:
                     self.failed += lost
                 log.error("decision log: %d line(s) lost: %s", lost, exc)
             with self._cond:
+                self.failed += bad
                 self._done += len(lines)
                 self._cond.notify_all()
+
+    def _encode(self, lines: list[dict[str, Any]]) -> tuple[list[bytes], int]:
+        """Each line as JSON bytes; one that cannot be encoded is logged and counted."""
+        parts: list[bytes] = []
+        bad = 0
+        for x in lines:
+            try:
+                parts.append(dumps(x) + b"\n")
+            except (TypeError, ValueError) as exc:
+                bad += 1
+                log.error("decision log: a line could not be encoded: %s", exc)
+        return parts, bad
 
     def _emit(self, data: bytes, sent: list[int]) -> None:
         if self._fd is None:
