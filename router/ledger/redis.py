@@ -20,6 +20,7 @@ URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows wit
   {p}state:{key}             STR   JSON document                     one per team
   {p}tokens, {p}tokens:n     HASH  model -> EWMA, observations       one field per model
   {p}decisions, {p}decision:{id}     the decision history (router/ledger/history_redis.py)
+  {p}response:{id}                   stored responses (router/ledger/stored_responses.py)  EX
   {p}epoch                   STR   the epoch sentinel (router/ledger/epoch.py)  one
 
 Reserve, settle and usage refuse to run in a store that lost its memory (a Redis without
@@ -58,6 +59,7 @@ from router.ledger.epoch import GUARD, EpochGuard
 if TYPE_CHECKING:
     from router.ledger.base import Observation
 from router.ledger.history_redis import RedisDecisions
+from router.ledger.stored_responses import RedisResponses
 
 DEFAULT_PREFIX = "p2l-router:"
 MAX_CONNECTIONS = 64
@@ -195,7 +197,7 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
 OUR_OPTIONS = ("prefix", "stream_maxlen")
 
 
-class RedisLedger(RedisDecisions, Ledger):
+class RedisLedger(RedisResponses, RedisDecisions, Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
     def __init__(

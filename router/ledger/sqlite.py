@@ -51,6 +51,7 @@ from router.ledger.base import (
 )
 from router.ledger.history_sqlite import SqliteDecisions
 from router.ledger.sqlite_schema import is_busy, prepare, transaction
+from router.ledger.stored_responses import SqliteResponses
 
 log = logging.getLogger("router.ledger")
 T = TypeVar("T")
@@ -59,7 +60,7 @@ PURGE_EVERY_S = 60.0
 CHECKPOINT_EVERY = 1000  # inline calls between background WAL checkpoints
 
 
-class SqliteLedger(SqliteDecisions, Ledger):
+class SqliteLedger(SqliteResponses, SqliteDecisions, Ledger):
     """Ledger in a SQLite file (``":memory:"`` works too, for one instance only)."""
 
     def __init__(
