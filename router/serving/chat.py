@@ -29,6 +29,7 @@ from router.chat.model import StreamStart, TextDelta, ToolCallDelta, Usage, Usag
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
+    NotFoundError,
     NotReadyError,
     ProviderRejectedError,
     RouterError,
@@ -42,6 +43,7 @@ from router.serving.accounting import Accounts, Charge, ledger_unavailable
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.results import Answer, Inbound, StreamedAnswer, refusal
+from router.serving.stored import ResponseStore, input_items, new_response_id, store_flag
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamFailure, UpstreamStream
 
@@ -69,6 +71,19 @@ class ChatParts:
     log_prompts: bool
     shutting_down: Callable[[], bool]
     streams: set[ChatFlow] = field(default_factory=set)  # streams being relayed now
+    responses: ResponseStore | None = None  # stored responses (the Responses front)
+
+
+@dataclass(slots=True)
+class ResponsesTurn:
+    """A Responses-front request's part in the stored conversation: the id the router
+    minted for its answer, whether to store it, its own input items and the response
+    it continues (router/serving/stored.py)."""
+
+    response_id: str
+    store: bool
+    own_input: list[dict[str, Any]]
+    previous_id: str | None
 
 
 class ChatFlow:
@@ -82,6 +97,7 @@ class ChatFlow:
         self.interrupted = False  # set by a shutdown whose grace ran out
         self.task: asyncio.Task[Any] | None = None  # the task relaying this stream
         self.inbound = Inbound()
+        self.turn: ResponsesTurn | None = None
 
     @property
     def typed_front(self) -> bool:
@@ -104,6 +120,8 @@ class ChatFlow:
             team = parts.authenticate(self.gen, inbound.authorization)
             rec.team = team.name
             data = parse_json_object(await read_body())
+            if inbound.front == "openai-responses":
+                await self._continue_conversation(team, data)
             if inbound.front == "openai-chat":
                 req = parse_chat(data, max_n=parts.max_n)
                 body = {k: v for k, v in data.items() if k != "router"}
@@ -137,6 +155,40 @@ class ChatFlow:
             if not streaming:
                 await self._release()
                 parts.record(rec)
+
+    async def _continue_conversation(self, team: TeamPolicy, data: dict[str, Any]) -> None:
+        """Mint the response id; with ``previous_response_id``, prepend the stored
+        conversation to ``data["input"]`` (404 when it is not the team's)."""
+        store = self.parts.responses
+        previous = data.get("previous_response_id")
+        self.turn = ResponsesTurn(
+            new_response_id(),
+            store_flag(data) and store is not None,
+            input_items(data.get("input")),
+            previous if isinstance(previous, str) else None,
+        )
+        if previous is not None:
+            if store is None:
+                raise NotFoundError(
+                    "previous_response_id: this router stores no responses",
+                    param="previous_response_id",
+                )
+            data["input"] = await store.conversation(team.name, previous) + self.turn.own_input
+
+    async def store_response(self, response: dict[str, Any]) -> None:
+        """Keep the answered ``Response`` when the request asked to (after settling)."""
+        turn, store = self.turn, self.parts.responses
+        if turn is None or not turn.store or store is None or self.plan is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await store.save(
+                self.plan.team,
+                response,
+                turn.own_input,
+                previous_id=turn.previous_id,
+                session=self.inbound.session_header,
+                decision_id=self.rec.decision_id,
+            )
 
     def loggable(self, message: str, summary: str | None) -> str:
         """What the decision log keeps of an error: without prompt logging, the
@@ -251,8 +303,11 @@ class ChatFlow:
             rec.served_by = cfg.name
             if self.typed_front:  # the typed model's answer, for the front's codec
                 result.model = cfg.name
+                if self.turn is not None:
+                    result.id = self.turn.response_id
                 await self.settle(cfg, encode_usage(result.usage) if result.usage else None)
                 body_out = fronts.encode_answer(self.inbound.front, result, plan.request.typed())
+                await self.store_response(body_out)
                 return Answer(body_out, rec.headers())
             await self.settle(cfg, result.get("usage"))
             result["model"] = cfg.name
@@ -468,6 +523,8 @@ async def relay_events(
                         sid, created = event.id or rec.decision_id, event.created
                     else:
                         sid, created = rec.decision_id, int(time.time())
+                    if flow.turn is not None:
+                        sid = flow.turn.response_id
                     for frame in encoder.start(sid, model, created or int(time.time())):
                         yield frame
                 if isinstance(event, UsageEvent):
@@ -491,7 +548,8 @@ async def relay_events(
             rec.status, rec.error = 503, "router shutting down"
             failed = True
         if not started:  # the stream ended empty: still a whole message of the protocol
-            for frame in encoder.start(rec.decision_id, model, int(time.time())):
+            sid = flow.turn.response_id if flow.turn is not None else rec.decision_id
+            for frame in encoder.start(sid, model, int(time.time())):
                 yield frame
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
@@ -499,7 +557,11 @@ async def relay_events(
         settled = True
         flow.record()  # before the closing frames, as for chat
         extra = rec.summary()
-        for frame in fronts.failed_frames(encoder, extra) if failed else encoder.finish(extra):
+        closing = fronts.failed_frames(encoder, extra) if failed else encoder.finish(extra)
+        if flow.turn is not None and closing:
+            # Stored before the terminal event goes out: a client that has it may chain on.
+            await flow.store_response(closing[-1][1]["response"])
+        for frame in closing:
             yield frame
     except BaseException as exc:
         if rec.status == 200 and not settled:

@@ -53,6 +53,8 @@ _HARMLESS_EXTRAS = {
     "user",
     "include",
     "parallel_tool_calls",
+    # Responses: the router resolved it (the stored conversation is in the messages).
+    "previous_response_id",
 }
 
 

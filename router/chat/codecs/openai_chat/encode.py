@@ -57,8 +57,10 @@ CARRIED: dict[str, dict[str, str]] = {
 # Another protocol's extras keys that do not change the answer: left out.
 IGNORED: dict[str, frozenset[str]] = {
     "anthropic-messages": frozenset({"metadata", "service_tier"}),
-    # include: extra output (encrypted reasoning, logprobs) that chat does not return.
-    "openai-responses": frozenset({"include"}),
+    # include: extra output (encrypted reasoning, logprobs) that chat does not return;
+    # previous_response_id: the router resolved it (the stored conversation is in the
+    # messages).
+    "openai-responses": frozenset({"include", "previous_response_id"}),
 }
 # Chat's own extras that the encoder reads as markers rather than sends as they are.
 _MARKERS = ("max_completion_tokens", "stream_options", "reasoning_effort")

@@ -70,6 +70,7 @@ ANSWER_NEUTRAL_EXTRAS = frozenset(
         "stream_options",
         "background",
         "reasoning.effort",  # "xhigh": the hint says "high"
+        "previous_response_id",  # resolved by the router (router/serving/stored.py)
     }
 )
 

@@ -21,6 +21,9 @@ Choices, each because of what a provider does with the field:
   protocol (their default is non-strict; Responses would otherwise normalise the
   schema into strict mode) and is left out for a Responses client (its own default).
 - ``default_max_tokens`` is not used: Responses does not require a limit.
+- ``previous_response_id`` never goes out: the router resolved it against its own store
+  (router/serving/stored.py) and the stored conversation is already in ``input``; a
+  provider would not know the router's ids.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def encode_request(
         for t in req.system[1:]
     ]
     store = bool(extras.pop("store", False))
+    extras.pop("previous_response_id", None)
     for msg in req.messages:
         items.extend(_encode_message(msg, store=store))
     out["input"] = items

