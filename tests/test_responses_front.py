@@ -180,3 +180,75 @@ def test_other_team_and_unknown_ids_are_404_and_store_false_keeps_nothing(make_r
         r.openai().responses.create(model=MINI, input="x", previous_response_id=kept_out.id)
     bad = r.http().post("/v1/responses", json={"model": MINI, "input": "x", "store": "yes"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "store"
+
+
+# ---------------------------------------------------------------- replicas and bounds
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_previous_response_id_across_two_routers(make_router, fake, tmp_path, request, backend):
+    """Stored responses live in the shared ledger: a conversation continues on whichever
+    replica takes the next turn, and GET / DELETE answer on both."""
+    if backend == "redis":
+        ledger = request.getfixturevalue("redis_url")
+    else:
+        ledger = f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b = make_router(ledger=ledger), make_router(ledger=ledger)
+    one = a.openai().responses.create(model=MINI, input="My name is Ada.")
+    two = b.openai().responses.create(model=MINI, input="Who am I?", previous_response_id=one.id)
+    three = a.openai().responses.create(model=MINI, input="Again?", previous_response_id=two.id)
+    blob = json.dumps(fake.requests[-1].json)
+    assert "My name is Ada." in blob and "Who am I?" in blob and "Again?" in blob
+    assert b.openai().responses.retrieve(three.id).output_text == three.output_text
+    b.openai().responses.delete(one.id)
+    with pytest.raises(openai.NotFoundError):
+        a.openai().responses.retrieve(one.id)
+
+
+def test_retention_and_byte_cap(make_router, fake):
+    from router.serving.stored import StoreConfig
+
+    now = [1_900_000_000.0]
+    r = make_router(clock=lambda: now[0], team={"response_retention_s": 60})
+    kept = r.openai().responses.create(model=MINI, input="short-lived")
+    assert r.openai().responses.retrieve(kept.id).id == kept.id
+    now[0] += 61
+    with pytest.raises(openai.NotFoundError):
+        r.openai().responses.retrieve(kept.id)
+    with pytest.raises(openai.NotFoundError):
+        r.openai().responses.create(model=MINI, input="x", previous_response_id=kept.id)
+
+    capped = make_router(service_kw={"response_store": StoreConfig(max_bytes=300)})
+    big = capped.openai().responses.create(model=MINI, input="too big to keep")
+    assert big.output_text  # the answer is not failed by a refusal to store it
+    with pytest.raises(openai.NotFoundError):
+        capped.openai().responses.retrieve(big.id)
+    metrics = capped.service.metrics.render()[0].decode()
+    assert 'router_stored_responses_total{outcome="too_large"} 1.0' in metrics
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_errors_in_openai_shape_and_mid_stream_failure(make_router, fake, api):
+    r = make_router(provider={"api": api})
+    client = r.openai()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(
+            model=MINI, input=[{"type": "message", "role": "robot", "content": "hi"}]
+        )
+    assert err.value.body["param"] == "input[0].role"
+    with pytest.raises(openai.AuthenticationError):
+        r.openai(key="sk-wrong").responses.create(model=MINI, input="hi")
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.create(model="no-such-model", input="hi")
+    assert err.value.body["code"] == "model_not_found"
+
+    fake.behave("up-" + MINI, cut_after_events=4)
+    events = list(client.responses.create(model=MINI, input="Say hello there", stream=True))
+    kinds = spec_events(events)
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error is not None
+    assert r.decisions()[-1]["status"] == 502

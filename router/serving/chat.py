@@ -25,7 +25,7 @@ import anyio
 
 from router.chat.codecs import Frame
 from router.chat.codecs.openai_chat.answer import encode_usage
-from router.chat.model import StreamStart, TextDelta, ToolCallDelta, Usage, UsageEvent
+from router.chat.model import Finish, StreamStart, TextDelta, ToolCallDelta, Usage, UsageEvent
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
@@ -510,6 +510,7 @@ async def relay_events(
     usage: Usage | None = None
     relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
     started = settled = failed = False
+    finish: str | None = None  # the upstream's last finish reason
     flow.task = asyncio.current_task()
     flow.parts.streams.add(flow)
     events = _after(first, stream)
@@ -535,8 +536,17 @@ async def relay_events(
                     relayed.append(event.arguments)
                 elif isinstance(event, StreamStart):
                     event.model = model
+                elif isinstance(event, Finish):
+                    finish = event.reason
                 for frame in encoder.feed(event):
                     yield frame
+            if not stream.completed or finish == "error":
+                # Cut short: a chat stream without [DONE], or another protocol's without
+                # its last event (its decoder then owes a Finish("error")). The text so
+                # far is not a whole answer: the protocol's failure ends it.
+                rec.status = 502
+                rec.error = f"the upstream stream from '{model}' ended before its end"
+                failed = True
         except UpstreamFailure as exc:
             rec.status = 502
             rec.error = flow.loggable(exc.message, exc.summary)
