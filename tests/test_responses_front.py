@@ -252,3 +252,50 @@ def test_errors_in_openai_shape_and_mid_stream_failure(make_router, fake, api):
     failed = events[-1].response
     assert failed.status == "failed" and failed.error is not None
     assert r.decisions()[-1]["status"] == 502
+
+
+# ---------------------------------------------------------------- Codex's custom tools
+
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /(.|\\n)+/"},
+}
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_custom_tool_round_trip(make_router, fake, api):
+    """A custom (freeform) tool: verbatim to a Responses upstream, a one-string function
+    elsewhere, and a custom_tool_call for the client either way."""
+    r = make_router(provider={"api": api})
+    client = r.openai()
+    ask = "call tool apply_patch to add hi.txt"
+    first = client.responses.create(model=MINI, input=ask, tools=[APPLY_PATCH])
+    (call,) = [i for i in first.output if i.type != "reasoning"]
+    assert call.type == "custom_tool_call" and call.name == "apply_patch"
+    assert isinstance(call.input, str) and call.call_id
+    sent = fake.requests[-1].json
+    if api == "openai-responses":
+        assert sent["tools"] == [APPLY_PATCH] and call.input.startswith("*** Begin Patch")
+    else:
+        tools = json.dumps(sent["tools"])
+        assert '"input"' in tools and "lark grammar" in tools  # the mapped function
+
+    history = [
+        {"role": "user", "content": ask},
+        call.model_dump(exclude_none=True),
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done!"},
+    ]
+    second = client.responses.create(model=MINI, input=history, tools=[APPLY_PATCH])
+    assert second.output_text and second.status == "completed"
+
+    events = list(client.responses.create(model=MINI, input=ask, tools=[APPLY_PATCH], stream=True))
+    kinds = [e.type for e in events]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "response.custom_tool_call_input.done" in kinds
+    done = [e for e in events if e.type == "response.custom_tool_call_input.done"][0]
+    deltas = "".join(e.delta for e in events if e.type == "response.custom_tool_call_input.delta")
+    assert deltas == done.input
+    (streamed,) = [i for i in events[-1].response.output if i.type == "custom_tool_call"]
+    assert streamed.input == done.input

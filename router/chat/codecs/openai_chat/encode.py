@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.chat.codecs._custom import functions_only
 from router.chat.codecs.openai_chat.parts import encode_text, encode_user_parts, sendable_document
 from router.chat.model import (
     ChatRequest,
@@ -107,6 +108,7 @@ def _verbosity(text: Any) -> str | None:
 def encode_request(
     req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
 ) -> dict[str, Any]:
+    req = functions_only(req)  # custom tools as one-string functions (codecs/_custom.py)
     body: dict[str, Any] = {"model": upstream_model, "messages": _messages(req)}
     extras = req.extras if req.extras_protocol == NAME else {}
     body.update((k, v) for k, v in extras.items() if k not in _MARKERS)
