@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import openresponses_types as ort
 import pytest
-from conftest import OTHER_KEY
+from conftest import OTHER_KEY, TEAM_KEY
 
 MINI = "gpt-4o-mini-2024-07-18"
 APIS = ["openai-chat", "anthropic-messages", "openai-responses"]
@@ -299,3 +299,54 @@ def test_custom_tool_round_trip(make_router, fake, api):
     assert deltas == done.input
     (streamed,) = [i for i in events[-1].response.output if i.type == "custom_tool_call"]
     assert streamed.input == done.input
+
+
+# ---------------------------------------------------------------- agents
+
+
+def test_openai_agents_sdk_runs_a_function_tool(make_router, fake):
+    """The Agents SDK with its default model settings (the Responses API) through the
+    router: the agent calls a function tool, gets its result and answers."""
+    import agents
+
+    r = make_router()
+    client = r.async_openai()
+    agents.set_default_openai_client(client, use_for_tracing=False)
+    agents.set_tracing_disabled(True)
+    seen: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        seen.append(city)
+        return f"sunny in {city}"
+
+    agent = agents.Agent(
+        name="weather", instructions="Answer briefly.", model=MINI, tools=[get_weather]
+    )
+    result = r.run(agents.Runner.run(agent, "call tool get_weather for Paris"), timeout=60)
+    assert len(seen) == 1  # the tool ran once, with the arguments the model wrote
+    assert result.final_output and "echo" in result.final_output
+    kinds = [i.type for i in result.new_items]
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"]
+    assert kinds[-1] == "message_output_item"
+    decisions = [d for d in r.decisions() if d["status"] == 200]
+    assert len(decisions) == 2
+
+
+def test_codex_exec_completes_a_task_through_the_router(make_router, fake):
+    """Codex (``codex exec``, a custom model_provider with wire_api = "responses") runs a
+    shell tool the fake model asks for and finishes, every model call through the router."""
+    from agent_clis import codex_bin, run_codex
+
+    if codex_bin() is None:
+        pytest.skip("Codex not installed in .cache/agent-clis (run `make agent-clis`)")
+    r = make_router(provider={"api": "openai-responses"})
+    p = run_codex(r.root, TEAM_KEY, "call tool exec_command, then say DONE", model=MINI, timeout=90)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "echo" in p.stdout
+    calls = [q.json for q in fake.requests if q.path.endswith("/responses")]
+    assert len(calls) >= 2  # the tool call, then the answer after its output
+    kinds = [i.get("type") for i in calls[-1]["input"]]
+    assert "function_call" in kinds and "function_call_output" in kinds
+    assert all(d["status"] == 200 for d in r.decisions())
