@@ -75,6 +75,13 @@ def _server_flags(p: argparse.ArgumentParser, *, port: int = 8000) -> None:
     _add(p, "log-prompts", False, _bool, help="include prompt text in the decision log")
     _add(p, "decision-history", True, _bool, help="also keep each decision in the ledger")
     _add(p, "decision-retention-days", 30.0, float, help="how long the ledger keeps decisions")
+    _add(
+        p,
+        "response-retention-days",
+        30.0,
+        float,
+        help="how long stored /v1/responses answers are kept (a team's response_retention_s wins)",
+    )
     _add(p, "max-body-mb", 8.0, float, help="largest request body accepted (413 above)")
     _add(p, "max-n", 16, int, help="largest 'n' accepted (400 above)")
     _add(
@@ -342,9 +349,12 @@ def request_limits(args: argparse.Namespace) -> Any:
 
 
 def history_options(args: argparse.Namespace) -> dict[str, Any]:
+    from router.serving.stored import StoreConfig
+
     return {
         "decision_history": args.decision_history,
         "decision_retention_days": args.decision_retention_days,
+        "response_store": StoreConfig(retention_s=args.response_retention_days * 86400.0),
     }
 
 

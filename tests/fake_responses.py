@@ -158,7 +158,11 @@ class Responses:
                     f"Missing required parameter: 'input[{i}].call_id'.", f"input[{i}].call_id"
                 )
             calls.add(item["call_id"])
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("input"), str):
+                raise _bad(f"Missing required parameter: 'input[{i}].input'.", f"input[{i}].input")
+            calls.add(item["call_id"])
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if item.get("call_id") not in calls:
                 raise _bad(
                     f"No tool call found for function call output with call_id {item.get('call_id')}."
@@ -205,7 +209,12 @@ class Responses:
             output.append(rs)
         status, incomplete = "completed", None
         tool = _wanted_tool(body, last_text)
-        if tool is not None:
+        if tool is not None and tool.get("type") == "custom":
+            text = CUSTOM_INPUT
+            output.append({"id": _new_id("ctc"), "type": "custom_tool_call", "call_id": _new_id("call"),
+                           "name": tool["name"], "input": text, "status": "completed"})  # fmt: skip
+            visible = tokens(tool["name"] + text)
+        elif tool is not None:
             args = json.dumps(minimal_instance(tool.get("parameters") or {}) or {})
             output.append({"id": _new_id("fc"), "type": "function_call", "call_id": _new_id("call"),
                            "name": tool["name"], "arguments": args, "status": "completed"})  # fmt: skip
@@ -256,12 +265,18 @@ class Responses:
         return Reply(resp, usage, line, _events(resp, line))
 
 
+# What a custom tool's call carries (Codex's apply_patch grammar: a patch adding a file).
+CUSTOM_INPUT = "*** Begin Patch\n*** Add File: hi.txt\n+hi\n*** End Patch\n"
+
+
 def _wanted_tool(body: dict, last_text: str) -> dict | None:
-    tools = {t["name"]: t for t in body.get("tools") or [] if t.get("type") == "function"}
+    tools = {
+        t["name"]: t for t in body.get("tools") or [] if t.get("type") in ("function", "custom")
+    }
     choice = body.get("tool_choice", "auto")
     if not tools or choice == "none":
         return None
-    if isinstance(choice, dict) and choice.get("type") == "function":
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         return tools[choice["name"]]
     asked = TRIGGER.search(last_text)
     if asked and asked.group(1) in tools:
@@ -325,6 +340,15 @@ def _events(resp: dict, line: Line) -> list[Event]:
                     ev("response.reasoning_summary_text.delta", **ids, summary_index=si, delta=p)
                 ev("response.reasoning_summary_text.done", **ids, summary_index=si, text=s["text"])
                 ev("response.reasoning_summary_part.done", **ids, summary_index=si, part=s)
+        elif item["type"] == "custom_tool_call":
+            ev(
+                "response.output_item.added",
+                output_index=oi,
+                item={**item, "input": "", "status": "in_progress"},
+            )
+            for p in _pieces(item["input"], 2):
+                ev("response.custom_tool_call_input.delta", **ids, delta=p)
+            ev("response.custom_tool_call_input.done", **ids, input=item["input"])
         elif item["type"] == "function_call":
             ev(
                 "response.output_item.added",

@@ -394,7 +394,7 @@ UNSUPPORTED = [
     ("responses extras", ChatRequest(model="m", messages=[], extras_protocol="openai-responses",
                                      extras={"store": True, "include": [], "previous_response_id": "r",
                                              "text": {"verbosity": "high"}, "truncation": "auto"}),
-     ["previous_response_id", "truncation"]),
+     ["truncation"]),  # previous_response_id: resolved by the router before planning
 ]  # fmt: skip
 
 

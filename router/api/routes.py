@@ -78,6 +78,17 @@ def create_routes(service: RouterService) -> APIRouter:
         )
         return JSONResponse(await service.leaderboard(team, req))
 
+    @routes.get("/v1/responses/{response_id}")
+    async def get_response(response_id: str, request: Request) -> Response:
+        """A stored response of the caller's team (router/serving/stored.py)."""
+        team = service.authenticate(request.headers.get("authorization"))
+        return JSONResponse(await service.responses.get(team.name, response_id))
+
+    @routes.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, request: Request) -> Response:
+        team = service.authenticate(request.headers.get("authorization"))
+        return JSONResponse(await service.responses.delete(team.name, response_id))
+
     @routes.get("/healthz")
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})

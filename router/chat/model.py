@@ -77,6 +77,9 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+    # A call of a custom (freeform) tool: ``arguments`` is its raw ``input`` text, not
+    # JSON (Responses ``custom_tool_call``; see ``Tool.custom``).
+    custom: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +90,7 @@ class ToolResult:
     content: list[Text | Image | Document]
     is_error: bool = False
     cache_control: dict[str, Any] | None = None
+    custom: bool = False  # the result of a custom tool's call (``custom_tool_call_output``)
 
 
 @dataclass(slots=True)
@@ -130,6 +134,12 @@ class Tool:
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     strict: bool | None = None
     cache_control: dict[str, Any] | None = None
+    # A Responses custom tool: its input is free text (``format``: OpenAI's
+    # ``{"type": "text"}`` or a ``grammar``); ``parameters`` is unused. Protocols with
+    # function tools only get it as a function taking one string, ``input``
+    # (router/chat/codecs/_custom.py).
+    custom: bool = False
+    format: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -276,6 +286,7 @@ class ToolCallStart:
     id: str
     name: str
     index: int = 0
+    custom: bool = False  # a custom tool's call: its deltas are raw input text
 
 
 @dataclass(slots=True)

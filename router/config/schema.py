@@ -290,6 +290,9 @@ class TeamPolicy(_Model):
     log_prompts: bool = False
     # With a remote scorer that is down: reject (503 scorer_unavailable) | cheapest | a model
     on_scorer_down: str = Field("reject", min_length=1)
+    # How long the team's stored Responses are kept (None: the router's
+    # --response-retention-days).
+    response_retention_s: float | None = Field(None, gt=0)
 
     _key_digests: tuple[bytes, ...] = PrivateAttr(default=())
 

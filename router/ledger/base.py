@@ -57,6 +57,7 @@ from router.ledger.history import (
     summarize_rows,
 )
 from router.ledger.rate import check_rate_args
+from router.ledger.stored_responses import StoredResponse
 
 EPSILON_USD = 1e-12
 # Closed (settled/released) reservation markers are kept this long so that a late
@@ -297,6 +298,22 @@ class Ledger(ABC):
     @abstractmethod
     async def total_spent(self, team: str | None = None) -> float:
         """Settled spend over all periods, of one team or of all teams (audit and tests)."""
+
+    # ------------------------------------------------------------ stored responses
+    # Semantics and bounds: router/ledger/stored_responses.py.
+
+    @abstractmethod
+    async def put_response(self, stored: StoredResponse, text: str | None = None) -> None:
+        """Store (or replace) a response until ``stored.expires_at``; ``text`` is its
+        JSON when the caller has serialised it already (to bound its size)."""
+
+    @abstractmethod
+    async def get_response(self, response_id: str, *, now: float) -> StoredResponse | None:
+        """The stored response, None when unknown or expired at ``now``."""
+
+    @abstractmethod
+    async def delete_response(self, response_id: str, team: str) -> bool:
+        """Delete the response if ``team`` owns it; whether one was deleted."""
 
     # ------------------------------------------------------------ decision history
     # Semantics and the line format: router/ledger/history.py.

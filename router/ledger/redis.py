@@ -22,6 +22,7 @@ URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows wit
   {p}state:{key}             STR   JSON document                     one per team
   {p}tokens, {p}tokens:n     HASH  model -> EWMA, observations       one field per model
   {p}decisions, {p}decision:{id}     the decision history (router/ledger/history_redis.py)
+  {p}response:{id}                   stored responses (router/ledger/stored_responses.py)  EX
   {p}epoch                   STR   the epoch sentinel (router/ledger/epoch.py)  one
 
 Reserve, settle and usage refuse to run in a store that lost its memory (a Redis without
@@ -65,6 +66,7 @@ from router.ledger.group import GroupCommit
 if TYPE_CHECKING:
     from router.ledger.base import Observation
 from router.ledger.history_redis import RedisDecisions
+from router.ledger.stored_responses import RedisResponses
 
 log = logging.getLogger("router.ledger")
 
@@ -236,7 +238,7 @@ class _Script:
 _ALONE = object()
 
 
-class RedisLedger(RedisDecisions, Ledger):
+class RedisLedger(RedisResponses, RedisDecisions, Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
     def __init__(

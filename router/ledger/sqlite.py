@@ -58,6 +58,7 @@ from router.ledger.base import (
 from router.ledger.group import GroupCommit
 from router.ledger.history_sqlite import SqliteDecisions
 from router.ledger.sqlite_schema import is_busy, prepare, transaction
+from router.ledger.stored_responses import SqliteResponses
 
 log = logging.getLogger("router.ledger")
 T = TypeVar("T")
@@ -82,7 +83,7 @@ class _Busy(Exception):
         self.cause = cause
 
 
-class SqliteLedger(SqliteDecisions, Ledger):
+class SqliteLedger(SqliteResponses, SqliteDecisions, Ledger):
     """Ledger in a SQLite file (``":memory:"`` works too, for one instance only)."""
 
     def __init__(

@@ -129,6 +129,13 @@ class RouterMetrics:
             "Decision-history lines not stored in the ledger (queue full or ledger down)",
             registry=r,
         )
+        self._stored_responses = Counter(
+            "router_stored_responses",
+            "Responses-API answers offered to the response store, by outcome"
+            " (stored | too_large | failed)",
+            ["outcome"],
+            registry=r,
+        )
         self._overhead = Histogram(
             "router_overhead_seconds",
             "Time spent in the router per chat request, upstream excluded",
@@ -237,6 +244,10 @@ class RouterMetrics:
     def count_history_dropped(self, n: int) -> None:
         """``n`` decision lines the ledger's history will not have (the log file does)."""
         self._history_dropped.inc(n)
+
+    def count_stored_response(self, outcome: str) -> None:
+        """One answer offered to the response store: ``stored``, ``too_large``, ``failed``."""
+        self._stored_responses.labels(outcome).inc()
 
     def record_attempts(self, provider: str, n: int) -> None:
         """``n`` requests sent to ``provider`` for one candidate (1 unless retried)."""

@@ -25,11 +25,20 @@ import anyio
 
 from router.chat.codecs import Frame
 from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, encode_usage
-from router.chat.model import StreamStart, TextDelta, ToolCall, ToolCallDelta, Usage, UsageEvent
+from router.chat.model import (
+    Finish,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
 from router.chat.model import Text as TextPart
 from router.config import DEFAULT_EXPECTED_OUTPUT_TOKENS, ModelConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
+    NotFoundError,
     NotReadyError,
     ProviderRejectedError,
     RouterError,
@@ -44,6 +53,7 @@ from router.serving.bills import bill, full_input_cost
 from router.serving.generations import Generation
 from router.serving.planning import Planner, RoutePlan
 from router.serving.results import Answer, Inbound, StreamedAnswer, refusal
+from router.serving.stored import ResponseStore, input_items, new_response_id, store_flag
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamFailure, UpstreamStream
 
@@ -71,6 +81,19 @@ class ChatParts:
     log_prompts: bool
     shutting_down: Callable[[], bool]
     streams: set[ChatFlow] = field(default_factory=set)  # streams being relayed now
+    responses: ResponseStore | None = None  # stored responses (the Responses front)
+
+
+@dataclass(slots=True)
+class ResponsesTurn:
+    """A Responses-front request's part in the stored conversation: the id the router
+    minted for its answer, whether to store it, its own input items and the response
+    it continues (router/serving/stored.py)."""
+
+    response_id: str
+    store: bool
+    own_input: list[dict[str, Any]]
+    previous_id: str | None
 
 
 class ChatFlow:
@@ -84,6 +107,7 @@ class ChatFlow:
         self.interrupted = False  # set by a shutdown whose grace ran out
         self.task: asyncio.Task[Any] | None = None  # the task relaying this stream
         self.inbound = Inbound()
+        self.turn: ResponsesTurn | None = None
 
     @property
     def typed_front(self) -> bool:
@@ -116,6 +140,8 @@ class ChatFlow:
             team = parts.authenticate(self.gen, inbound.authorization)
             rec.team = team.name
             data = parse_json_object(await read_body())
+            if inbound.front == "openai-responses":
+                await self._continue_conversation(team, data)
             if inbound.front == "openai-chat":
                 req = parse_chat(data, max_n=parts.max_n)
                 body = {k: v for k, v in data.items() if k != "router"}
@@ -149,6 +175,40 @@ class ChatFlow:
             if not streaming:
                 await self._release()
                 parts.record(rec)
+
+    async def _continue_conversation(self, team: TeamPolicy, data: dict[str, Any]) -> None:
+        """Mint the response id; with ``previous_response_id``, prepend the stored
+        conversation to ``data["input"]`` (404 when it is not the team's)."""
+        store = self.parts.responses
+        previous = data.get("previous_response_id")
+        self.turn = ResponsesTurn(
+            new_response_id(),
+            store_flag(data) and store is not None,
+            input_items(data.get("input")),
+            previous if isinstance(previous, str) else None,
+        )
+        if previous is not None:
+            if store is None:
+                raise NotFoundError(
+                    "previous_response_id: this router stores no responses",
+                    param="previous_response_id",
+                )
+            data["input"] = await store.conversation(team.name, previous) + self.turn.own_input
+
+    async def store_response(self, response: dict[str, Any]) -> None:
+        """Keep the answered ``Response`` when the request asked to (after settling)."""
+        turn, store = self.turn, self.parts.responses
+        if turn is None or not turn.store or store is None or self.plan is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await store.save(
+                self.plan.team,
+                response,
+                turn.own_input,
+                previous_id=turn.previous_id,
+                session=self.inbound.session_header,
+                decision_id=self.rec.decision_id,
+            )
 
     def loggable(self, message: str, summary: str | None) -> str:
         """What the decision log keeps of an error: without prompt logging, the
@@ -267,9 +327,12 @@ class ChatFlow:
             rec.served_by = cfg.name
             if self.typed_front:  # the typed model's answer, for the front's codec
                 result.model = cfg.name
+                if self.turn is not None:
+                    result.id = self.turn.response_id
                 usage = encode_usage(result.usage) if result.usage else None
                 await self.settle(cfg, usage, typed_answer_text(result))
                 body_out = fronts.encode_answer(self.inbound.front, result, plan.request.typed())
+                await self.store_response(body_out)
                 return Answer(body_out, rec.headers())
             await self.settle(cfg, result.get("usage"), answer_text(result))
             result["model"] = cfg.name
@@ -493,6 +556,7 @@ async def relay_events(
             return {**encode_usage(started_usage), PARTIAL_MARK: True}
         return None
 
+    finish: str | None = None  # the upstream's last finish reason
     flow.task = asyncio.current_task()
     flow.parts.streams.add(flow)
     events = _after(first, stream)
@@ -507,6 +571,8 @@ async def relay_events(
                         sid, created = event.id or rec.decision_id, event.created
                     else:
                         sid, created = rec.decision_id, int(time.time())
+                    if flow.turn is not None:
+                        sid = flow.turn.response_id
                     for frame in encoder.start(sid, model, created or int(time.time())):
                         yield frame
                 if isinstance(event, UsageEvent):
@@ -518,8 +584,17 @@ async def relay_events(
                 elif isinstance(event, StreamStart):
                     event.model = model
                     started_usage = event.usage
+                elif isinstance(event, Finish):
+                    finish = event.reason
                 for frame in encoder.feed(event):
                     yield frame
+            if not stream.completed or finish == "error":
+                # Cut short: a chat stream without [DONE], or another protocol's without
+                # its last event (its decoder then owes a Finish("error")). The text so
+                # far is not a whole answer: the protocol's failure ends it.
+                rec.status = 502
+                rec.error = f"the upstream stream from '{model}' ended before its end"
+                failed = True
         except UpstreamFailure as exc:
             rec.status = 502
             rec.error = flow.loggable(exc.message, exc.summary)
@@ -531,7 +606,8 @@ async def relay_events(
             rec.status, rec.error = 503, "router shutting down"
             failed = True
         if not started:  # the stream ended empty: still a whole message of the protocol
-            for frame in encoder.start(rec.decision_id, model, int(time.time())):
+            sid = flow.turn.response_id if flow.turn is not None else rec.decision_id
+            for frame in encoder.start(sid, model, int(time.time())):
                 yield frame
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
@@ -539,7 +615,11 @@ async def relay_events(
         settled = True
         flow.record()  # before the closing frames, as for chat
         extra = rec.summary()
-        for frame in fronts.failed_frames(encoder, extra) if failed else encoder.finish(extra):
+        closing = fronts.failed_frames(encoder, extra) if failed else encoder.finish(extra)
+        if flow.turn is not None and closing:
+            # Stored before the terminal event goes out: a client that has it may chain on.
+            await flow.store_response(closing[-1][1]["response"])
+        for frame in closing:
             yield frame
     except BaseException as exc:
         if rec.status == 200 and not settled:

@@ -35,6 +35,7 @@ from router.serving.chat import ChatFlow, ChatParts
 from router.serving.generations import Generation, Generations
 from router.serving.planning import DEFAULT_MAX_PROMPT_TOKENS, Planner
 from router.serving.results import Answer, ChatResult, Inbound, StreamedAnswer, refusal
+from router.serving.stored import ResponseStore, StoreConfig
 from router.serving.tokens import TokenCounter
 from router.upstream import UpstreamClient
 
@@ -69,6 +70,7 @@ class ServiceOptions:
     log_prompts: bool
     decision_history: bool
     decision_retention_days: float
+    response_store: StoreConfig
 
 
 class RouterService:
@@ -86,6 +88,7 @@ class RouterService:
         clock: Callable[[], float] = time.time,
         decision_history: bool = True,
         decision_retention_days: float = DEFAULT_RETENTION_DAYS,
+        response_store: StoreConfig = StoreConfig(),
     ) -> None:
         self.initial_config = config
         self.engine = engine
@@ -99,6 +102,7 @@ class RouterService:
             log_prompts=log_prompts,
             decision_history=decision_history,
             decision_retention_days=decision_retention_days,
+            response_store=response_store,
         )
         self.history: DecisionHistory | None = None
         self.metrics = RouterMetrics()
@@ -109,6 +113,7 @@ class RouterService:
         self.journal: SettlementJournal
         self.accounts: Accounts
         self.planner: Planner
+        self.responses: ResponseStore
         self.generations: Generations
         self.decisions: DecisionLog
         self._parts: ChatParts
@@ -145,6 +150,9 @@ class RouterService:
             self.journal.drain_forever(self.ledger, JOURNAL_REPLAY_INTERVAL_S)
         )
         self.accounts = Accounts(self.ledger, self.journal, self.clock)
+        self.responses = ResponseStore(
+            self.ledger, opts.response_store, self.clock, self.metrics.count_stored_response
+        )
         await self.accounts.sync_periods(self.initial_config.teams.values())
         self.generations = Generations(
             self.initial_config,
@@ -178,6 +186,7 @@ class RouterService:
             max_n=limits.max_n,
             log_prompts=opts.log_prompts,
             shutting_down=lambda: self.shutting_down,
+            responses=self.responses,
         )
         self.metrics.set_callbacks(
             ready=lambda: self.ready,

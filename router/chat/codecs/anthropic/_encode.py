@@ -21,6 +21,7 @@ import base64
 import binascii
 from typing import Any
 
+from router.chat.codecs._custom import functions_only
 from router.chat.codecs.anthropic._wire import NAME, arguments_object, safe_tool_id
 from router.chat.model import (
     ChatRequest,
@@ -53,6 +54,8 @@ _HARMLESS_EXTRAS = {
     "user",
     "include",
     "parallel_tool_calls",
+    # Responses: the router resolved it (the stored conversation is in the messages).
+    "previous_response_id",
 }
 
 
@@ -240,6 +243,7 @@ def _tool_choice(req: ChatRequest) -> dict[str, Any] | None:
 def encode_request(
     req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
 ) -> dict[str, Any]:
+    req = functions_only(req)  # custom tools as one-string functions (codecs/_custom.py)
     max_tokens = req.max_output_tokens or default_max_tokens
     if not max_tokens:
         raise ValueError("Anthropic requires max_tokens: pass default_max_tokens")

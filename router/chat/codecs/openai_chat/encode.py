@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from router.chat.codecs._common import anthropic_neutral
+from router.chat.codecs._custom import functions_only
 from router.chat.codecs.openai_chat.parts import encode_text, encode_user_parts, sendable_document
 from router.chat.model import (
     ChatRequest,
@@ -58,8 +59,10 @@ CARRIED: dict[str, dict[str, str]] = {
 # Another protocol's extras keys that do not change the answer: left out.
 IGNORED: dict[str, frozenset[str]] = {
     "anthropic-messages": frozenset({"metadata", "service_tier"}),
-    # include: extra output (encrypted reasoning, logprobs) that chat does not return.
-    "openai-responses": frozenset({"include"}),
+    # include: extra output (encrypted reasoning, logprobs) that chat does not return;
+    # previous_response_id: the router resolved it (the stored conversation is in the
+    # messages).
+    "openai-responses": frozenset({"include", "previous_response_id"}),
 }
 # Chat's own extras that the encoder reads as markers rather than sends as they are.
 _MARKERS = ("max_completion_tokens", "stream_options", "reasoning_effort")
@@ -108,6 +111,7 @@ def _verbosity(text: Any) -> str | None:
 def encode_request(
     req: ChatRequest, upstream_model: str, *, default_max_tokens: int | None = None
 ) -> dict[str, Any]:
+    req = functions_only(req)  # custom tools as one-string functions (codecs/_custom.py)
     body: dict[str, Any] = {"model": upstream_model, "messages": _messages(req)}
     extras = req.extras if req.extras_protocol == NAME else {}
     body.update((k, v) for k, v in extras.items() if k not in _MARKERS)

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from router.chat.codecs._common import bad_count, clamped_count, fill_from_total
+from router.chat.codecs._custom import custom_names, unwrap_input
 from router.chat.codecs.responses.common import (
     FINISH_TO_INCOMPLETE,
     INCOMPLETE_TO_FINISH,
@@ -134,6 +135,15 @@ def decode_answer(body: Any) -> Answer:
                     arguments=str(item.get("arguments") or ""),
                 )
             )
+        elif kind == "custom_tool_call":
+            parts.append(
+                ToolCall(
+                    id=str(item.get("call_id") or item.get("id") or ""),
+                    name=str(item.get("name") or ""),
+                    arguments=str(item.get("input") or ""),
+                    custom=True,
+                )
+            )
         elif kind == "reasoning":
             parts.append(reasoning_of(item))
         elif isinstance(item, dict):
@@ -179,6 +189,17 @@ def message_item(id: str, content: list[dict[str, Any]], status: str) -> dict[st
     return {"id": id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 
+def custom_call_item(id: str, call: ToolCall, status: str, input: str) -> dict[str, Any]:
+    return {
+        "id": id,
+        "type": "custom_tool_call",
+        "call_id": call.id,
+        "name": call.name,
+        "input": input,
+        "status": status,
+    }
+
+
 def call_item(id: str, call: ToolCall, status: str) -> dict[str, Any]:
     return {
         "id": id,
@@ -205,7 +226,16 @@ def reasoning_item(
     return item
 
 
-def _output(answer: Answer, resp_id: str) -> list[dict[str, Any]]:
+def custom_input(call: ToolCall, custom: frozenset[str]) -> str | None:
+    """The raw input of a custom tool's call (the client declared the tool custom), None
+    for a function call: an upstream of another protocol called the mapped function, so
+    its input is unwrapped from ``{"input": ...}`` (codecs/_custom.py)."""
+    if call.custom:
+        return call.arguments
+    return unwrap_input(call.arguments) if call.name in custom else None
+
+
+def _output(answer: Answer, resp_id: str, custom: frozenset[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     run: list[dict[str, Any]] = []
 
@@ -219,7 +249,9 @@ def _output(answer: Answer, resp_id: str) -> list[dict[str, Any]]:
             run.append(output_text(part.text))
             continue
         flush()
-        if isinstance(part, ToolCall):
+        if isinstance(part, ToolCall) and (text := custom_input(part, custom)) is not None:
+            out.append(custom_call_item(item_id("ctc", resp_id, len(out)), part, "completed", text))
+        elif isinstance(part, ToolCall):
             out.append(call_item(item_id("fc", resp_id, len(out)), part, "completed"))
         elif isinstance(part, Reasoning):
             own = part.origin == PROTOCOL
@@ -331,6 +363,13 @@ def _format(req: ChatRequest) -> dict[str, Any]:
 
 
 def _tool(tool: Any) -> dict[str, Any]:
+    if tool.custom:
+        return {
+            "type": "custom",
+            "name": tool.name,
+            "description": tool.description,
+            "format": tool.format or {"type": "text"},
+        }
     # An omitted strict means strict in Responses: the echo says what the API did.
     return {
         "type": "function",
@@ -351,7 +390,7 @@ def encode_answer_for(answer: Answer, req: ChatRequest | None = None) -> dict[st
         model=answer.model,
         created_at=answer.created or int(time.time()),
         status=status,
-        output=_output(answer, resp_id),
+        output=_output(answer, resp_id, custom_names(req)),
         usage=answer.usage,
         req=req,
         finish=answer.finish,

@@ -1,7 +1,10 @@
 """A client's ``POST /v1/responses`` body → ``ChatRequest``.
 
 Written against what Codex CLI and the OpenAI Agents SDK send: ``instructions`` plus an
-``input`` list of message, function_call, function_call_output and reasoning items.
+``input`` list of message, function_call, function_call_output and reasoning items, and
+Codex's ``custom`` tool (``apply_patch``) with its custom_tool_call and
+custom_tool_call_output items (``Tool.custom``, ``ToolCall.custom``: carried verbatim to a
+Responses upstream, mapped to a one-string function elsewhere, codecs/_custom.py).
 Items become turns the way the other protocols have them: consecutive assistant-side
 items (messages, calls, reasoning) are one assistant ``Message``; consecutive
 function_call_output items one user ``Message`` of ``ToolResult`` parts.
@@ -10,6 +13,9 @@ Every top-level field the model has no slot for goes to ``extras`` verbatim (so 
 Responses upstream gets it back, and other protocols can report it); nothing is dropped
 silently. Input item types the model cannot hold (hosted tool calls, custom and
 local_shell calls, item references) are refused with a 400 naming the item, not lost.
+Hosted tools and Codex's ``namespace`` / ``tool_search`` tools travel in ``extras`` to a
+Responses upstream only; other protocols' candidates are ineligible for them (a 400
+naming ``tools`` when none is left).
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ ANSWER_NEUTRAL_EXTRAS = frozenset(
         "stream_options",
         "background",
         "reasoning.effort",  # "xhigh": the hint says "high"
+        "previous_response_id",  # resolved by the router (router/serving/stored.py)
     }
 )
 
@@ -161,12 +168,24 @@ def _decode_item(item: dict[str, Any], param: str, req: ChatRequest) -> None:
             arguments=want_str(item.get("arguments"), f"{param}.arguments") or "",
         )
         _turn(req, "assistant").parts.append(call)
-    elif kind == "function_call_output":
+    elif kind == "custom_tool_call":
+        call = ToolCall(
+            id=want_str(item.get("call_id"), f"{param}.call_id") or "",
+            name=want_str(item.get("name"), f"{param}.name") or "",
+            arguments=want_str(item.get("input"), f"{param}.input") or "",
+            custom=True,
+        )
+        _turn(req, "assistant").parts.append(call)
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         call_id = want_str(item.get("call_id"), f"{param}.call_id") or ""
         output = item.get("output")
         if output is None:
             bad(f"{param}.output", "is required")
-        result = ToolResult(call_id=call_id, content=decode_content(output, f"{param}.output"))
+        result = ToolResult(
+            call_id=call_id,
+            content=decode_content(output, f"{param}.output"),
+            custom=kind == "custom_tool_call_output",
+        )
         _turn(req, "user", tool_results=True).parts.append(result)
     elif kind == "reasoning":
         _turn(req, "assistant").parts.append(_decode_reasoning_item(item, param))
@@ -201,6 +220,22 @@ def _decode_tools(body: dict[str, Any], req: ChatRequest, extras: dict[str, Any]
     builtin = []
     for i, tool in enumerate(want_list(body.get("tools") or [], "tools")):
         tool = want_dict(tool, f"tools[{i}]")
+        if tool.get("type") == "custom":
+            name = want_str(tool.get("name"), f"tools[{i}].name") or ""
+            if not name:
+                bad(f"tools[{i}].name", "must not be empty")
+            fmt = tool.get("format")
+            req.tools.append(
+                Tool(
+                    name=name,
+                    description=want_str(
+                        tool.get("description"), f"tools[{i}].description", optional=True
+                    ),
+                    custom=True,
+                    format=want_dict(fmt, f"tools[{i}].format") if fmt is not None else None,
+                )
+            )
+            continue
         if tool.get("type") != "function":
             want_str(tool.get("type"), f"tools[{i}].type")
             builtin.append(tool)  # hosted and custom tools travel as given
@@ -233,7 +268,7 @@ def _decode_tools(body: dict[str, Any], req: ChatRequest, extras: dict[str, Any]
         bad("parallel_tool_calls", "must be a boolean")
     if choice in ("auto", "none", "required"):
         req.tool_choice = ToolChoice(mode=choice)
-    elif isinstance(choice, dict) and choice.get("type") == "function":
+    elif isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         name = want_str(choice.get("name"), "tool_choice.name")
         req.tool_choice = ToolChoice(mode="tool", name=name)
     elif isinstance(choice, dict):

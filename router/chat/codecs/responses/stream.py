@@ -79,7 +79,10 @@ class ResponsesStreamDecoder:
             return [ReasoningDelta(text=str(data.get("delta") or ""))] if data.get("delta") else []
         if kind == "response.reasoning_summary_part.added" and data.get("summary_index"):
             return [ReasoningDelta(text="\n\n")]  # summary parts are paragraphs
-        if kind == "response.function_call_arguments.delta":
+        if kind in (
+            "response.function_call_arguments.delta",
+            "response.custom_tool_call_input.delta",
+        ):
             call = self._call_of(data)
             if call is None or not data.get("delta"):
                 return []
@@ -87,7 +90,7 @@ class ResponsesStreamDecoder:
             return [ToolCallDelta(call, str(data["delta"]))]
         if kind == "response.output_item.added":
             item = data.get("item") or {}
-            if item.get("type") == "function_call":
+            if item.get("type") in ("function_call", "custom_tool_call"):
                 return self._start_call(item, data.get("output_index"))
             return []
         if kind == "response.output_item.done":
@@ -114,26 +117,32 @@ class ResponsesStreamDecoder:
         self._calls[item.get("id")] = call
         self._calls[("out", output_index)] = call
         self._open_calls.append(call)
+        custom = item.get("type") == "custom_tool_call"
         out: list[StreamEvent] = [
             ToolCallStart(
-                call, str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or "")
+                call,
+                str(item.get("call_id") or item.get("id") or ""),
+                str(item.get("name") or ""),
+                custom=custom,
             )
         ]
-        if item.get("arguments"):
+        args = item.get("input" if custom else "arguments")
+        if args:
             self._with_args.add(call)
-            out.append(ToolCallDelta(call, str(item["arguments"])))
+            out.append(ToolCallDelta(call, str(args)))
         return out
 
     def _item_done(self, item: dict[str, Any], output_index: Any) -> list[StreamEvent]:
         kind = item.get("type")
         out: list[StreamEvent] = []
-        if kind == "function_call":
+        if kind in ("function_call", "custom_tool_call"):
+            args = item.get("input" if kind == "custom_tool_call" else "arguments")
             call = self._call_of({"item_id": item.get("id"), "output_index": output_index})
             if call is None:
                 out += self._start_call(item, output_index)
                 call = self._n_calls - 1
-            elif call not in self._with_args and item.get("arguments"):
-                out.append(ToolCallDelta(call, str(item["arguments"])))
+            elif call not in self._with_args and args:
+                out.append(ToolCallDelta(call, str(args)))
             if call in self._open_calls:
                 self._open_calls.remove(call)
                 out.append(ToolCallEnd(call))

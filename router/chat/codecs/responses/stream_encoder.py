@@ -12,6 +12,11 @@ keep unknown fields (``extra="allow"``) and the Open Responses models ignore the
 A reasoning item ends when its ``encrypted`` content arrives (OpenAI sends it on the
 item's ``done``), so several reasoning items in a row stay apart. Encrypted content of a
 redacted block (Anthropic's) is not a Responses item's and is not sent to the client.
+
+A call of a tool the client declared ``custom`` is a ``custom_tool_call`` item with
+``response.custom_tool_call_input.delta`` / ``.done`` events: streamed as it comes from a
+Responses upstream (raw text), and in one delta at the call's end from an upstream of
+another protocol, whose JSON ``{"input": ...}`` must be whole to be unwrapped.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.chat.codecs import Frame
+from router.chat.codecs._custom import custom_names, unwrap_input
 from router.chat.codecs.responses.answer import (
     call_item,
+    custom_call_item,
     message_item,
     output_text,
     reasoning_item,
@@ -60,11 +67,13 @@ class _Item:
     text: list[str] = field(default_factory=list)  # message text / summary / arguments
     call: ToolCall | None = None
     encrypted: str | None = None
+    raw: bool = True  # a custom call's deltas are its input (False: JSON to unwrap)
 
 
 class ResponsesStreamEncoder:
     def __init__(self, req: ChatRequest | None = None) -> None:
         self._req = req
+        self._custom = custom_names(req)
         self._seq = 0
         self._id = "resp_"
         self._model = ""
@@ -199,10 +208,17 @@ class ResponsesStreamEncoder:
 
     def _call_start(self, event: ToolCallStart) -> list[Frame]:
         frames = self._close(self._current)
-        item = self._open("function_call", "fc")
-        item.call = ToolCall(event.id, event.name, "")
+        if event.custom or event.name in self._custom:
+            item = self._open("custom_tool_call", "ctc")
+            item.call = ToolCall(event.id, event.name, "", custom=True)
+            item.raw = event.custom
+            body = custom_call_item(item.id, item.call, "in_progress", "")
+        else:
+            item = self._open("function_call", "fc")
+            item.call = ToolCall(event.id, event.name, "")
+            body = call_item(item.id, item.call, "in_progress")
         self._calls[event.call_index] = item
-        frames.append(self._added(item, call_item(item.id, item.call, "in_progress")))
+        frames.append(self._added(item, body))
         return frames
 
     def _call_delta(self, event: ToolCallDelta) -> list[Frame]:
@@ -210,6 +226,17 @@ class ResponsesStreamEncoder:
         if item is None or not event.arguments:
             return []
         item.text.append(event.arguments)
+        if item.kind == "custom_tool_call":
+            if not item.raw:
+                return []  # JSON arguments: unwrapped when the call is whole
+            return [
+                self._frame(
+                    "response.custom_tool_call_input.delta",
+                    item_id=item.id,
+                    output_index=item.index,
+                    delta=event.arguments,
+                )
+            ]
         return [
             self._frame(
                 "response.function_call_arguments.delta",
@@ -262,6 +289,15 @@ class ResponsesStreamEncoder:
                 )
                 frames.append(self._summary("response.reasoning_summary_part.done", item, text))
             body = reasoning_item(item.id, [text] if text else [], item.encrypted)
+        elif item.kind == "custom_tool_call":
+            assert item.call is not None
+            text = text if item.raw else unwrap_input(text)
+            if not item.raw and text:
+                frames.append(
+                    self._frame("response.custom_tool_call_input.delta", **ids, delta=text)
+                )
+            frames.append(self._frame("response.custom_tool_call_input.done", **ids, input=text))
+            body = custom_call_item(item.id, item.call, "completed", text)
         else:
             assert item.call is not None
             item.call.arguments = text

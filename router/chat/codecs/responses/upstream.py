@@ -21,6 +21,9 @@ Choices, each because of what a provider does with the field:
   protocol (their default is non-strict; Responses would otherwise normalise the
   schema into strict mode) and is left out for a Responses client (its own default).
 - ``default_max_tokens`` is not used: Responses does not require a limit.
+- ``previous_response_id`` never goes out: the router resolved it against its own store
+  (router/serving/stored.py) and the stored conversation is already in ``input``; a
+  provider would not know the router's ids.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ def encode_request(
         for t in req.system[1:]
     ]
     store = bool(extras.pop("store", False))
+    extras.pop("previous_response_id", None)
     for msg in req.messages:
         items.extend(_encode_message(msg, store=store))
     out["input"] = items
@@ -120,7 +124,8 @@ def encode_request(
     if req.tool_choice is not None:
         tc = req.tool_choice
         if choice is None:
-            choice = {"type": "function", "name": tc.name} if tc.mode == "tool" else tc.mode
+            kind = "custom" if tc.name in {t.name for t in req.tools if t.custom} else "function"
+            choice = {"type": kind, "name": tc.name} if tc.mode == "tool" else tc.mode
         if tc.parallel is not None:
             out["parallel_tool_calls"] = tc.parallel
     if choice is not None:
@@ -179,7 +184,16 @@ def _encode_message(msg: Message, *, store: bool) -> list[dict[str, Any]]:
             run.append(encode_part(part, assistant=assistant and isinstance(part, Text)))
             continue
         flush()
-        if isinstance(part, ToolCall):
+        if isinstance(part, ToolCall) and part.custom:
+            items.append(
+                {
+                    "type": "custom_tool_call",
+                    "call_id": part.id,
+                    "name": part.name,
+                    "input": part.arguments,
+                }
+            )
+        elif isinstance(part, ToolCall):
             items.append(
                 {
                     "type": "function_call",
@@ -189,9 +203,8 @@ def _encode_message(msg: Message, *, store: bool) -> list[dict[str, Any]]:
                 }
             )
         elif isinstance(part, ToolResult):
-            items.append(
-                {"type": "function_call_output", "call_id": part.call_id, "output": _output(part)}
-            )
+            kind = "custom_tool_call_output" if part.custom else "function_call_output"
+            items.append({"type": kind, "call_id": part.call_id, "output": _output(part)})
         elif isinstance(part, Reasoning):
             item = _reasoning_item(part, store=store)
             if item is not None:
@@ -222,6 +235,13 @@ def _reasoning_item(part: Reasoning, *, store: bool) -> dict[str, Any] | None:
 
 
 def _encode_tool(tool: Any, own: bool) -> dict[str, Any]:
+    if tool.custom:
+        out = {"type": "custom", "name": tool.name}
+        if tool.description is not None:
+            out["description"] = tool.description
+        if tool.format is not None:
+            out["format"] = tool.format
+        return out
     out: dict[str, Any] = {"type": "function", "name": tool.name}
     if tool.description is not None:
         out["description"] = tool.description
