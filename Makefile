@@ -2,7 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# CPU wheel of torch; for a GPU install see README ("GPU install").
+# CPU wheel of torch (the `local` extra: the in-process scorer); for a GPU install see
+# README ("GPU install"). A plain `pip install .` has no torch and serves with --scorer-url.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[local,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,11 +26,14 @@ from router.offline.commands import (
 )
 from router.offline.ledger_admin import add_ledger_parser, cmd_ledger
 from router.offline.reports import add_decisions_parser, cmd_decisions
-from router.scoring.types import DEFAULT_P2L_MODEL, Scorer
+from router.scoring.local import require_local_scorer
+from router.scoring.types import DEFAULT_P2L_MODEL, ModelLoadError, Scorer
 
 log = logging.getLogger("router")
 
 SCORER_KEY_ENV = "P2L_ROUTER_SCORER_KEY"  # the engine's --api-key; never a flag (argv is public)
+# Commands that run (or write) the P2L network in process: torch, the `local` extra.
+LOCAL_COMMANDS = ("demo", "leaderboard", "simulate", "export-backbone", "tiny-checkpoint")
 
 
 def _env(flag: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
@@ -232,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ledger": cmd_ledger,
     }[args.command]
     try:
+        if args.command in LOCAL_COMMANDS or (args.command == "serve" and not args.scorer_url):
+            require_local_scorer(f"p2l-router {args.command}")
         return handler(args)
+    except ModelLoadError as exc:
+        print(f"p2l-router: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"p2l-router: configuration error:\n{exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,12 @@ class RouterProcess:
         env: dict[str, str],
         extra: tuple[str, ...] = (),
         ledger: str | None = None,
+        program: Sequence[str] = (sys.executable, "-m", "router"),
+        cwd: Path = REPO,
     ) -> None:
-        """``ledger``: a ledger URL (routers sharing one); by default ``tmp/ledger.db``."""
+        """``ledger``: a ledger URL (routers sharing one); by default ``tmp/ledger.db``.
+        ``program``/``cwd``: what runs the CLI, and where (another venv's ``p2l-router``,
+        outside the checkout so that its own installed package is imported)."""
         self.tmp = tmp
         self.port = free_port()
         self.root = f"http://127.0.0.1:{self.port}"
@@ -73,9 +77,7 @@ class RouterProcess:
         self.decision_log = tmp / "decisions.jsonl"
         self.err_log = tmp / "stderr.log"
         args = [
-            sys.executable,
-            "-m",
-            "router",
+            *program,
             "serve",
             "--port",
             str(self.port),
@@ -95,7 +97,7 @@ class RouterProcess:
         ]
         self.proc = subprocess.Popen(
             args,
-            cwd=REPO,
+            cwd=cwd,
             env={**ENV, **env},
             stdout=subprocess.DEVNULL,
             stderr=self.err_log.open("w"),

@@ -1,10 +1,12 @@
 """docker-compose.yaml's structure (no Docker engine runs here): the services, the
-engine's pooling flags the router's probe relies on, and the router's remote-scorer
-flags. The Dockerfile is linted by hadolint in .ci/run."""
+engine's pooling flags the router's probe relies on, the router's remote-scorer flags and
+image target; the Dockerfile's two targets. The Dockerfile is linted by hadolint in
+.ci/run; tests/test_torchfree_install.py installs what the remote target installs."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -35,6 +37,7 @@ def test_compose_file_structure() -> None:
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
 
     router = services["router"]
+    assert router["build"] == {"context": ".", "target": "remote"}  # no torch, no CUDA
     rcmd = router["command"]
     assert rcmd[:2] == ["p2l-router", "serve"]
     assert _flag(rcmd, "--scorer-url") == "http://vllm:8000"
@@ -49,3 +52,27 @@ def test_compose_file_structure() -> None:
     assert lb["ports"] == ["8000:8000"]
     nginx = compose["configs"][lb["configs"][0]["source"]]["content"]
     assert "server router:8000" in nginx and "proxy_buffering off" in nginx
+
+
+def _stages(dockerfile: str) -> dict[str, tuple[str, str]]:
+    """Each ``FROM base AS name`` stage: name -> (base image, the stage's text)."""
+    heads = list(re.finditer(r"^FROM\s+(\S+)\s+AS\s+(\S+)\s*$", dockerfile, re.M))
+    ends = [h.start() for h in heads[1:]] + [len(dockerfile)]
+    return {h[2]: (h[1], dockerfile[h.end() : end]) for h, end in zip(heads, ends, strict=True)}
+
+
+def test_dockerfile_targets() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    stages = _stages(text)
+    assert list(stages) == ["remote", "gpu"]  # gpu last: the default `docker build` target
+
+    base, remote = stages["remote"]
+    assert base.startswith("python:3.11-") and "cuda" not in base
+    installs = [ln for ln in remote.splitlines() if "pip install" in ln]
+    assert any('pip install "./[redis]"' in ln for ln in installs), installs  # compose: Redis
+    assert not any("torch" in ln or "local" in ln for ln in installs), installs
+    assert "find_spec('torch') is None" in remote  # the build checks torch stayed out
+
+    base, gpu = stages["gpu"]
+    assert base.startswith("nvidia/cuda:")
+    assert '"./[local,redis]"' in gpu and "--index-url" in gpu

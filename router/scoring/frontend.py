@@ -4,16 +4,27 @@ Shared by the in-process model (``P2LModel`` extends :class:`P2LInputs`) and the
 scorer, whose router process must not import torch: the tokenizer is transformers'
 ``PreTrainedTokenizerFast`` (the Rust ``tokenizers`` backend), which loads without torch,
 unlike ``AutoTokenizer`` (it imports torch through the model registry).
+
+Why transformers stays a dependency of a torch-free replica, rather than ``tokenizers``
+alone or the engine's ``/tokenize``: the scorer input is the checkpoint's chat template
+rendered exactly as P2L was trained (``apply_chat_template``: transformers' Jinja
+environment and its template conventions), which ``tokenizers`` does not have; and the
+router counts prompt tokens on every reservation, including when the engine is down
+(``on_scorer_down: cheapest`` still reserves budget), so a network round trip to
+``/tokenize`` per request would both cost latency and couple budgets to the engine's
+health. transformers without torch imports in about half a second and pulls no CUDA.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from router.scoring.inputs import render as render_input
+from router.scoring.local import has_local_scorer
 from router.scoring.types import ModelLoadError
 
 # Text longer than this is counted in pieces (see ``P2LInputs.count_tokens``).
@@ -47,6 +58,10 @@ def load_tokenizer(
     ``torch_free``: the fast tokenizer class straight from ``tokenizer.json`` (no torch
     import); else ``AutoTokenizer`` (the class the checkpoint names)."""
     if torch_free:
+        if not has_local_scorer():
+            # transformers then logs "PyTorch was not found..." as advice at import:
+            # expected on a remote-scoring replica, so silenced (an operator's setting wins).
+            os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         from transformers.tokenization_utils_fast import PreTrainedTokenizerFast as cls
     else:
         from transformers import AutoTokenizer as cls
