@@ -21,6 +21,7 @@ URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows wit
   {p}tokens, {p}tokens:n     HASH  model -> EWMA, observations       one field per model
   {p}decisions, {p}decision:{id}     the decision history (router/ledger/history_redis.py)
   {p}epoch                   STR   the epoch sentinel (router/ledger/epoch.py)  one
+  {p}session:{id}, {p}sessions       session state (router/ledger/sessions.py)  EX ttl_s, cap
 
 Reserve, settle and usage refuse to run in a store that lost its memory (a Redis without
 persistence that restarted, a FLUSHALL): their scripts start with ``epoch.GUARD``.
@@ -58,6 +59,7 @@ from router.ledger.epoch import GUARD, EpochGuard
 if TYPE_CHECKING:
     from router.ledger.base import Observation
 from router.ledger.history_redis import RedisDecisions
+from router.ledger.sessions import RedisSessions
 
 DEFAULT_PREFIX = "p2l-router:"
 MAX_CONNECTIONS = 64
@@ -195,7 +197,7 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
 OUR_OPTIONS = ("prefix", "stream_maxlen")
 
 
-class RedisLedger(RedisDecisions, Ledger):
+class RedisLedger(RedisSessions, RedisDecisions, Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
     def __init__(

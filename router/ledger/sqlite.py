@@ -50,6 +50,7 @@ from router.ledger.base import (
     ewma,
 )
 from router.ledger.history_sqlite import SqliteDecisions
+from router.ledger.sessions import SqliteSessions
 from router.ledger.sqlite_schema import is_busy, prepare, transaction
 
 log = logging.getLogger("router.ledger")
@@ -59,7 +60,7 @@ PURGE_EVERY_S = 60.0
 CHECKPOINT_EVERY = 1000  # inline calls between background WAL checkpoints
 
 
-class SqliteLedger(SqliteDecisions, Ledger):
+class SqliteLedger(SqliteSessions, SqliteDecisions, Ledger):
     """Ledger in a SQLite file (``":memory:"`` works too, for one instance only)."""
 
     def __init__(

@@ -100,7 +100,7 @@ class ChatFlow:
                 rec.prompt = req.messages
             body = {k: v for k, v in data.items() if k != "router"}
             # Rate limit and budget are checked in planning, before anything is scored.
-            self.plan = await parts.planner.plan(self.gen.config, team, req, rec)
+            self.plan = await parts.planner.plan(self.gen.config, team, req, rec, inbound)
             await self._reserve_first(self.plan)
             if req.stream:
                 answer = await self._open_stream(self.plan, body)
@@ -312,6 +312,9 @@ class ChatFlow:
         # The learned average starts from the configured expectation, not one answer.
         prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
         await self.parts.accounts.settle(plan.hold, cfg.name, c, ref=rec.decision_id, prior=prior)
+        await self.parts.planner.settle_session(
+            plan, cfg.name, c.prompt_tokens, c.completion_tokens, rec
+        )
         if rec.budget_remaining_usd is not None:
             rec.budget_remaining_usd -= c.cost_usd
 
