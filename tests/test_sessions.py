@@ -4,6 +4,7 @@ the team's ``session.affinity`` (sticky, cache-aware, off) through the real rout
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -362,16 +363,26 @@ def test_cache_aware_stays_when_the_cache_outweighs_the_gain(make_router, sensit
         assert s["reason"].startswith(f"cost-aware chose {best} over {other}")
 
 
-def test_off_routes_every_turn_afresh(make_router):
+def test_off_routes_every_turn_afresh_and_summarize_counts_switches(make_router, capsys):
     first, second = turns("name three rivers")
     best, other = make_router().preferred(second, [HAIKU, MINI])
     r = make_router(team={"strategy": "max-quality", "session": {"affinity": "off"}})
     ask(r, first, "conv-4", [other])
     ask(r, second, "conv-4", [best, other])
-    line = r.decisions()[-1]
+    ask(r, first, "conv-5", [other])  # another session, one turn
+    line = r.decisions()[-2]
     assert line["served_by"] == best and line["session"]["previous_model"] == other
     assert line["session"]["reason"].startswith("affinity off")
     assert "uncached_cost_usd" not in line["candidates"][0]
+
+    from router.cli import main
+
+    assert main(["decisions", "summarize", str(r.log_path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["sessions"]
+    assert (got["sessions"], got["turns"], got["switches"]) == (2, 3, 1)
+    assert got["switches_per_session"] == 0.5
+    assert main(["decisions", "summarize", str(r.log_path)]) == 0
+    assert "sessions: 2 (3 turns), 1 switches (0.50 per session" in capsys.readouterr().out
 
 
 def test_two_replicas_on_one_redis_share_session_state(make_router, redis_url):
