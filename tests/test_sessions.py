@@ -407,3 +407,109 @@ def test_derived_session_through_the_router(make_router):
     assert one["session"]["id"] == two["session"]["id"]
     assert two["session"]["source"] == "derived" and two["session"]["turn"] == 2
     assert two["session"]["previous_model"] == one["served_by"]
+
+
+# ---------------------------------------------------------------- P2L sees the user's words
+
+
+def agent_loop_chat(n_tool_turns: int) -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a coding agent."},
+        {"role": "user", "content": "rename foo to bar across the repo"},
+    ]
+    for i in range(n_tool_turns):
+        msgs += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{i}",
+                        "type": "function",
+                        "function": {"name": "grep", "arguments": f'{{"pattern": "foo{i}"}}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": f"call_{i}", "content": f"src/a{i}.py: foo()"},
+        ]
+    return msgs
+
+
+def agent_loop_anthropic(n_tool_turns: int) -> dict[str, Any]:
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "rename foo to bar across the repo"}]
+    for i in range(n_tool_turns):
+        msgs += [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": f"toolu_{i}", "name": "grep",
+                     "input": {"pattern": f"foo{i}"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"toolu_{i}",
+                     "content": f"src/a{i}.py: foo()"},
+                ],
+            },
+        ]  # fmt: skip
+    return {"model": "claude", "max_tokens": 100, "system": "You code.", "messages": msgs}
+
+
+def agent_loop_responses(n_tool_turns: int) -> dict[str, Any]:
+    items: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "input_text", "text": "rename foo to bar"}]}
+    ]
+    for i in range(n_tool_turns):
+        items += [
+            {"type": "function_call", "call_id": f"c{i}", "name": "grep",
+             "arguments": f'{{"pattern": "foo{i}"}}'},
+            {"type": "function_call_output", "call_id": f"c{i}", "output": f"a{i}.py: foo()"},
+        ]  # fmt: skip
+    return {"model": "gpt", "input": items}
+
+
+def test_p2l_input_is_the_same_on_every_turn_that_adds_only_tool_results(p2l_model):
+    from router.serving.planning import scoring_messages
+
+    chat_inputs = {p2l_model.render(agent_loop_chat(n)) for n in range(4)}
+    assert len(chat_inputs) == 1
+    claude = [
+        scoring_messages(typed_from(AnthropicMessagesCodec(), agent_loop_anthropic(n)),
+                         "anthropic-messages")
+        for n in range(4)
+    ]  # fmt: skip
+    assert all(c == claude[0] for c in claude)
+    assert claude[0] == [{"role": "user", "content": "rename foo to bar across the repo"}]
+    codex = [
+        scoring_messages(typed_from(OpenAIResponsesCodec(), agent_loop_responses(n)),
+                         "openai-responses")
+        for n in range(4)
+    ]  # fmt: skip
+    assert all(c == codex[0] for c in codex)
+    assert codex[0] == [{"role": "user", "content": "rename foo to bar"}]
+    # The same words render the same scorer input whatever front they came in on.
+    assert p2l_model.render(claude[0]) == p2l_model.render(
+        [{"role": "user", "content": "rename foo to bar across the repo"}]
+    )
+    # New words from the user change it.
+    more = agent_loop_anthropic(2)
+    more["messages"].append({"role": "assistant", "content": "Done."})
+    more["messages"].append({"role": "user", "content": "now run the tests"})
+    words = scoring_messages(typed_from(AnthropicMessagesCodec(), more), "anthropic-messages")
+    assert [m["content"] for m in words][-1] == "now run the tests"
+
+
+def test_an_agent_loop_is_scored_once_through_the_router(make_router):
+    r = make_router()
+    engine = r.service.engine
+    before = engine.stats()
+    for n in range(4):
+        r.openai().chat.completions.create(
+            model="p2l", messages=agent_loop_chat(n), max_tokens=5,
+            tools=[{"type": "function", "function": {"name": "grep", "parameters": {}}}],
+        )  # fmt: skip
+    after = engine.stats()
+    assert after["cache_misses"] - before["cache_misses"] == 1
+    assert after["cache_hits"] - before["cache_hits"] == 3
