@@ -87,3 +87,73 @@ def test_tool_ids_mapped_consistently_and_restored():
     use = body["messages"][1]["content"][-1]
     res = body["messages"][2]["content"][0]
     assert use["id"] == res["tool_use_id"] == call.id
+
+
+# ---------------------------------------------------------------- through the router
+
+CLAUDE, MINI = "claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look a word up",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_a_conversation_moves_anthropic_openai_anthropic_without_a_provider_400(make_router, fake):
+    """Through the chat front: an Anthropic upstream calls a tool, an OpenAI chat upstream
+    answers its result and calls one of its own, then Anthropic, asked to think, answers
+    that OpenAI call (no signed thinking to lead with: it must run without thinking).
+    The validating fakes take every request; the client sees its own tool-call ids."""
+    models = {
+        CLAUDE: {"provider": "claude", "upstream_model": "up-claude",
+                 "input_usd_per_mtok": 1, "output_usd_per_mtok": 5, "supports": ["tools"]},
+        MINI: {"provider": "fake", "upstream_model": "up-mini",
+               "input_usd_per_mtok": 0.15, "output_usd_per_mtok": 0.6, "supports": ["tools"]},
+    }  # fmt: skip
+    r = make_router(models=models, more_providers={"claude": {"api": "anthropic-messages"}})
+    client = r.openai()
+    history: list = [{"role": "user", "content": "call tool lookup"}]
+    seen_ids: list[str] = []
+    plan = [CLAUDE, MINI, MINI, CLAUDE]
+    for turn, model in enumerate(plan):
+        extra = {"reasoning_effort": "low"} if model == CLAUDE else {}
+        got = client.chat.completions.create(
+            model=model, messages=history, tools=TOOLS, max_tokens=3000,
+            extra_headers={"x-session-id": "hop-1"}, **extra,
+        )  # fmt: skip
+        msg = got.choices[0].message
+        assert got.model == model
+        calls = msg.tool_calls or []
+        history.append(
+            {"role": "assistant", "content": msg.content,
+             **({"tool_calls": [c.model_dump() for c in calls]} if calls else {})}
+        )  # fmt: skip
+        for c in calls:
+            seen_ids.append(c.id)
+            history.append({"role": "tool", "tool_call_id": c.id, "content": "a word"})
+        if not calls:
+            history.append({"role": "user", "content": "call tool lookup again"})
+    assert [q.protocol for q in fake.requests] == [
+        "anthropic-messages",
+        "openai-chat",
+        "openai-chat",
+        "anthropic-messages",
+    ]
+    lines = r.decisions()
+    assert [ln["status"] for ln in lines] == [200] * 4
+    assert [ln["session"]["previous_model"] for ln in lines] == [None, CLAUDE, MINI, MINI]
+    # The tool calls the client holds are the ones it sent back, unchanged, each time.
+    sent_back = [m["tool_call_id"] for m in history if m.get("role") == "tool"]
+    assert sent_back == seen_ids and seen_ids
+    # The last Anthropic request answered OpenAI's tool call, and ran without thinking.
+    last = fake.requests[-1].json
+    assert last["messages"][-1]["content"][0]["type"] == "tool_result"
+    assert last["messages"][-1]["content"][0]["tool_use_id"] == seen_ids[-1]
+    assert "thinking" not in last
+    # The first Anthropic request thought (nothing pending), so the hint was honoured there.
+    assert fake.requests[0].json["thinking"]["type"] == "enabled"
