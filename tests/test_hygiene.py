@@ -120,7 +120,7 @@ def test_a_conversation_moves_anthropic_openai_anthropic_without_a_provider_400(
     history: list = [{"role": "user", "content": "call tool lookup"}]
     seen_ids: list[str] = []
     plan = [CLAUDE, MINI, MINI, CLAUDE]
-    for turn, model in enumerate(plan):
+    for model in plan:
         extra = {"reasoning_effort": "low"} if model == CLAUDE else {}
         got = client.chat.completions.create(
             model=model, messages=history, tools=TOOLS, max_tokens=3000,
