@@ -155,5 +155,9 @@ def test_a_conversation_moves_anthropic_openai_anthropic_without_a_provider_400(
     assert last["messages"][-1]["content"][0]["type"] == "tool_result"
     assert last["messages"][-1]["content"][0]["tool_use_id"] == seen_ids[-1]
     assert "thinking" not in last
+    assert lines[-1]["session"]["history"] == {
+        "dropped_reasoning": 0, "thinking_off": True, "tool_ids_mapped": 0
+    }  # fmt: skip
+    assert "history" not in lines[1]["session"]  # the chat upstream took it as it was
     # The first Anthropic request thought (nothing pending), so the hint was honoured there.
     assert fake.requests[0].json["thinking"]["type"] == "enabled"

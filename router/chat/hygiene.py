@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 from router.chat.model import (
@@ -53,6 +54,13 @@ class SwitchNotes:
     def __bool__(self) -> bool:
         return bool(self.dropped_reasoning or self.thinking_off or self.tool_ids)
 
+    def logged(self) -> dict[str, int | bool]:
+        return {
+            "dropped_reasoning": self.dropped_reasoning,
+            "thinking_off": self.thinking_off is not None,
+            "tool_ids_mapped": len(self.tool_ids),
+        }
+
     def describe(self) -> str:
         out = []
         if self.dropped_reasoning:
@@ -62,6 +70,13 @@ class SwitchNotes:
         if self.tool_ids:
             out.append(f"{len(self.tool_ids)} tool id(s) mapped")
         return "; ".join(out)
+
+
+# What each upstream body of the current request needed (one entry per candidate tried,
+# the served one last). The session planner puts a list here for each request and reads
+# it back after settle, for the decision log; the upstream edge appends to it. A context
+# variable because the edge that encodes bodies knows nothing of the request's record.
+SWITCH_NOTES: ContextVar[list[SwitchNotes] | None] = ContextVar("switch_notes", default=None)
 
 
 def mapped_tool_id(call_id: str, form: re.Pattern[str]) -> str:

@@ -32,9 +32,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from router.chat.hygiene import SWITCH_NOTES
 from router.config import ModelConfig, RouterConfig, TeamPolicy
 from router.ledger import LedgerError
 from router.ledger.sessions import SessionState
@@ -168,6 +169,8 @@ class SessionTurn:
     team: TeamPolicy
     state: SessionState | None  # the session's last settled turn
     why_not_previous: str | None = None  # set when planning did not pick the last model
+    # What the history needed for each upstream body encoded (router/chat/hygiene.py).
+    switch_notes: list[Any] = field(default_factory=list)
 
     @property
     def previous_model(self) -> str | None:
@@ -218,6 +221,7 @@ class Sessions:
             log.warning("session state unavailable, routing afresh: %s", exc)
         turn = SessionTurn(sid, team, state)
         rec.session = turn.logged()
+        SWITCH_NOTES.set(turn.switch_notes)  # filled where upstream bodies are encoded
         return turn
 
     # ------------------------------------------------------------ affinity
@@ -328,6 +332,9 @@ class Sessions:
                 logged["reason"] = f"{prev} failed{err}; served by {model}"
             else:
                 logged["reason"] = turn.why_not_previous
+        notes = turn.switch_notes[-1] if turn.switch_notes else None
+        if notes:  # the served attempt's body needed changes to be valid
+            logged["history"] = notes.logged()
         rec.session = logged
         try:
             state = await self._ledger().record_session_turn(

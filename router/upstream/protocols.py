@@ -28,7 +28,7 @@ from router.chat.codecs.anthropic import UpstreamStreamError as AnthropicStreamE
 from router.chat.codecs.openai_chat import ChatStreamEncoder, OpenAIChatCodec
 from router.chat.codecs.responses import OpenAIResponsesCodec
 from router.chat.codecs.responses import UpstreamStreamError as ResponsesStreamError
-from router.chat.hygiene import prepare_for
+from router.chat.hygiene import SWITCH_NOTES, prepare_for
 from router.chat.model import ChatRequest, Unsupported
 from router.errors import RouterError
 
@@ -94,6 +94,9 @@ def provider_body(
     req, notes = prepare_for(req, api)
     if notes:
         log.info("history prepared for %s %s: %s", api, upstream_model, notes.describe())
+    kept = SWITCH_NOTES.get()
+    if kept is not None:
+        kept.append(notes)
     limit = max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
     return CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
 
