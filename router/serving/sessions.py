@@ -28,6 +28,7 @@ failed everywhere leaves the session as it was.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -49,6 +50,9 @@ Source = Literal["header", "metadata", "prompt_cache_key", "previous_response", 
 # A client's session value longer than this is refused as an id and derived instead
 # (it is digested either way; the bound keeps hashing cheap).
 MAX_SESSION_VALUE_CHARS = 4096
+# The longest a request waits on the session store (a locked or slow ledger): past it the
+# request routes as a fresh turn, or its turn goes unrecorded. No money rides on either.
+SESSION_IO_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +220,11 @@ class Sessions:
         )
         state = None
         try:
-            state = await self._ledger().get_session(sid.id, now=self.clock())
-        except LedgerError as exc:  # the request routes afresh; its money is unaffected
-            log.warning("session state unavailable, routing afresh: %s", exc)
+            state = await asyncio.wait_for(
+                self._ledger().get_session(sid.id, now=self.clock()), SESSION_IO_TIMEOUT_S
+            )
+        except (LedgerError, TimeoutError) as exc:  # routed afresh; its money is unaffected
+            log.warning("session state unavailable, routing afresh: %s", exc or "timed out")
         turn = SessionTurn(sid, team, state)
         rec.session = turn.logged()
         SWITCH_NOTES.set(turn.switch_notes)  # filled where upstream bodies are encoded
@@ -336,16 +342,17 @@ class Sessions:
         if notes:  # the served attempt's body needed changes to be valid
             logged["history"] = notes.logged()
         rec.session = logged
+        write = self._ledger().record_session_turn(
+            turn.sid.id,
+            model=model,
+            prompt_tokens=max(0, prompt_tokens or 0),
+            output_tokens=max(0, output_tokens or 0),
+            now=self.clock(),
+            ttl_s=turn.team.session.ttl_s,
+        )
         try:
-            state = await self._ledger().record_session_turn(
-                turn.sid.id,
-                model=model,
-                prompt_tokens=max(0, prompt_tokens or 0),
-                output_tokens=max(0, output_tokens or 0),
-                now=self.clock(),
-                ttl_s=turn.team.session.ttl_s,
-            )
-        except LedgerError as exc:  # the next turn routes as a fresh one: no money at stake
-            log.warning("could not record session state: %s", exc)
+            state = await asyncio.wait_for(write, SESSION_IO_TIMEOUT_S)
+        except (LedgerError, TimeoutError) as exc:  # the next turn routes as a fresh one
+            log.warning("could not record session state: %s", exc or "timed out")
             return
         logged["turn"] = state.turns
