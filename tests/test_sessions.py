@@ -407,6 +407,13 @@ def test_derived_session_through_the_router(make_router):
     assert one["session"]["id"] == two["session"]["id"]
     assert two["session"]["source"] == "derived" and two["session"]["turn"] == 2
     assert two["session"]["previous_model"] == one["served_by"]
+    # A turn that names another model leaves the session's model, and says so.
+    other = MINI if one["served_by"] != MINI else HAIKU
+    third = second + [{"role": "user", "content": "and to ten"}]
+    r.openai().chat.completions.create(model=other, messages=third, max_tokens=10)
+    s = r.decisions()[-1]["session"]
+    assert s["turn"] == 3 and s["kept"] is False
+    assert s["reason"] == f"{other} requested by name"
 
 
 # ---------------------------------------------------------------- P2L sees the user's words

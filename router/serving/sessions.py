@@ -52,7 +52,7 @@ Source = Literal["header", "metadata", "prompt_cache_key", "previous_response", 
 MAX_SESSION_VALUE_CHARS = 4096
 # The longest a request waits on the session store (a locked or slow ledger): past it the
 # request routes as a fresh turn, or its turn goes unrecorded. No money rides on either.
-SESSION_IO_TIMEOUT_S = 1.0
+SESSION_IO_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,12 +332,13 @@ class Sessions:
         logged = turn.logged(model)
         prev = turn.previous_model
         if prev is not None and model != prev:
-            if rec.chosen == prev or turn.why_not_previous is None:
-                failed = next((f for f in rec.fallbacks if f.get("model") == prev), None)
-                err = f" ({failed['error']})" if failed else ""
-                logged["reason"] = f"{prev} failed{err}; served by {model}"
+            failed = next((f for f in rec.fallbacks if f.get("model") == prev), None)
+            if failed is not None:
+                logged["reason"] = f"{prev} failed ({failed.get('error')}); served by {model}"
+            elif rec.strategy == "direct":
+                logged["reason"] = f"{model} requested by name"
             else:
-                logged["reason"] = turn.why_not_previous
+                logged["reason"] = turn.why_not_previous or f"{rec.reason}"
         notes = turn.switch_notes[-1] if turn.switch_notes else None
         if notes:  # the served attempt's body needed changes to be valid
             logged["history"] = notes.logged()
