@@ -201,7 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     _auth_flag(cc)
 
     sim = sub.add_parser("simulate", help="route a prompt file without calling upstream")
-    sim.add_argument("prompts", help="JSONL: {'messages': [...]} or {'prompt': '...'} per line")
+    sim.add_argument(
+        "prompts",
+        nargs="?",
+        default=None,
+        help="JSONL: {'messages': [...]} or {'prompt': '...'} per line; with --sessions, "
+        "{'turns': [[messages], ...]} per session (default: the shipped agent traces)",
+    )
+    sim.add_argument(
+        "--sessions",
+        action="store_true",
+        help="route agent conversations turn by turn under each session affinity "
+        "(off, sticky, cache-aware), the prompt cache billed",
+    )
     sim.add_argument("--team", required=True)
     sim.add_argument("--strategy", default=None)
     sim.add_argument("--frontier", default=None, help="write a score-vs-spend PNG here")

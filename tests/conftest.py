@@ -291,7 +291,10 @@ def write_config(
     provider: dict[str, Any] | None = None,
     models: dict[str, Any] | None = None,
     provider_key: str = PROVIDER_KEY,
+    more_providers: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Path, Path, dict[str, str]]:
+    """``more_providers``: further providers (name -> fields) on the same fake, with the
+    fake's key (a catalog mixing protocols: ``{"claude": {"api": "anthropic-messages"}}``)."""
     prov = {
         "base_url": fake_url,
         "api_key_env": "FAKE_PROVIDER_KEY",
@@ -306,6 +309,7 @@ def write_config(
             {
                 "providers": {
                     "fake": prov,
+                    **{name: {**prov, **fields} for name, fields in (more_providers or {}).items()},
                     "nokey": {
                         "base_url": "http://127.0.0.1:9/v1",
                         "api_key_env": "UNSET_PROVIDER_KEY",

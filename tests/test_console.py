@@ -149,6 +149,16 @@ def test_console_in_a_real_browser(make_router, browser, tmp_path):
         d.find_element(By.ID, "dd-close").click()
         wait_for(d, lambda d: not d.find_elements(css, "#decision-dialog[open]"), "closed")
 
+        # Found by the id a client holds (the x-router-decision-id header), typed in.
+        find = d.find_element(By.ID, "f-decision")
+        assert "x-router-decision-id" in find.accessible_name
+        find.send_keys(decision_id, Keys.ENTER)
+        wait_for(d, lambda d: d.find_element(css, "#decision-dialog[open]"), "the dialog by id")
+        wait_for(d, lambda d: "Session" in d.find_element(By.ID, "dd-body").text, "its session")
+        assert decision_id in d.find_element(By.ID, "dd-title").text
+        d.find_element(By.ID, "dd-close").click()
+        wait_for(d, lambda d: not d.find_elements(css, "#decision-dialog[open]"), "closed")
+
         # A typed prompt: the leaderboard and each team's pick.
         d.find_element(By.ID, "prompt").send_keys(PROMPT)
         d.find_element(By.ID, "preview-button").click()

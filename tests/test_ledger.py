@@ -547,10 +547,15 @@ async def test_sqlite_schema_1_file_is_upgraded(tmp_path, duplicate):
         assert await ledger.take_rate(
             "t", requests_per_minute=1, tokens_per_minute=None, tokens=0, now=T0
         ) is None  # fmt: skip
+        # Schema 4's sessions table is there too.
+        await ledger.record_session_turn(
+            "ses_1", model="m", prompt_tokens=5, output_tokens=2, now=T0, ttl_s=60
+        )
+        assert (await ledger.get_session("ses_1", now=T0 + 1)).turns == 1
     finally:
         await ledger.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 @pytest.mark.parametrize("store", [pytest.param("redis", marks=needs_redis)], indirect=True)

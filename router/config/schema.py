@@ -47,6 +47,7 @@ __all__ = [
     "ProviderConfig",
     "RateLimitConfig",
     "RouterConfig",
+    "SessionConfig",
     "Strategy",
     "TeamPolicy",
     "Timeouts",
@@ -66,6 +67,10 @@ DEFAULT_EXPECTED_OUTPUT_TOKENS = 500
 STRATEGY_NAMES: tuple[str, ...] = ("max-quality", "strict", "cost-aware", "lp", "optimal-lp")
 Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 Period = Literal["hour", "day", "week", "month", "total"]
+Affinity = Literal["cache-aware", "sticky", "off"]
+# How long a provider keeps a prompt prefix cached when providers.yaml does not say
+# (Anthropic's default ephemeral cache and OpenAI's automatic one: about five minutes).
+DEFAULT_CACHE_TTL_S = 300.0
 
 
 class _Model(BaseModel):
@@ -110,6 +115,8 @@ class ProviderConfig(_Model):
     retry_statuses: frozenset[int] = frozenset()
     limits: ProviderLimits = Field(default_factory=ProviderLimits)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    # Seconds the provider keeps a prompt prefix cached (cache-aware session pricing).
+    cache_ttl_s: float = Field(DEFAULT_CACHE_TTL_S, ge=0)
 
     _api_key: str | None = PrivateAttr(default=None)
 
@@ -267,6 +274,16 @@ class RateLimitConfig(_Model):
         return ", ".join(parts)
 
 
+class SessionConfig(_Model):
+    """How a team's conversations are routed (router/serving/sessions.py): ``cache-aware``
+    prices each candidate with the prompt prefix it would read from cache, ``sticky``
+    keeps the session's model while it is eligible, ``off`` routes every request afresh.
+    ``ttl_s``: a session unseen this long is forgotten."""
+
+    affinity: Affinity = "cache-aware"
+    ttl_s: float = Field(3600.0, gt=0)
+
+
 def key_digest(key: str) -> bytes:
     """SHA-256 of a client or admin key: what the config keeps instead of the key."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
@@ -293,6 +310,7 @@ class TeamPolicy(_Model):
     # How long the team's stored Responses are kept (None: the router's
     # --response-retention-days).
     response_retention_s: float | None = Field(None, gt=0)
+    session: SessionConfig = Field(default_factory=SessionConfig)
 
     _key_digests: tuple[bytes, ...] = PrivateAttr(default=())
 

@@ -57,6 +57,7 @@ from router.ledger.history import (
     summarize_rows,
 )
 from router.ledger.rate import check_rate_args
+from router.ledger.sessions import SessionState
 from router.ledger.stored_responses import StoredResponse
 
 EPSILON_USD = 1e-12
@@ -314,6 +315,20 @@ class Ledger(ABC):
     @abstractmethod
     async def delete_response(self, response_id: str, team: str) -> bool:
         """Delete the response if ``team`` owns it; whether one was deleted."""
+
+    # ------------------------------------------------------------ sessions
+    # Semantics and bounds: router/ledger/sessions.py.
+
+    @abstractmethod
+    async def get_session(self, session_id: str, *, now: float) -> SessionState | None:
+        """The session's last turn, None when unknown or expired."""
+
+    @abstractmethod
+    async def record_session_turn(
+        self, session_id: str, *, model: str, prompt_tokens: int, output_tokens: int,
+        now: float, ttl_s: float,
+    ) -> SessionState:  # fmt: skip
+        """Store a settled turn as the session's last (kept ``ttl_s``) and count it."""
 
     # ------------------------------------------------------------ decision history
     # Semantics and the line format: router/ledger/history.py.

@@ -292,3 +292,35 @@ def summarize_rows(
             buckets[k] for k in sorted(buckets, key=lambda k: (k[0], str(k[1]), str(k[2])))
         ],
     }
+
+
+def summarize_sessions(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Conversations in decision-log lines (their ``session``): how many, how many turns,
+    how often a served turn left the model that served the one before (``switches``,
+    in all and per session), and the expected saving of the cache reads that the
+    cache-aware pricing counted on the served model (its uncached minus its expected
+    cost, as logged among the candidates)."""
+    turns: dict[str, int] = defaultdict(int)
+    switches: dict[str, int] = defaultdict(int)
+    saved = 0.0
+    for line in lines:
+        s = line.get("session")
+        if not isinstance(s, dict) or not s.get("id"):
+            continue
+        sid = str(s["id"])
+        turns[sid] += 1
+        served = line.get("served_by")
+        if served and s.get("previous_model") and not s.get("kept"):
+            switches[sid] += 1
+        for c in line.get("candidates") or ():
+            if c.get("model") == served and c.get("uncached_cost_usd") is not None:
+                saved += max(0.0, c["uncached_cost_usd"] - (c.get("expected_cost_usd") or 0.0))
+    n = len(turns)
+    return {
+        "sessions": n,
+        "turns": sum(turns.values()),
+        "switches": sum(switches.values()),
+        "switches_per_session": sum(switches.values()) / n if n else 0.0,
+        "max_switches_in_a_session": max(switches.values(), default=0),
+        "expected_cache_savings_usd": saved,
+    }

@@ -24,6 +24,7 @@ URL-quoted so that it holds no ``:``, and how each is bounded (nothing grows wit
   {p}decisions, {p}decision:{id}     the decision history (router/ledger/history_redis.py)
   {p}response:{id}                   stored responses (router/ledger/stored_responses.py)  EX
   {p}epoch                   STR   the epoch sentinel (router/ledger/epoch.py)  one
+  {p}session:{id}, {p}sessions       session state (router/ledger/sessions.py)  EX ttl_s, cap
 
 Reserve, settle and usage refuse to run in a store that lost its memory (a Redis without
 persistence that restarted, a FLUSHALL): their scripts start with ``epoch.GUARD``.
@@ -66,6 +67,7 @@ from router.ledger.group import GroupCommit
 if TYPE_CHECKING:
     from router.ledger.base import Observation
 from router.ledger.history_redis import RedisDecisions
+from router.ledger.sessions import RedisSessions
 from router.ledger.stored_responses import RedisResponses
 
 log = logging.getLogger("router.ledger")
@@ -238,7 +240,7 @@ class _Script:
 _ALONE = object()
 
 
-class RedisLedger(RedisResponses, RedisDecisions, Ledger):
+class RedisLedger(RedisSessions, RedisResponses, RedisDecisions, Ledger):
     """Ledger in Redis; ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=True``."""
 
     def __init__(

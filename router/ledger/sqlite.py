@@ -57,6 +57,7 @@ from router.ledger.base import (
 )
 from router.ledger.group import GroupCommit
 from router.ledger.history_sqlite import SqliteDecisions
+from router.ledger.sessions import SqliteSessions
 from router.ledger.sqlite_schema import is_busy, prepare, transaction
 from router.ledger.stored_responses import SqliteResponses
 
@@ -83,7 +84,7 @@ class _Busy(Exception):
         self.cause = cause
 
 
-class SqliteLedger(SqliteResponses, SqliteDecisions, Ledger):
+class SqliteLedger(SqliteSessions, SqliteResponses, SqliteDecisions, Ledger):
     """Ledger in a SQLite file (``":memory:"`` works too, for one instance only)."""
 
     def __init__(

@@ -13,6 +13,7 @@ Tables (created if missing; ``PRAGMA user_version`` is the schema version):
   decisions      the decision history: one decision-log line per request (JSON in
                  ``line``), indexed by ts, team, model, status (router/ledger/history.py)
   responses      stored Responses-API responses (router/ledger/stored_responses.py)
+  sessions       the last turn of each conversation (router/ledger/sessions.py)
 
 Amounts are REAL (binary floats): a running float sum of n costs is off by about
 n * 1e-16 of the total, far inside the 1e-9 USD to which totals must match the decision
@@ -22,8 +23,8 @@ settle once, and ``reservations`` is WITHOUT ROWID, to keep the pages written pe
 few; ``spend`` keeps its rowid, which is the audit trail's insertion order.
 
 Schema 2 added the unique index on ``spend.ref`` (where set) and the ``rate`` table;
-schema 3 the ``decisions`` table; schema 4 (this version) the ``responses`` table. An
-older file is upgraded in place when first opened.
+schema 3 the ``decisions`` table; schema 4 (this version) the ``responses`` and
+``sessions`` tables. An older file is upgraded in place when first opened.
 
 Opening a fresh file from many processes at once (``serve --workers N``, a fleet
 starting together) races on the switch to WAL: SQLite answers ``PRAGMA journal_mode=WAL``
@@ -41,13 +42,14 @@ import sqlite3
 import time
 
 from router.ledger.base import LedgerError
+from router.ledger.sessions import SESSIONS_SQL
 from router.ledger.stored_responses import RESPONSES_SQL
 
 # How long opening a file may keep retrying a busy WAL switch or schema set-up (at least;
 # a longer busy timeout is used when the ledger has one).
 OPEN_RETRY_S = 10.0
 
-SCHEMA_VERSION = 4  # 2: spend.ref unique when set; rate table. 3: decisions. 4: responses
+SCHEMA_VERSION = 4  # 2: spend.ref unique when set; rate. 3: decisions. 4: responses, sessions
 
 SCHEMA = (
     """
@@ -109,6 +111,7 @@ CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, ts);
 CREATE INDEX IF NOT EXISTS decisions_status ON decisions (status, ts);
 """
     + RESPONSES_SQL
+    + SESSIONS_SQL
 )
 
 

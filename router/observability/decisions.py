@@ -66,6 +66,12 @@ class DecisionRecord:
     status: int = 200
     error: str | None = None
     prompt: Any = None
+    # The request's session (router/serving/sessions.py): id, source, turn,
+    # previous_model, kept, and reason when it left its previous model.
+    session: dict[str, Any] | None = None
+    # cache-aware affinity: each candidate's CachePrice (its cost with no cache, and the
+    # cache reads and writes its expected cost counts), merged into the logged candidates.
+    cache_prices: dict[str, Any] | None = None
 
     def overhead_ms(self) -> float:
         total = (time.perf_counter() - self.started) * 1000
@@ -101,20 +107,25 @@ class DecisionRecord:
             "cost_usd": _r(self.cost_usd),
             "budget_remaining_usd": _r(self.budget_remaining_usd),
             "scoring_ms": round(self.scoring_ms, 3),
+            "session": self.session,
         }
 
     def _candidates(self) -> list[dict[str, Any]]:
         if self.decision is None:
             return []
-        return [
-            {
+        out = []
+        for c in self.decision.ranking[:TOP_CANDIDATES_LOGGED]:
+            row = {
                 "model": c.model,
                 "coef": _r(c.coef, 6),
                 "score": _r(c.score, 6),
                 "expected_cost_usd": _r(c.expected_cost_usd),
             }
-            for c in self.decision.ranking[:TOP_CANDIDATES_LOGGED]
-        ]
+            priced = self.cache_prices.get(c.model) if self.cache_prices else None
+            if priced is not None:
+                row.update(priced.logged())
+            out.append(row)
+        return out
 
     def log_line(self) -> dict[str, Any]:
         line = {
@@ -149,6 +160,7 @@ class DecisionRecord:
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "overhead_ms": round(self.overhead_ms(), 3),
             "status": self.status,
+            "session": self.session,
         }
         if self.error:
             line["error"] = self.error

@@ -87,6 +87,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.sessions:
+        return _simulate_sessions(args, team, catalog)
+    if args.prompts is None:
+        print("p2l-router: simulate needs a prompts file (or --sessions)", file=sys.stderr)
+        return 2
     try:
         prompts = load_prompts(args.prompts)
         model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
@@ -130,6 +135,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 SIMULATE_BATCH = 16
+
+
+def _simulate_sessions(args: argparse.Namespace, team: Any, catalog: Any) -> int:
+    from router.offline.sessions_sim import (
+        agent_traces,
+        format_table,
+        load_traces,
+        simulate_sessions,
+    )
+    from router.scoring import ModelLoadError, load_p2l
+    from router.serving.tokens import message_text
+
+    try:
+        traces = load_traces(args.prompts) if args.prompts else agent_traces()
+        model = load_p2l(args.p2l_model, device=args.device, head=args.p2l_head)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"p2l-router: {exc}", file=sys.stderr)
+        return 1
+    results = simulate_sessions(
+        traces,
+        team=team,
+        catalog=catalog,
+        model_list=model.model_list,
+        head=model.head,
+        score_fn=lambda messages: model.forward([model.render(messages)])[0][0],
+        tokens_fn=lambda messages: model.count_tokens(message_text(messages)),
+        user_key=model.render,
+    )
+    if args.json:
+        print(json.dumps([{**_as_json(r), "switches_per_session": r.switches_per_session}
+                          for r in results], indent=2))  # fmt: skip
+    else:
+        turns = sum(len(s) for s in traces)
+        print(f"{len(traces)} sessions, {turns} turns; team {team.name}: {team.strategy}")
+        print(format_table(results))
+    return 0
 
 
 def _as_json(result: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """``p2l-router decisions summarize``: the per team × model table of a decision log file or
 of a ledger's decision history, and with ``--plot`` a PNG of spend over time and model
 share. The numbers come from ``summarize_decisions``, the same code as
-``GET /v1/admin/stats``.
+``GET /v1/admin/stats``; the sessions line (conversations, switches per session, expected
+cache savings) from ``summarize_sessions``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from router.ledger.history import line_ts, parse_duration, parse_since, summarize_decisions
+from router.ledger.history import (
+    line_ts,
+    parse_duration,
+    parse_since,
+    summarize_decisions,
+    summarize_sessions,
+)
 
 __all__ = ["cmd_decisions", "format_summary", "read_log"]
 
@@ -74,6 +81,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"total: {total} requests, ${spend:.6f}; caching saved ${saved:.6f} "
         f"(the cost at the full input price minus the cost paid)"
     )
+    ss = summary.get("sessions")
+    if ss and ss["sessions"]:
+        rows.append(
+            f"sessions: {ss['sessions']} ({ss['turns']} turns), {ss['switches']} switches "
+            f"({ss['switches_per_session']:.2f} per session, at most "
+            f"{ss['max_switches_in_a_session']}), expected cache savings "
+            f"${ss['expected_cache_savings_usd']:.6f}"
+        )
     return "\n".join(rows)
 
 
@@ -97,6 +112,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     else:
         lines = asyncio.run(_from_ledger(args.ledger, since, args.team))
     summary = summarize_decisions(lines, bucket_s=bucket_s, since=since)
+    summary["sessions"] = summarize_sessions(lines)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

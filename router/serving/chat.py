@@ -152,7 +152,7 @@ class ChatFlow:
             if parts.log_prompts or team.log_prompts:
                 rec.prompt = req.messages
             # Rate limit and budget are checked in planning, before anything is scored.
-            self.plan = await parts.planner.plan(self.gen.config, team, req, rec)
+            self.plan = await parts.planner.plan(self.gen.config, team, req, rec, inbound)
             await self._reserve_first(self.plan)
             if req.stream:
                 answer = await self._open_stream(self.plan, body)
@@ -194,6 +194,9 @@ class ChatFlow:
                     param="previous_response_id",
                 )
             data["input"] = await store.conversation(team.name, previous) + self.turn.own_input
+            owner = await store.owner(previous)  # the session the conversation continues
+            if owner is not None and owner.session is not None:
+                self.inbound.previous_session = owner.session
 
     async def store_response(self, response: dict[str, Any]) -> None:
         """Keep the answered ``Response`` when the request asked to (after settling)."""
@@ -206,7 +209,7 @@ class ChatFlow:
                 response,
                 turn.own_input,
                 previous_id=turn.previous_id,
-                session=self.inbound.session_header,
+                session=(self.rec.session or {}).get("id") or self.inbound.session_header,
                 decision_id=self.rec.decision_id,
             )
 
@@ -423,6 +426,9 @@ class ChatFlow:
         # The learned average starts from the configured expectation, not one answer.
         prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
         await self.parts.accounts.settle(plan.hold, cfg.name, c, ref=rec.decision_id, prior=prior)
+        await self.parts.planner.settle_session(
+            plan, cfg.name, c.prompt_tokens, c.completion_tokens, rec
+        )
         if rec.budget_remaining_usd is not None:
             rec.budget_remaining_usd -= c.cost_usd
 

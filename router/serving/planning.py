@@ -6,10 +6,11 @@ cost. Routed requests are scored by P2L and decided by the team's strategy (pure
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from router.chat.words import user_messages
 from router.config import ROUTER_ALIASES, ModelConfig, RouterConfig, TeamPolicy
 from router.errors import (
     BudgetExceededError,
@@ -33,6 +34,8 @@ from router.policy import (
 from router.protocol import ChatRequest
 from router.scoring.types import Scorer, Scores
 from router.serving.accounting import Accounts, Hold, Period, budget_exhausted
+from router.serving.results import Inbound
+from router.serving.sessions import Sessions, SessionTurn
 from router.serving.tokens import TokenCounter
 from router.upstream.protocols import unsupported
 
@@ -51,6 +54,7 @@ class RoutePlan:
     expected_cost_usd: dict[str, float]
     prompt_tokens: int
     hold: Hold
+    session: SessionTurn | None = None
 
     def expected_tokens(self, model: ModelConfig, learned: float | None) -> int:
         """Prompt plus expected output tokens of ``model``, for the tokens-per-minute limit."""
@@ -71,16 +75,25 @@ class _Asked:
     cap: float | None
     hold: Hold
     prompt_tokens: int
+    session: SessionTurn | None = field(default=None, compare=False)
 
     def ranked(self, ranking: Sequence[Candidate]) -> RoutePlan:
-        """The plan that tries ``ranking`` in order, at the expected costs."""
+        """The plan that tries ``ranking`` in order, at the expected costs (never below
+        the uncached cost: a cache the provider no longer holds must not overshoot)."""
+        cached = self.rec.cache_prices or {}
         return RoutePlan(
             self.team,
             self.req,
             [c.model for c in ranking],
-            {c.model: c.expected_cost_usd for c in ranking},
+            {
+                c.model: max(c.expected_cost_usd, cached[c.model].uncached_cost_usd)
+                if c.model in cached
+                else c.expected_cost_usd
+                for c in ranking
+            },
             self.prompt_tokens,
             self.hold,
+            self.session,
         )
 
 
@@ -92,8 +105,10 @@ class Planner:
         scorer: Callable[[], Scorer],
         *,
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+        circuit_states: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.max_prompt_tokens = max_prompt_tokens
+        self.sessions = Sessions(lambda: accounts.ledger, accounts.clock, circuit_states)
         self._models_of: RouterConfig | None = None
         self._team_models: dict[str, list[ModelConfig]] = {}
         self.accounts = accounts
@@ -106,7 +121,9 @@ class Planner:
         team: TeamPolicy,
         req: ChatRequest,
         rec: DecisionRecord,
+        inbound: Inbound | None = None,
     ) -> RoutePlan:
+        inbound = inbound or Inbound()
         period = self.accounts.period(team)
         usage, from_view = await self.accounts.usage(team.name, period)
         limit = team.budget.usd
@@ -120,7 +137,15 @@ class Planner:
         cap = min(caps) if caps else None
         hold = Hold(team, period)
         prompt_tokens = await self.count_prompt(req.messages)
-        asked = _Asked(config, team, req, rec, cap, hold, prompt_tokens)
+        session = await self.sessions.open(
+            team,
+            req,
+            rec,
+            front=inbound.front,
+            header=inbound.session_header,
+            previous_session=inbound.previous_session,
+        )
+        asked = _Asked(config, team, req, rec, cap, hold, prompt_tokens, session)
         if req.model not in ROUTER_ALIASES:
             plan = self._direct(asked)
             model = config.catalog.models[req.model]
@@ -139,13 +164,16 @@ class Planner:
 
         scorer = self.scorer()
         try:
-            scores = await scorer.score(req.messages)
+            scores = await scorer.score(scoring_messages(req, inbound.front))
         except ScorerUnavailableError as exc:
             if team.on_scorer_down == "reject":
                 raise
             return self._scorer_down(asked, scorer, exc)
         rec.scoring_ms = scores.scoring_ms
         cands, coefs = self.candidates(config, team, req, scores, prompt_tokens)
+        cands = self.sessions.price(
+            session, config, req, cands, prompt_tokens, self.accounts.learned_output, rec
+        )
         strategy = (opts.strategy if opts else None) or team.strategy
         rec.strategy = strategy
         lam = await self.accounts.cost_sensitivity(team, usage, period)
@@ -175,10 +203,47 @@ class Planner:
         except BudgetExceededError as exc:
             when = f"; it resets at {period.end.isoformat()}" if period.end else ""
             raise BudgetExceededError(f"team '{team.name}': {exc.message}{when}") from None
+        decision = self.sessions.steer(
+            session,
+            decision,
+            cands,
+            config,
+            lambda m: self.why_ineligible(config, team, req, scores, prompt_tokens, m),
+        )
         rec.decision = decision
         rec.chosen = decision.chosen
         rec.reason = decision.reason
         return asked.ranked(decision.ranking)
+
+    async def settle_session(
+        self,
+        plan: RoutePlan,
+        model: str,
+        prompt_tokens: int | None,
+        output_tokens: int | None,
+        rec: DecisionRecord,
+    ) -> None:
+        """After settle: the served turn becomes the session's last (and is logged)."""
+        if plan.session is not None:
+            await self.sessions.settled(plan.session, model, prompt_tokens, output_tokens, rec)
+
+    def why_ineligible(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        scores: Scores,
+        prompt_tokens: int,
+        model: str,
+    ) -> str:
+        """Why ``model`` is not a candidate for this request, in words (sticky's reason)."""
+        if model not in scores.models:
+            return f"{model} is not in the P2L model list"
+        try:
+            names = self._eligible(config, team, req, [model], prompt_tokens)
+        except (NoCandidateError, InvalidRequestError) as exc:
+            return f"{model} cannot take this request: {exc.message}"
+        return f"{model} is not eligible" if names else f"{model} cannot take this request"
 
     async def count_prompt(self, messages: list[dict[str, Any]]) -> int:
         """The prompt's tokens (off the event loop when large), refused (400) over the
@@ -263,6 +328,26 @@ class Planner:
         head: str,
         prompt_tokens: int,
     ) -> list[Candidate]:
+        names = self._eligible(config, team, req, models, prompt_tokens)
+        return make_candidates(
+            names,
+            coefs,
+            head=head,
+            catalog=config.catalog,
+            prompt_tokens=prompt_tokens,
+            max_tokens=req.output_token_limit,
+            learned_output_tokens=self.accounts.learned_output,
+            choices=req.n or 1,
+        )
+
+    def _eligible(
+        self,
+        config: RouterConfig,
+        team: TeamPolicy,
+        req: ChatRequest,
+        models: Sequence[str],
+        prompt_tokens: int,
+    ) -> list[str]:
         opts = req.router
         names = eligible_models(
             models,
@@ -274,17 +359,7 @@ class Planner:
             max_tokens=req.output_token_limit,
             learned_output_tokens=self.accounts.learned_output,
         )
-        names = expressible(config, req, names)
-        return make_candidates(
-            names,
-            coefs,
-            head=head,
-            catalog=config.catalog,
-            prompt_tokens=prompt_tokens,
-            max_tokens=req.output_token_limit,
-            learned_output_tokens=self.accounts.learned_output,
-            choices=req.n or 1,
-        )
+        return expressible(config, req, names)
 
     def _scorer_down(self, asked: _Asked, scorer: Scorer, exc: ScorerUnavailableError) -> RoutePlan:
         """No scores (the remote engine is down): the team's ``on_scorer_down`` picks,
@@ -370,7 +445,9 @@ class Planner:
                 if req.router and req.router.max_cost_usd
                 else "max_tokens",
             )
-        return RoutePlan(team, req, [req.model], {req.model: cost}, prompt_tokens, asked.hold)
+        return RoutePlan(
+            team, req, [req.model], {req.model: cost}, prompt_tokens, asked.hold, asked.session
+        )
 
 
 def expressible(config: RouterConfig, req: ChatRequest, names: list[str]) -> list[str]:
@@ -393,3 +470,12 @@ def expressible(config: RouterConfig, req: ChatRequest, names: list[str]) -> lis
             param=u.field,
         )
     return keep
+
+
+def scoring_messages(req: ChatRequest, front: str) -> list[dict[str, Any]]:
+    """The scorer's messages: the chat body's own (the scorer keeps user turns' text
+    only, so tool results and tool-call arguments never reach it), or, from another
+    front, the user's words taken from the typed request (router/chat/words.py)."""
+    if front == "openai-chat":
+        return req.messages
+    return user_messages(req.typed())

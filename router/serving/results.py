@@ -21,6 +21,9 @@ class Inbound:
     front: Protocol = "openai-chat"
     authorization: str | None = None  # ``Authorization`` (or Anthropic's ``x-api-key``)
     session_header: str | None = None  # ``x-session-id``
+    # The session of ``previous_response_id`` (the Responses front looks it up): a session
+    # id the router made, continued as is (router/serving/sessions.py).
+    previous_session: str | None = None
     anthropic_version: str | None = None
     anthropic_beta: str | None = None
 

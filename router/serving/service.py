@@ -175,6 +175,7 @@ class RouterService:
             self.tokens,
             self.require_ready,
             max_prompt_tokens=limits.max_prompt_tokens,
+            circuit_states=lambda: self.generations.current.upstream.circuit_states(),
         )
         self._parts = ChatParts(
             accounts=self.accounts,

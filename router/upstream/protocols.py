@@ -7,7 +7,9 @@ client and know nothing of protocols; this module is the only place that does.
 ``openai-chat`` providers get the client's chat body as it came (the model name and the
 stream's usage option set), which is today's fast path. For ``anthropic-messages`` and
 ``openai-responses`` providers the chat body is decoded into the typed model
-(``router.chat``), encoded with the provider's codec, and the answer (or each stream
+(``router.chat``), made valid for that provider where another one wrote the history
+(router/chat/hygiene.py: foreign reasoning dropped, thinking off where Anthropic would
+refuse it, tool ids in its form; logged), encoded with the provider's codec, and the answer (or each stream
 event) decoded with it and encoded back as chat, usage classes included (a Claude
 answer's cache reads reach the ledger as ``prompt_tokens_details.cached_tokens``).
 A front of another protocol (``/v1/messages``, ``/v1/responses``) hands the typed request
@@ -17,6 +19,7 @@ chat has no field for (thinking signatures, cache-control) is not lost on the wa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
@@ -27,6 +30,7 @@ from router.chat.codecs.openai_chat import ChatStreamEncoder, OpenAIChatCodec
 from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, encode_usage
 from router.chat.codecs.responses import OpenAIResponsesCodec
 from router.chat.codecs.responses import UpstreamStreamError as ResponsesStreamError
+from router.chat.hygiene import SWITCH_NOTES, prepare_for
 from router.chat.model import (
     Answer,
     ChatRequest,
@@ -37,6 +41,8 @@ from router.chat.model import (
     UsageEvent,
 )
 from router.errors import RouterError
+
+log = logging.getLogger("router.upstream")
 
 Api = Literal["openai-chat", "openai-responses", "anthropic-messages"]
 APIS: tuple[Api, ...] = ("openai-chat", "openai-responses", "anthropic-messages")
@@ -111,6 +117,13 @@ def provider_body(
             }
         return payload
     req = replace(typed() if typed is not None else CHAT.decode_request(body), stream=stream)
+    # A history another provider wrote, made valid for this one (router/chat/hygiene.py).
+    req, notes = prepare_for(req, api)
+    if notes:
+        log.info("history prepared for %s %s: %s", api, upstream_model, notes.describe())
+    kept = SWITCH_NOTES.get()
+    if kept is not None:
+        kept.append(notes)
     limit = max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
     return CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
 

@@ -421,6 +421,12 @@ function renderDecisionDetail(d) {
   fact("Cost", `${fmtUsd(d.cost_usd)} (expected ${fmtUsd(d.expected_cost_usd)}; caching saved ${fmtUsd(d.cache_saved_usd)})`);
   fact("Budget left", fmtUsd(d.budget_remaining_usd));
   fact("Attempts", `${d.attempts ?? "—"}${d.stream ? ", streamed" : ""}`);
+  const s = d.session;
+  if (s) {
+    const prev = s.previous_model ? `after ${s.previous_model}, ${s.kept ? "kept" : "switched"}` : "first turn";
+    fact("Session", `${s.id} (${s.source}), turn ${s.turn}: ${prev}`);
+    if (s.reason) fact("Switch", s.reason, "reason-full");
+  }
   body.append(facts);
   if (d.prompt) body.append(el("h3", { text: "Prompt" }), el("pre", { class: "prompt", text: d.prompt }));
 
@@ -436,19 +442,21 @@ function renderDecisionDetail(d) {
   const cands = d.candidates || [];
   const ctable = el("table", { class: "candidates" }, el("caption", { text: "Candidates (best first)" }));
   ctable.append(
-    el("thead", {}, el("tr", {}, ...["Model", "Coefficient", "Score", "Expected cost"].map((h, i) =>
+    el("thead", {}, el("tr", {}, ...["Model", "Coefficient", "Score", "Expected cost", "Without cache"].map((h, i) =>
       el("th", { scope: "col", class: i ? "num" : null, text: h })))),
   );
   const cbody = el("tbody");
   for (const c of cands) {
     const chosen = c.model === d.chosen;
+    // cache-aware sessions: the cost with the cache priced in, and without it.
+    const cold = c.uncached_cost_usd === undefined ? "—" : fmtUsd(c.uncached_cost_usd);
     cbody.append(
       el("tr", { class: chosen ? "chosen" : null },
         td(chosen ? `${c.model} (chosen)` : c.model), td(fmtNum(c.coef, 4), "num"),
-        td(fmtNum(c.score, 4), "num"), td(fmtUsd(c.expected_cost_usd), "num")),
+        td(fmtNum(c.score, 4), "num"), td(fmtUsd(c.expected_cost_usd), "num"), td(cold, "num")),
     );
   }
-  if (!cands.length) cbody.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "none scored" })));
+  if (!cands.length) cbody.append(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "none scored" })));
   ctable.append(cbody);
   body.append(el("div", { class: "table-wrap" }, ctable));
 
@@ -594,6 +602,11 @@ function wire() {
   $("decision-filters").addEventListener("submit", (ev) => {
     ev.preventDefault();
     restartDecisions();
+  });
+  $("decision-find").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = $("f-decision").value.trim();
+    if (id) openDecision(id);
   });
   $("live-toggle").addEventListener("click", (ev) => {
     state.live = !state.live;
