@@ -34,7 +34,7 @@ import uvloop
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from loadgen import build_request, run_load  # noqa: E402
+from loadgen import Result, build_request, run_load  # noqa: E402
 
 PY = sys.executable
 KEY = "bench-key"
@@ -145,6 +145,35 @@ def summarise(name: str, res, base=None, stream: bool = False, cpu_s: float | No
     return row
 
 
+async def sliced(
+    port: int, raw: bytes, conc: int, duration: float, rounds: int, pid: int | None, keep=()
+) -> tuple[Result, float]:
+    """One slice of a scenario's load (a ``rounds``-th of its duration) and the CPU
+    seconds process ``pid`` used meanwhile (0 without one)."""
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    warmup = 0.5 if rounds == 1 else 0.2
+    res = await run_load(
+        "127.0.0.1",
+        port,
+        raw,
+        concurrency=conc,
+        duration_s=duration / rounds,
+        warmup_s=warmup,
+        keep_headers=keep,
+    )
+    return res, (cpu_seconds(pid) - cpu0 if pid else 0.0)
+
+
+def merge(into: Result | None, res: Result) -> Result:
+    if into is None:
+        return res
+    into.samples += res.samples
+    into.wall_s += res.wall_s
+    into.errors += res.errors
+    into.sent += res.sent
+    return into
+
+
 async def scenarios(
     up_port: int,
     rt_port: int,
@@ -152,38 +181,47 @@ async def scenarios(
     concurrencies: list[int],
     fronts: list[str],
     router_pid: int,
+    rounds: int = 1,
 ) -> list[dict]:
     """Each scenario's figures; ``cpu_ms_per_req`` is the router process's CPU time per
-    request (warm-up included on both sides), which a busy machine disturbs far less than
-    latencies."""
+    request (warm-up included). With ``rounds`` > 1 the scenarios of one (stream,
+    concurrency) take turns in that many slices, so that a machine whose load drifts
+    disturbs them alike."""
     rows = []
     keep = ("x-router-scoring-ms", "x-router-overhead-ms")
     for stream in (False, True):
         for conc in concurrencies:
             kind = "stream" if stream else "json"
             body = {"model": MODEL, "messages": PROMPT, "stream": stream}
-            direct = build_request("127.0.0.1", up_port, "/v1/chat/completions", body, {})
-            base = summarise(
-                f"upstream direct      {kind} c={conc}",
-                await run_load("127.0.0.1", up_port, direct, concurrency=conc, duration_s=duration),
-            )
-            rows.append(base)
+            loads: dict[str, tuple[int, bytes, int | None]] = {
+                f"upstream direct      {kind} c={conc}": (
+                    up_port,
+                    build_request("127.0.0.1", up_port, "/v1/chat/completions", body, {}),
+                    None,
+                )
+            }
             for front in fronts:
                 for model, label in ((MODEL, "name"), ("p2l", "p2l ")):
                     path, fbody, headers = front_request(front, model, stream)
                     via = build_request("127.0.0.1", rt_port, path, fbody, headers)
-                    cpu0 = cpu_seconds(router_pid)
-                    res = await run_load(
-                        "127.0.0.1",
-                        rt_port,
-                        via,
-                        concurrency=conc,
-                        duration_s=duration,
-                        keep_headers=keep,
-                    )
-                    name = f"{front:<9} model={label} {kind} c={conc}"
-                    cpu = cpu_seconds(router_pid) - cpu0
-                    rows.append(summarise(name, res, base, stream, cpu) | {"front": front})
+                    loads[f"{front:<9} model={label} {kind} c={conc}"] = (rt_port, via, router_pid)
+            results: dict[str, Result | None] = dict.fromkeys(loads)
+            cpu = dict.fromkeys(loads, 0.0)
+            for _ in range(rounds):
+                for name, (port, raw, pid) in loads.items():
+                    res, used = await sliced(port, raw, conc, duration, rounds, pid, keep)
+                    results[name] = merge(results[name], res)
+                    cpu[name] += used
+            base = None
+            for name, (_, _, pid) in loads.items():
+                res = results[name]
+                assert res is not None
+                if pid is None:
+                    base = summarise(name, res)
+                    rows.append(base)
+                else:
+                    row = summarise(name, res, base, stream, cpu[name])
+                    rows.append(row | {"front": name.split()[0]})
     return rows
 
 
@@ -248,6 +286,13 @@ def main() -> None:
         choices=[*FRONTS, "all"],
         default="chat",
         help="the front(s) measured; the provider is OpenAI chat for each",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="split each scenario into this many slices, the scenarios taking turns "
+        "(fairer comparisons on a busy machine)",
     )
     ap.add_argument("--router-core", default="0")
     ap.add_argument("--client-core", default="1")
@@ -342,7 +387,9 @@ def main() -> None:
                 )
             uvloop.install()
             fronts = list(FRONTS) if args.front == "all" else [args.front]
-            rows = asyncio.run(scenarios(up_port, rt_port, duration, [1, 32], fronts, router.pid))
+            rows = asyncio.run(
+                scenarios(up_port, rt_port, duration, [1, 32], fronts, router.pid, args.rounds)
+            )
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
@@ -354,7 +401,7 @@ def main() -> None:
     print(
         f"router ({args.workers} worker(s)) on core(s) {router_cores}; upstream + load generator "
         f"on core {args.client_core}; "
-        f"{duration:g} s per scenario; decision history "
+        f"{duration:g} s per scenario in {args.rounds} round(s); decision history "
         f"{'on' if args.decision_history else 'off'}"
     )
     print_rows(rows)
