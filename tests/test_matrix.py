@@ -80,6 +80,7 @@ class Reply:
 
     text: str = ""
     calls: list[Call] = field(default_factory=list)
+    model: str = ""  # the model the answer says served it
 
 
 @dataclass
@@ -123,15 +124,17 @@ def chat_ask(r: RouterHandle, turn: Turn, stream: bool) -> Reply:
     kw.update(turn.extra)
     client = r.openai()
     if not stream:
-        msg = client.chat.completions.create(**kw).choices[0].message
+        completion = client.chat.completions.create(**kw)
+        msg = completion.choices[0].message
         calls = [
             Call(tc.id, tc.function.name, json.loads(tc.function.arguments))
             for tc in msg.tool_calls or []
         ]
-        return Reply(msg.content or "", calls)
+        return Reply(msg.content or "", calls, completion.model)
     text, parts = [], {}  # tool calls by index: [id, name, arguments]
-    finish = None
+    finish = model = None
     for chunk in client.chat.completions.create(**kw, stream=True):
+        model = model or chunk.model
         for choice in chunk.choices:
             text.append(choice.delta.content or "")
             for tc in choice.delta.tool_calls or []:
@@ -142,7 +145,7 @@ def chat_ask(r: RouterHandle, turn: Turn, stream: bool) -> Reply:
             finish = choice.finish_reason or finish
     assert finish in ("stop", "tool_calls"), finish
     calls = [Call(i, n, json.loads(a)) for i, n, a in parts.values()]
-    return Reply("".join(text), calls)
+    return Reply("".join(text), calls, model or "")
 
 
 def messages_ask(r: RouterHandle, turn: Turn, stream: bool) -> Reply:
@@ -178,7 +181,7 @@ def messages_ask(r: RouterHandle, turn: Turn, stream: bool) -> Reply:
     text = "".join(b.text for b in msg.content if b.type == "text")
     calls = [Call(b.id, b.name, dict(b.input)) for b in msg.content if b.type == "tool_use"]
     assert msg.stop_reason == ("tool_use" if calls else "end_turn"), msg.stop_reason
-    return Reply(text, calls)
+    return Reply(text, calls, msg.model)
 
 
 def responses_ask(r: RouterHandle, turn: Turn, stream: bool) -> Reply:
@@ -215,7 +218,7 @@ def responses_ask(r: RouterHandle, turn: Turn, stream: bool) -> Reply:
         for it in resp.output
         if it.type == "function_call"
     ]
-    return Reply(resp.output_text, calls)
+    return Reply(resp.output_text, calls, resp.model)
 
 
 ASKS: dict[str, Callable[[RouterHandle, Turn, bool], Reply]] = {
@@ -344,6 +347,7 @@ def test_cell(routers, fake, front: str, api: str, mode: str, feature: str) -> N
         return
 
     reply = ask(r, turn, stream)
+    assert reply.model == MINI
     [req] = fake.requests
     assert req.protocol == api and req.method == "POST"
     assert bool(req.json.get("stream")) is stream
