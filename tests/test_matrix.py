@@ -26,7 +26,7 @@ import anthropic
 import jsonschema
 import openai
 import pytest
-from conftest import TEAM_KEY, RouterHandle, ThreadServer, launch_router
+from conftest import PRICES, TEAM_KEY, RouterHandle, ThreadServer, launch_router
 from fake_upstream import FakeUpstream
 
 MINI = "gpt-4o-mini-2024-07-18"
@@ -65,6 +65,7 @@ ASK = {
     "image": "What is in this picture",
 }
 RESULT = "Sunny, 21 degrees"
+PRICE_IN, PRICE_OUT = PRICES[MINI]  # USD per 1M tokens; no class prices in the catalog
 
 
 @dataclass
@@ -371,6 +372,20 @@ def test_cell(routers, fake, front: str, api: str, mode: str, feature: str) -> N
         jsonschema.validate(json.loads(reply.text), SCHEMA)
     else:
         tool_round_trip(r, fake, ask, turn, reply, api, stream)
+    assert_billed_once(r, fake)
+
+
+def assert_billed_once(r: RouterHandle, fake: FakeUpstream) -> None:
+    """The last request's decision carries the usage the provider billed, priced."""
+    [req] = fake.requests
+    billed = req.line
+    assert billed is not None and not billed.cut
+    line = r.decisions()[-1]
+    assert line["status"] == 200 and line["usage_source"] == "upstream"
+    prompt = billed.input + billed.cache_read + billed.cache_write_5m + billed.cache_write_1h
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt, billed.output)
+    cost = (prompt * PRICE_IN + billed.output * PRICE_OUT) / 1e6
+    assert line["cost_usd"] == pytest.approx(cost, abs=1e-12)
 
 
 def tool_round_trip(
@@ -389,6 +404,7 @@ def tool_round_trip(
     assert call.name == TOOL and call.id
     jsonschema.validate(call.arguments, PARAMS)
     assert not reply.text
+    assert_billed_once(r, fake)
     fake.clear()
     second = ask(r, Turn(turn.user, tools=True, answered=call), stream)
     [req] = fake.requests
