@@ -28,6 +28,7 @@ class Result:
     samples: list[Sample] = field(default_factory=list)
     wall_s: float = 0.0
     errors: int = 0
+    sent: int = 0  # requests answered 200, warm-up included
 
     def pct(self, attr: str, q: float) -> float:
         xs = sorted(getattr(s, attr) for s in self.samples)
@@ -140,7 +141,9 @@ async def run_load(
                 return
             if s.status != 200:
                 result.errors += 1
-            elif now >= t_measure:
+                continue
+            result.sent += 1
+            if now >= t_measure:
                 result.samples.append(s)
 
     await asyncio.gather(*(worker(c) for c in conns))

@@ -350,52 +350,61 @@ def write_config(
     return providers, policies, env
 
 
-@pytest.fixture
-def make_router(
-    tmp_path: Path, p2l_model: Any, fake: FakeUpstream
-) -> Iterator[Callable[..., RouterHandle]]:
-    """Start a real router against the fake upstream; options shape the team and catalog."""
+def launch_router(
+    root: Path,
+    fake: FakeUpstream,
+    p2l_model: Any,
+    servers: list[ThreadServer],
+    *,
+    ledger: str | None = None,
+    wait_ready: bool = True,
+    clock: Callable[[], float] | None = None,
+    service_kw: dict[str, Any] | None = None,
+    server_kw: dict[str, Any] | None = None,
+    engine_kw: dict[str, Any] | None = None,
+    **config_kw: Any,
+) -> RouterHandle:
+    """A real router in ``root`` (a new folder) against ``fake``, its server appended to
+    ``servers`` (the caller stops them); options as :func:`make_router`'s."""
     from router.api.app import create_app
     from router.config import load_config
     from router.scoring import ScoringEngine
     from router.serving.service import RouterService
 
+    root.mkdir()
+    providers, policies, env = write_config(root, fake.base_url, **config_kw)
+    config = load_config(providers, policies, env)
+    log_path = root / "decisions.jsonl"
+    kw: dict[str, Any] = {"clock": clock} if clock else {}
+    service = RouterService(
+        config,
+        ledger_url=ledger or f"sqlite:///{root / 'ledger.db'}",
+        decision_log=str(log_path),
+        engine=ScoringEngine(p2l_model, **(engine_kw or {})),
+        **kw,
+        **(service_kw or {}),
+    )
+    app = create_app(service, reload_config=lambda: load_config(providers, policies, env))
+    srv = ThreadServer(app, **(server_kw or {})).__enter__()
+    servers.append(srv)
+    root_url = f"http://127.0.0.1:{srv.port}"
+    if wait_ready:
+        deadline = time.monotonic() + 30
+        while httpx.get(root_url + "/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "router never became ready"
+            time.sleep(0.02)
+    return RouterHandle(root_url + "/v1", root_url, service, log_path, root)
+
+
+@pytest.fixture
+def make_router(
+    tmp_path: Path, p2l_model: Any, fake: FakeUpstream
+) -> Iterator[Callable[..., RouterHandle]]:
+    """Start a real router against the fake upstream; options shape the team and catalog."""
     servers: list[ThreadServer] = []
 
-    def start(
-        *,
-        ledger: str | None = None,
-        wait_ready: bool = True,
-        clock: Callable[[], float] | None = None,
-        service_kw: dict[str, Any] | None = None,
-        server_kw: dict[str, Any] | None = None,
-        engine_kw: dict[str, Any] | None = None,
-        **config_kw: Any,
-    ) -> RouterHandle:
-        root = tmp_path / f"router{len(servers)}"
-        root.mkdir()
-        providers, policies, env = write_config(root, fake.base_url, **config_kw)
-        config = load_config(providers, policies, env)
-        log_path = root / "decisions.jsonl"
-        kw: dict[str, Any] = {"clock": clock} if clock else {}
-        service = RouterService(
-            config,
-            ledger_url=ledger or f"sqlite:///{root / 'ledger.db'}",
-            decision_log=str(log_path),
-            engine=ScoringEngine(p2l_model, **(engine_kw or {})),
-            **kw,
-            **(service_kw or {}),
-        )
-        app = create_app(service, reload_config=lambda: load_config(providers, policies, env))
-        srv = ThreadServer(app, **(server_kw or {})).__enter__()
-        servers.append(srv)
-        root_url = f"http://127.0.0.1:{srv.port}"
-        if wait_ready:
-            deadline = time.monotonic() + 30
-            while httpx.get(root_url + "/readyz").status_code != 200:
-                assert time.monotonic() < deadline, "router never became ready"
-                time.sleep(0.02)
-        return RouterHandle(root_url + "/v1", root_url, service, log_path, root)
+    def start(**kw: Any) -> RouterHandle:
+        return launch_router(tmp_path / f"router{len(servers)}", fake, p2l_model, servers, **kw)
 
     yield start
     for srv in servers:
