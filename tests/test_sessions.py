@@ -211,6 +211,51 @@ def test_session_state_store_expires_counts_and_caps(backend: str, tmp_path: Pat
     asyncio.run(go())
 
 
+def test_turn_recorded_after_the_answer_seen_at_once_and_drained(tmp_path: Path):
+    """The session's write is off the response path: while the ledger file is locked by
+    another process the turn is still seen by this process's next request, it reaches the
+    ledger once the lock goes, and ``drain`` (a graceful stop) waits for it."""
+    import sqlite3
+
+    from router.observability.decisions import DecisionRecord
+    from router.serving.sessions import Sessions
+
+    db = tmp_path / "l.db"
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    (pol / "t.yaml").write_text(yaml.safe_dump({"budget": "none"}))
+    team = load_policies(pol, {})["t"]
+    req = chat({"messages": [{"role": "user", "content": "hello"}]})
+
+    async def go() -> None:
+        ledger = create_ledger(f"sqlite:///{db}?busy_timeout=5")
+        sessions = Sessions(lambda: ledger, lambda: 1000.0)
+        try:
+            turn = await sessions.open(team, req, DecisionRecord(decision_id="d1"))
+            assert turn.state is None
+            other = sqlite3.connect(db, isolation_level=None)  # another process's write lock
+            other.execute("BEGIN IMMEDIATE")
+            rec = DecisionRecord(decision_id="d1")
+            sessions.settled(turn, "m1", 40, 7, rec)  # returns at once
+            assert rec.session["turn"] == 1 and rec.session["id"] == turn.sid.id
+            await asyncio.sleep(0.05)  # the write is waiting on the lock
+            reader = sqlite3.connect(db)
+            assert reader.execute("SELECT COUNT(*) FROM sessions").fetchone() == (0,)
+            reader.close()
+            rec2 = DecisionRecord(decision_id="d2")
+            second = await sessions.open(team, req, rec2)
+            assert second.state == SessionState("m1", 1000.0, 40, 7, 1)
+            assert rec2.session["turn"] == 2 and rec2.session["previous_model"] == "m1"
+            other.execute("ROLLBACK")
+            other.close()
+            await sessions.drain()
+            assert await ledger.get_session(turn.sid.id, now=1001) == second.state
+        finally:
+            await ledger.close()
+
+    asyncio.run(go())
+
+
 # ---------------------------------------------------------------- through the router
 
 

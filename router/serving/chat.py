@@ -428,9 +428,7 @@ class ChatFlow:
         # The learned average starts from the configured expectation, not one answer.
         prior = cfg.expected_output_tokens or DEFAULT_EXPECTED_OUTPUT_TOKENS
         await self.parts.accounts.settle(plan.hold, cfg.name, c, ref=rec.decision_id, prior=prior)
-        await self.parts.planner.settle_session(
-            plan, cfg.name, c.prompt_tokens, c.completion_tokens, rec
-        )
+        self.parts.planner.settle_session(plan, cfg.name, c.prompt_tokens, c.completion_tokens, rec)
         if rec.budget_remaining_usd is not None:
             rec.budget_remaining_usd -= c.cost_usd
 

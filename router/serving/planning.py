@@ -215,7 +215,7 @@ class Planner:
         rec.reason = decision.reason
         return asked.ranked(decision.ranking)
 
-    async def settle_session(
+    def settle_session(
         self,
         plan: RoutePlan,
         model: str,
@@ -225,7 +225,7 @@ class Planner:
     ) -> None:
         """After settle: the served turn becomes the session's last (and is logged)."""
         if plan.session is not None:
-            await self.sessions.settled(plan.session, model, prompt_tokens, output_tokens, rec)
+            self.sessions.settled(plan.session, model, prompt_tokens, output_tokens, rec)
 
     def why_ineligible(
         self,

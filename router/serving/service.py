@@ -224,6 +224,7 @@ class RouterService:
             self._drainer.cancel()
         if self.engine is not None:
             await self.engine.close()
+        await self.planner.sessions.drain()  # turns recorded after their answers went out
         await self.generations.close()
         if self.history is not None:
             await self.history.close()

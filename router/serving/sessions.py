@@ -23,7 +23,13 @@ Affinity:
 - ``off``: every request routed on its own, as before sessions.
 
 The state (ledger, router/ledger/sessions.py) is written after settle, so a turn that
-failed everywhere leaves the session as it was.
+failed everywhere leaves the session as it was. The write is off the response path: a
+task of its own, tracked so that a graceful stop waits for it (:meth:`Sessions.drain`);
+the turn the decision log names is counted here (the last turn's + 1). Until its write
+is in, a turn's state is also kept in this process (``_pending``), so the session's next
+turn on this replica sees it even if it arrives first. No cache of the ledger's state:
+a read is one indexed row (inline for SQLite, one round trip for Redis), and a cached
+state would be stale for turns another replica served.
 """
 
 from __future__ import annotations
@@ -204,6 +210,8 @@ class Sessions:
         self._ledger = ledger
         self.clock = clock
         self.circuit_states = circuit_states
+        self._writes: set[asyncio.Task[None]] = set()  # turns being recorded
+        self._pending: dict[str, SessionState] = {}  # their states, until recorded
 
     async def open(
         self,
@@ -218,13 +226,13 @@ class Sessions:
         sid = identify(
             team.name, req, front=front, header=header, previous_session=previous_session
         )
-        state = None
-        try:
-            state = await asyncio.wait_for(
-                self._ledger().get_session(sid.id, now=self.clock()), SESSION_IO_TIMEOUT_S
-            )
-        except (LedgerError, TimeoutError) as exc:  # routed afresh; its money is unaffected
-            log.warning("session state unavailable, routing afresh: %s", exc or "timed out")
+        state = self._pending.get(sid.id)
+        if state is None:
+            try:
+                async with asyncio.timeout(SESSION_IO_TIMEOUT_S):
+                    state = await self._ledger().get_session(sid.id, now=self.clock())
+            except (LedgerError, TimeoutError) as exc:  # routed afresh; money unaffected
+                log.warning("session state unavailable, routing afresh: %s", exc or "timed out")
         turn = SessionTurn(sid, team, state)
         rec.session = turn.logged()
         SWITCH_NOTES.set(turn.switch_notes)  # filled where upstream bodies are encoded
@@ -320,7 +328,7 @@ class Sessions:
 
     # ------------------------------------------------------------ after settle
 
-    async def settled(
+    def settled(
         self,
         turn: SessionTurn,
         model: str,
@@ -328,7 +336,8 @@ class Sessions:
         output_tokens: int | None,
         rec: DecisionRecord,
     ) -> None:
-        """Record the served turn as the session's last; fill the log's ``session``."""
+        """Fill the log's ``session`` and record the served turn as the session's last,
+        in the background (:meth:`drain` waits for it)."""
         logged = turn.logged(model)
         prev = turn.previous_model
         if prev is not None and model != prev:
@@ -343,17 +352,37 @@ class Sessions:
         if notes:  # the served attempt's body needed changes to be valid
             logged["history"] = notes.logged()
         rec.session = logged
-        write = self._ledger().record_session_turn(
-            turn.sid.id,
-            model=model,
-            prompt_tokens=max(0, prompt_tokens or 0),
-            output_tokens=max(0, output_tokens or 0),
-            now=self.clock(),
-            ttl_s=turn.team.session.ttl_s,
+        now = self.clock()
+        state = SessionState(
+            model, now, max(0, prompt_tokens or 0), max(0, output_tokens or 0), logged["turn"]
         )
+        sid = turn.sid.id
+        self._pending[sid] = state
+        task = asyncio.create_task(self._record(sid, state, turn.team.session.ttl_s))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _record(self, sid: str, state: SessionState, ttl_s: float) -> None:
         try:
-            state = await asyncio.wait_for(write, SESSION_IO_TIMEOUT_S)
+            async with asyncio.timeout(SESSION_IO_TIMEOUT_S):
+                await self._ledger().record_session_turn(
+                    sid,
+                    model=state.model,
+                    prompt_tokens=state.prompt_tokens,
+                    output_tokens=state.output_tokens,
+                    now=state.at,
+                    ttl_s=ttl_s,
+                )
         except (LedgerError, TimeoutError) as exc:  # the next turn routes as a fresh one
             log.warning("could not record session state: %s", exc or "timed out")
-            return
-        logged["turn"] = state.turns
+        except Exception:  # a background task: nobody else would hear of it
+            log.exception("could not record session state")
+        finally:
+            if self._pending.get(sid) is state:
+                del self._pending[sid]
+
+    async def drain(self) -> None:
+        """Wait for the turns still being recorded (a graceful stop, before the ledger
+        closes); each is bounded by ``SESSION_IO_TIMEOUT_S``."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
