@@ -350,3 +350,41 @@ def test_codex_exec_completes_a_task_through_the_router(make_router, fake):
     kinds = [i.get("type") for i in calls[-1]["input"]]
     assert "function_call" in kinds and "function_call_output" in kinds
     assert all(d["status"] == 200 for d in r.decisions())
+
+
+def test_the_events_of_one_upstream_event_go_out_in_one_send(make_router):
+    """A streamed Responses answer is sent one batch of events per upstream event (each
+    HTTP chunk holds whole events), not one send per event; the events are unchanged."""
+    import socket
+    from urllib.parse import urlsplit
+
+    r = make_router()
+    url = urlsplit(r.root)
+    body = json.dumps({"model": MINI, "input": "Say hello to everyone", "stream": True})
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nconnection: close\r\n"
+            f"authorization: Bearer {TEAM_KEY}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        raw = b""
+        while piece := sock.recv(65536):
+            raw += piece
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0] and b"transfer-encoding: chunked" in head.lower()
+    chunks = []
+    while True:  # HTTP/1.1 chunked framing: one chunk per send of the router
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        chunks.append(rest[:n])
+        rest = rest[n + 2 :]
+    events = b"".join(chunks).decode().split("\n\n")[:-1]
+    assert all(c.startswith(b"event: ") and c.endswith(b"\n\n") for c in chunks)
+    names = [e.split("\n", 1)[0].removeprefix("event: ") for e in events]
+    assert names[0] == "response.created" and names[-1] == "response.completed"
+    deltas = names.count("response.output_text.delta")
+    assert deltas >= 2
+    # The opening events come with the first delta; each later delta is a send of its own.
+    assert len(chunks) < len(events) and len(chunks) <= deltas + 2

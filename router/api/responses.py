@@ -109,18 +109,20 @@ def front_response(front: Protocol, result: ChatResult) -> Response:
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 
-async def sse_events(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-    """Named SSE events (``event:`` then ``data:``), as Anthropic and Responses send."""
+async def sse_events(batches: AsyncIterator[list[Frame]]) -> AsyncIterator[bytes]:
+    """Named SSE events (``event:`` then ``data:``), as Anthropic and Responses send;
+    each batch of frames (those of one upstream event) in one send."""
     try:
-        async for event, data in frames:
-            line = b"data: " + (data.encode() if isinstance(data, str) else dumps(data))
-            if event is None:
-                yield line + b"\n\n"
-            else:
-                yield b"event: " + event.encode() + b"\n" + line + b"\n\n"
+        async for frames in batches:
+            out = []
+            for event, data in frames:
+                if event is not None:
+                    out += (b"event: ", event.encode(), b"\n")
+                out += (b"data: ", data.encode() if isinstance(data, str) else dumps(data), b"\n\n")
+            yield b"".join(out)
     finally:
         with anyio.CancelScope(shield=True):
-            await frames.aclose()  # type: ignore[attr-defined]
+            await batches.aclose()  # type: ignore[attr-defined]
 
 
 async def sse_frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -541,9 +541,11 @@ async def relay_events(
     stream: UpstreamStream,
     first: Any,
     t0: float,
-) -> AsyncIterator[Frame]:
+) -> AsyncIterator[list[Frame]]:
     """The stream for a front of another protocol: the upstream's events as the typed
-    model's (``first`` already read), encoded by the front's codec into its SSE frames.
+    model's (``first`` already read), encoded by the front's codec into its SSE frames,
+    yielded as one list per upstream event (the api layer sends each list at once: a
+    Responses text delta is two or three events, one send).
     Settled and recorded exactly once, before the closing frames (which carry the
     decision where the protocol allows an extra field), as :func:`relay_chunks` does;
     an upstream failure or a shutdown mid-stream ends it with the protocol's own failure
@@ -571,6 +573,7 @@ async def relay_events(
     try:
         try:
             async for event in events:
+                frames: list[Frame] = []
                 if not started:
                     started = True
                     if isinstance(event, StreamStart):
@@ -581,8 +584,7 @@ async def relay_events(
                         sid, created = rec.decision_id, int(time.time())
                     if flow.turn is not None:
                         sid = flow.turn.response_id
-                    for frame in encoder.start(sid, model, created or int(time.time())):
-                        yield frame
+                    frames = encoder.start(sid, model, created or int(time.time()))
                 if isinstance(event, UsageEvent):
                     usage = event.usage
                 elif isinstance(event, TextDelta):
@@ -594,8 +596,9 @@ async def relay_events(
                     started_usage = event.usage
                 elif isinstance(event, Finish):
                     finish = event.reason
-                for frame in encoder.feed(event):
-                    yield frame
+                frames += encoder.feed(event)
+                if frames:
+                    yield frames
             if not stream.completed or finish == "error":
                 # Cut short: a chat stream without [DONE], or another protocol's without
                 # its last event (its decoder then owes a Finish("error")). The text so
@@ -613,10 +616,10 @@ async def relay_events(
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             rec.status, rec.error = 503, "router shutting down"
             failed = True
+        opening: list[Frame] = []
         if not started:  # the stream ended empty: still a whole message of the protocol
             sid = flow.turn.response_id if flow.turn is not None else rec.decision_id
-            for frame in encoder.start(sid, model, int(time.time())):
-                yield frame
+            opening = encoder.start(sid, model, int(time.time()))
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         with anyio.CancelScope(shield=True):
             await flow.settle(cfg, reported(), "".join(relayed))
@@ -627,8 +630,8 @@ async def relay_events(
         if flow.turn is not None and closing:
             # Stored before the terminal event goes out: a client that has it may chain on.
             await flow.store_response(closing[-1][1]["response"])
-        for frame in closing:
-            yield frame
+        if opening or closing:
+            yield opening + closing
     except BaseException as exc:
         if rec.status == 200 and not settled:
             flow.mark_interrupted(exc)
