@@ -74,6 +74,9 @@ class SqliteSessions:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError  # the ledger's
 
+    async def _write(self, fn: Callable[[], T]) -> T:
+        raise NotImplementedError  # the ledger's group commit
+
     @property
     def _db(self) -> sqlite3.Connection:
         raise NotImplementedError  # the ledger's
@@ -97,40 +100,32 @@ class SqliteSessions:
         check_turn(model, prompt_tokens, output_tokens, ttl_s)
 
         def write() -> tuple[Any, ...]:
+            # Inside the ledger's group-commit transaction (with the settles of the same
+            # event-loop turn): no commit of its own. An expired row restarts its count.
             db = self._db
-            # An expired row restarts its count: that session is over.
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                new = not db.execute(
-                    "SELECT 1 FROM sessions WHERE id = ?", (session_id,)
-                ).fetchone()
-                row = db.execute(
-                    "INSERT INTO sessions (id, model, at, prompt_tokens, output_tokens, turns,"
-                    " expires_at) VALUES (?, ?, ?, ?, ?, 1, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET model = excluded.model, at = excluded.at,"
-                    " prompt_tokens = excluded.prompt_tokens,"
-                    " output_tokens = excluded.output_tokens,"
-                    " turns = CASE WHEN sessions.expires_at > excluded.at"
-                    " THEN sessions.turns + 1 ELSE 1 END,"
-                    " expires_at = excluded.expires_at"
-                    " RETURNING model, at, prompt_tokens, output_tokens, turns",
-                    (session_id, model, now, prompt_tokens, output_tokens, now + ttl_s),
-                ).fetchone()
+            new = not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            row = db.execute(
+                "INSERT INTO sessions (id, model, at, prompt_tokens, output_tokens, turns,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, 1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET model = excluded.model, at = excluded.at,"
+                " prompt_tokens = excluded.prompt_tokens,"
+                " output_tokens = excluded.output_tokens,"
+                " turns = CASE WHEN sessions.expires_at > excluded.at"
+                " THEN sessions.turns + 1 ELSE 1 END,"
+                " expires_at = excluded.expires_at"
+                " RETURNING model, at, prompt_tokens, output_tokens, turns",
+                (session_id, model, now, prompt_tokens, output_tokens, now + ttl_s),
+            ).fetchone()
+            if new:  # only a new session adds a row: expired ones and any over the cap go
                 db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-                if new:  # only a new session can take the store over its cap
-                    db.execute(
-                        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions"
-                        " ORDER BY expires_at LIMIT max(0, (SELECT COUNT(*) FROM sessions) - ?))",
-                        (self.session_cap,),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                db.execute(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions"
+                    " ORDER BY expires_at LIMIT max(0, (SELECT COUNT(*) FROM sessions) - ?))",
+                    (self.session_cap,),
+                )
             return row
 
-        return SessionState(*await self._run(write))
+        return SessionState(*await self._write(write))
 
 
 # KEYS: session hash, index zset. ARGV: id, model, now, prompt, output, ttl_s, cap.
