@@ -379,7 +379,8 @@ def test_usage_fuzz_never_raises_never_undercharges(make_router, fake):
         cache_write_usd_per_mtok=CLASS_PRICES["write"],
         cache_write_1h_usd_per_mtok=CLASS_PRICES["write_1h"],
     )
-    r = make_router(models=models)
+    # A budget no example can exhaust: a trusted count of 2**40 tokens bills $164,927.
+    r = make_router(models=models, team={"budget": {"usd": 1e12}})
     client = httpx.Client(base_url=r.root, timeout=30)
     auth = {"authorization": f"Bearer {TEAM_KEY}"}
     sources: dict[str, int] = {}

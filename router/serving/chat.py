@@ -107,6 +107,7 @@ class ChatFlow:
         self.interrupted = False  # set by a shutdown whose grace ran out
         self.task: asyncio.Task[Any] | None = None  # the task relaying this stream
         self.inbound = Inbound()
+        self.recorded = self.concluded = False
         self.turn: ResponsesTurn | None = None
 
     @property
@@ -174,7 +175,7 @@ class ChatFlow:
         finally:
             if not streaming:
                 await self._release()
-                parts.record(rec)
+                self.record()
 
     async def _continue_conversation(self, team: TeamPolicy, data: dict[str, Any]) -> None:
         """Mint the response id; with ``previous_response_id``, prepend the stored
@@ -433,7 +434,23 @@ class ChatFlow:
             rec.budget_remaining_usd -= c.cost_usd
 
     def record(self) -> None:
-        self.parts.record(self.rec)
+        """The decision's one record (a second call does nothing): every path of a
+        request ends here."""
+        if not self.recorded:
+            self.recorded = True
+            self.parts.record(self.rec)
+
+    async def conclude(self, cfg: ModelConfig, usage: dict[str, Any] | None, text: str) -> None:
+        """A stream's end, whatever ended it: settled (shielded: a client leaving does
+        not lose the spend) and recorded, once."""
+        if self.concluded:
+            return
+        self.concluded = True
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.settle(cfg, usage, text)
+            finally:
+                self.record()
 
     def request(self) -> ChatRequest:
         assert self.plan is not None
@@ -465,7 +482,6 @@ async def relay_chunks(
     usage: dict[str, Any] | None = None
     relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
     last_id, created = None, int(time.time())
-    settled = False
     flow.task = asyncio.current_task()
     flow.parts.streams.add(flow)
     chunks = _after(first, stream)
@@ -505,12 +521,9 @@ async def relay_chunks(
                 code="shutting_down",
             ).body()
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
-        with anyio.CancelScope(shield=True):
-            await flow.settle(cfg, usage, "".join(relayed))
-        settled = True
-        # Recorded before the last chunk goes out: a client that has read [DONE] can rely
-        # on the decision being in the log and the spend in the ledger.
-        flow.record()
+        # Settled and recorded before the last chunk goes out: a client that has read
+        # [DONE] can rely on the decision being in the log and the spend in the ledger.
+        await flow.conclude(cfg, usage, "".join(relayed))
         yield {
             "id": last_id,
             "object": "chat.completion.chunk",
@@ -520,7 +533,7 @@ async def relay_chunks(
             "router": rec.summary(),
         }
     except BaseException as exc:
-        if rec.status == 200 and not settled:
+        if rec.status == 200 and not flow.concluded:
             flow.mark_interrupted(exc)
         raise
     finally:
@@ -528,11 +541,10 @@ async def relay_chunks(
         with anyio.CancelScope(shield=True):
             await chunks.aclose()
             await stream.aclose()
-            if not settled:
+            if not flow.concluded:
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await flow.settle(cfg, usage, "".join(relayed))
-                flow.record()
+                await flow.conclude(cfg, usage, "".join(relayed))
 
 
 async def relay_events(
@@ -555,7 +567,7 @@ async def relay_events(
     usage: Usage | None = None
     started_usage: Usage | None = None  # Anthropic's message_start: the input, known early
     relayed: list[str] = []  # the answer's text, to estimate its tokens if no usage comes
-    started = settled = failed = False
+    started = failed = False
 
     def reported() -> dict[str, Any] | None:
         """The usage to bill: the stream's own, else (cut short) what its start reported,
@@ -621,10 +633,7 @@ async def relay_events(
             sid = flow.turn.response_id if flow.turn is not None else rec.decision_id
             opening = encoder.start(sid, model, int(time.time()))
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
-        with anyio.CancelScope(shield=True):
-            await flow.settle(cfg, reported(), "".join(relayed))
-        settled = True
-        flow.record()  # before the closing frames, as for chat
+        await flow.conclude(cfg, reported(), "".join(relayed))  # before the closing frames
         extra = rec.summary()
         closing = fronts.failed_frames(encoder, extra) if failed else encoder.finish(extra)
         if flow.turn is not None and closing:
@@ -633,7 +642,7 @@ async def relay_events(
         if opening or closing:
             yield opening + closing
     except BaseException as exc:
-        if rec.status == 200 and not settled:
+        if rec.status == 200 and not flow.concluded:
             flow.mark_interrupted(exc)
         raise
     finally:
@@ -641,11 +650,10 @@ async def relay_events(
         with anyio.CancelScope(shield=True):
             await events.aclose()
             await stream.aclose()
-            if not settled:
+            if not flow.concluded:
                 if rec.upstream_ms == 0:
                     rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await flow.settle(cfg, reported(), "".join(relayed))
-                flow.record()
+                await flow.conclude(cfg, reported(), "".join(relayed))
 
 
 async def _after(first: Any, stream: UpstreamStream) -> AsyncIterator[Any]:
