@@ -48,18 +48,25 @@ MODELS = [
 ]
 PROMPT = [{"role": "user", "content": "Summarise the plot of Hamlet in two sentences."}]
 FRONTS = ("chat", "messages", "responses")
+STORE = True  # --responses-store
 PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}
 
 
-def front_request(front: str, model: str, stream: bool) -> tuple[str, dict, dict[str, str]]:
+def front_request(
+    front: str, model: str, stream: bool, store: bool = True
+) -> tuple[str, dict, dict[str, str]]:
     """(path, body, headers) of the same question on ``front``, as that protocol's
-    clients send it (Anthropic's: ``x-api-key`` and ``anthropic-version``)."""
+    clients send it (Anthropic's: ``x-api-key`` and ``anthropic-version``); ``store``:
+    a Responses request keeps its response (OpenAI's default) or not."""
     if front == "messages":
         body = {"model": model, "max_tokens": 256, "messages": PROMPT, "stream": stream}
         return PATHS[front], body, {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
     auth = {"authorization": f"Bearer {KEY}"}
     if front == "responses":
-        return PATHS[front], {"model": model, "input": PROMPT[0]["content"], "stream": stream}, auth
+        body = {"model": model, "input": PROMPT[0]["content"], "stream": stream}
+        if not store:
+            body["store"] = False
+        return PATHS[front], body, auth
     return PATHS[front], {"model": model, "messages": PROMPT, "stream": stream}, auth
 
 
@@ -202,7 +209,7 @@ async def scenarios(
             }
             for front in fronts:
                 for model, label in ((MODEL, "name"), ("p2l", "p2l ")):
-                    path, fbody, headers = front_request(front, model, stream)
+                    path, fbody, headers = front_request(front, model, stream, STORE)
                     via = build_request("127.0.0.1", rt_port, path, fbody, headers)
                     loads[f"{front:<9} model={label} {kind} c={conc}"] = (rt_port, via, router_pid)
             results: dict[str, Result | None] = dict.fromkeys(loads)
@@ -314,7 +321,15 @@ def main() -> None:
         default=True,
         help="the router also stores each decision in the ledger (the default)",
     )
+    ap.add_argument(
+        "--responses-store",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Responses requests keep their response in the ledger (OpenAI's default)",
+    )
     args = ap.parse_args()
+    global STORE
+    STORE = args.responses_store
     duration = 2.0 if args.quick else args.duration
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
