@@ -537,14 +537,7 @@ async def relay_chunks(
             flow.mark_interrupted(exc)
         raise
     finally:
-        flow.parts.streams.discard(flow)
-        with anyio.CancelScope(shield=True):
-            await chunks.aclose()
-            await stream.aclose()
-            if not flow.concluded:
-                if rec.upstream_ms == 0:
-                    rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await flow.conclude(cfg, usage, "".join(relayed))
+        await _close_relay(flow, cfg, chunks, stream, t0, lambda: usage, relayed)
 
 
 async def relay_events(
@@ -646,14 +639,28 @@ async def relay_events(
             flow.mark_interrupted(exc)
         raise
     finally:
-        flow.parts.streams.discard(flow)
-        with anyio.CancelScope(shield=True):
-            await events.aclose()
-            await stream.aclose()
-            if not flow.concluded:
-                if rec.upstream_ms == 0:
-                    rec.upstream_ms = (time.perf_counter() - t0) * 1000
-                await flow.conclude(cfg, reported(), "".join(relayed))
+        await _close_relay(flow, cfg, events, stream, t0, reported, relayed)
+
+
+async def _close_relay(
+    flow: ChatFlow,
+    cfg: ModelConfig,
+    source: AsyncIterator[Any],
+    stream: UpstreamStream,
+    t0: float,
+    usage: Callable[[], dict[str, Any] | None],
+    relayed: list[str],
+) -> None:
+    """The end of either relay, however it ended: the upstream closed, and a stream that
+    did not reach its own end (a client gone, a failure) concluded all the same."""
+    flow.parts.streams.discard(flow)
+    with anyio.CancelScope(shield=True):
+        await source.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
+        if not flow.concluded:
+            if flow.rec.upstream_ms == 0:
+                flow.rec.upstream_ms = (time.perf_counter() - t0) * 1000
+            await flow.conclude(cfg, usage(), "".join(relayed))
 
 
 async def _after(first: Any, stream: UpstreamStream) -> AsyncIterator[Any]:
