@@ -199,6 +199,11 @@ def test_previous_response_id_across_two_routers(make_router, fake, tmp_path, re
     three = a.openai().responses.create(model=MINI, input="Again?", previous_response_id=two.id)
     blob = json.dumps(fake.requests[-1].json)
     assert "My name is Ada." in blob and "Who am I?" in blob and "Again?" in blob
+    # One session across both replicas: each later turn continues the first one's.
+    lines = sorted((ln for r in (a, b) for ln in r.decisions()), key=lambda ln: ln["ts"])
+    first, second, third = (ln["session"] for ln in lines)
+    assert second["source"] == third["source"] == "previous_response"
+    assert first["id"] == second["id"] == third["id"]
     assert b.openai().responses.retrieve(three.id).output_text == three.output_text
     b.openai().responses.delete(one.id)
     with pytest.raises(openai.NotFoundError):
