@@ -13,6 +13,7 @@ from router.offline.sessions_sim import (
     OUTPUT_TOKENS,
     WHOLE_PROMPT,
     agent_traces,
+    format_table,
     load_traces,
     simulate_sessions,
     tool_results_as_user_text,
@@ -108,6 +109,14 @@ def test_the_whole_prompt_baseline_scores_every_turn(setup, p2l_model):
     assert set(calls) == whole_keys | {key(t) for sess in traces for t in sess}
     assert results[:3] == simulate_sessions(traces, **kw)
     assert results[3].turns == 24
+    # The table's value column: what a cost-aware team maximises per turn.
+    table = format_table(results, 20.0).splitlines()
+    assert "score-λ·$/turn" in table[0] and table[-1].startswith(WHOLE_PROMPT)
+    r = results[3]
+    assert float(table[-1].split()[-1]) == pytest.approx(
+        r.mean_score - 20.0 * r.spend_usd / r.turns, abs=1e-4
+    )
+    assert "score-λ" not in format_table(results)
 
 
 def test_billing_arithmetic_of_one_session(setup, p2l_model):

@@ -171,7 +171,8 @@ def _simulate_sessions(args: argparse.Namespace, team: Any, catalog: Any) -> int
     else:
         turns = sum(len(s) for s in traces)
         print(f"{len(traces)} sessions, {turns} turns; team {team.name}: {team.strategy}")
-        print(format_table(results))
+        lam = team.cost_sensitivity if team.strategy == "cost-aware" else None
+        print(format_table(results, lam))
     return 0
 
 

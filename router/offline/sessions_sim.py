@@ -294,14 +294,22 @@ def tool_results_as_user_text(messages: list[dict]) -> list[dict]:
     return out
 
 
-def format_table(results: Sequence[AffinityResult]) -> str:
+def format_table(results: Sequence[AffinityResult], cost_sensitivity: float | None = None) -> str:
+    """The table; with ``cost_sensitivity`` (a cost-aware team's λ) a column of what that
+    strategy maximises per turn: mean score - λ x spend per turn."""
     base = next((r.spend_usd for r in results if r.affinity == "off"), None)
     head = f"{'affinity':<12} {'turns':>6} {'spend $':>11} {'vs off':>7} {'mean score':>11} {'switches/session':>17}"
+    if cost_sensitivity is not None:
+        head += f" {'score-λ·$/turn':>15}"
     rows = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.spend_usd / base:.2f}x" if base else "-"
-        rows.append(
+        row = (
             f"{r.affinity:<12} {r.turns:>6} {r.spend_usd:>11.4f} {ratio:>7} "
             f"{r.mean_score:>11.4f} {r.switches_per_session:>17.2f}"
         )
+        if cost_sensitivity is not None:
+            value = r.mean_score - cost_sensitivity * r.spend_usd / r.turns if r.turns else 0.0
+            row += f" {value:>15.4f}"
+        rows.append(row)
     return "\n".join(rows)
