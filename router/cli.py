@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="route agent conversations turn by turn under each session affinity "
         "(off, sticky, cache-aware), the prompt cache billed",
     )
+    sim.add_argument(
+        "--whole-prompt",
+        action="store_true",
+        help="with --sessions: add the row off/whole, P2L scoring every turn's whole prompt "
+        "(tool results included, as Anthropic clients were scored before it took only the "
+        "user's words); one P2L pass per turn",
+    )
     sim.add_argument("--team", required=True)
     sim.add_argument("--strategy", default=None)
     sim.add_argument("--frontier", default=None, help="write a score-vs-spend PNG here")

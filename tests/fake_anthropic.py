@@ -13,7 +13,9 @@ used a tool starts with a thinking block; at most 4 ``cache_control`` breakpoint
 
 Answers: thinking first when enabled (``redacted_thinking`` when the last user text holds
 Anthropic's test trigger), then a ``tool_use`` when ``tool_choice`` forces one or the
-last user text says ``call tool <name>``, else JSON for ``output_config.format``
+last user text says ``call tool <name>`` (reusing the id of the request's last
+``tool_use`` when it also says ``with the same id``: a test's way to get an answer that
+names an id of the request), else JSON for ``output_config.format``
 json_schema, else ``[<model>] echo: <words>`` (cut at ``max_tokens``). Usage and caching:
 :mod:`fake_billing`.
 """
@@ -45,6 +47,7 @@ ERROR_TYPES = {
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 TRIGGER = re.compile(r"call tool ([a-zA-Z0-9_-]+)")
+SAME_ID = "with the same id"
 REDACT = "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
 MAX_BREAKPOINTS = 4
 ECHO_WORDS = 48
@@ -308,9 +311,10 @@ class Anthropic:
         stop = "end_turn"
         if tool is not None:
             args = minimal_instance(tool.get("input_schema") or {}) or {}
-            content.append(
-                {"type": "tool_use", "id": _new_id("toolu"), "name": tool["name"], "input": args}
-            )
+            used = [b["id"] for m in msgs for b in _blocks(m["content"], "")
+                    if b.get("type") == "tool_use"]  # fmt: skip
+            call_id = used[-1] if SAME_ID in last_text and used else _new_id("toolu")
+            content.append({"type": "tool_use", "id": call_id, "name": tool["name"], "input": args})
             stop = "tool_use"
         else:
             text = _json_text(body)

@@ -86,13 +86,16 @@ def send(r: RouterHandle, body: dict, streamed: bool) -> None:
     if not streamed:
         resp = http.post("/v1/chat/completions", json=body)
         assert resp.status_code == 200, resp.text
+        assert "x_router" not in resp.text  # the router's own marks never reach a client
+        details = resp.json()["usage"]["completion_tokens_details"]
+        assert isinstance(details["reasoning_tokens"], int)  # 0 where none was reported
         return
     with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
         assert resp.status_code == 200, resp.read()
         events = [ln[6:] for ln in resp.iter_lines() if ln.startswith("data: ")]
     assert events[-1] == "[DONE]"
     for e in events[:-1]:
-        assert "x_router_partial" not in e  # the router's own usage never reaches a client
+        assert "x_router" not in e  # the router's own usage and marks never reach a client
         json.loads(e)
 
 
@@ -127,7 +130,10 @@ def test_the_ledger_equals_the_invoice(make_router, fake, api, streamed):
         else:
             assert (d["cache_write_tokens"] or 0) == line.cache_write_5m
         assert (d["cache_write_1h_tokens"] or 0) == line.cache_write_1h
-        assert (d["reasoning_tokens"] or 0) == line.reasoning
+        if api == "anthropic-messages":  # Anthropic counts no reasoning: not reported
+            assert d["reasoning_tokens"] is None
+        else:
+            assert d["reasoning_tokens"] == line.reasoning
         assert d["cost_usd"] == pytest.approx(line.cost(table), abs=1e-12)
         full = replace(line, input=line.prompt, cache_read=0, cache_write_5m=0, cache_write_1h=0)
         assert d["cache_saved_usd"] == pytest.approx(full.cost(table) - d["cost_usd"], abs=1e-12)
@@ -165,3 +171,43 @@ def test_a_cut_stream_charges_what_was_reported_and_estimates_the_rest(make_rout
     assert d["completion_tokens"] >= line.output
     charged = replace(line, output=d["completion_tokens"]).cost(table)
     assert d["cost_usd"] == pytest.approx(charged, abs=1e-12)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("ttl", ["5m", "1h"])
+def test_a_cache_write_settles_within_its_reservation(make_router, fake, ttl, streamed):
+    """A request that asks Anthropic to write the cache reserves its whole prompt at the
+    write price (the long-context tier's here): the settle never passes what was reserved,
+    and the ledger holds the settles and nothing reserved after. Write prices are steep
+    (5x / 10x the input) so that the write outgrows the slack of the router's own prompt
+    count: the same prompt without ``cache_control``, reserved at the input price, is
+    below what the write costs."""
+    api = "anthropic-messages"
+    models = catalog(api)
+    tier = models[MODEL]["long_context"]
+    steep = {"cache_write_usd_per_mtok": 5 * tier["input_usd_per_mtok"],
+             "cache_write_1h_usd_per_mtok": 10 * tier["input_usd_per_mtok"]}  # fmt: skip
+    tier.update(steep)
+    r = make_router(provider={"api": api}, models=models)
+    plain = {**ask(api, 0, long=LONG), "max_tokens": 40}
+    plain["messages"][0]["content"][0].pop("cache_control")
+    writing = {**ask(api, 1, long=LONG, ttl=ttl), "max_tokens": 40}
+    send(r, plain, streamed)
+    send(r, writing, streamed)
+    [line_plain, line_write] = lines_of(fake, 2)
+    assert not line_plain.cache_write_5m and not line_plain.cache_write_1h
+    written = line_write.cache_write_1h if ttl == "1h" else line_write.cache_write_5m
+    assert written > ABOVE  # the whole system prompt, at the tier's write price
+    d_plain, d_write = r.decisions()
+    assert d_write["usage_source"] == "upstream"
+    assert d_write["cache_write_1h_tokens" if ttl == "1h" else "cache_write_tokens"] == written
+    assert d_plain["expected_cost_usd"] < d_write["cost_usd"] <= d_write["expected_cost_usd"]
+    # The reservation is the plain one plus the write premium on the router's prompt count
+    # (the same prompt: the plain one's input part at the input price says how many).
+    price = steep["cache_write_1h_usd_per_mtok" if ttl == "1h" else "cache_write_usd_per_mtok"]
+    out = 40 * tier["output_usd_per_mtok"] / 1e6
+    counted = (d_plain["expected_cost_usd"] - out) / tier["input_usd_per_mtok"]
+    assert d_write["expected_cost_usd"] == pytest.approx(counted * price + out, rel=1e-6)
+    budget = r.http(TEAM_KEY).get("/v1/budget").json()
+    assert budget["reserved_usd"] == 0
+    assert abs(budget["spent_usd"] - d_plain["cost_usd"] - d_write["cost_usd"]) < 1e-12

@@ -192,3 +192,21 @@ def test_ledger_outage_refuses_with_503_and_recovers(make_router, tmp_path):
     assert r.decisions()[-1]["status"] == 503
     assert r.http().post("/v1/chat/completions", json=body).status_code == 200
     assert r.http().get("/v1/budget").json()["reserved_usd"] == 0
+
+
+def test_a_long_prompt_is_reserved_whole_after_another_was_scored(make_router):
+    """A prompt longer than the scorer's ``max_length`` is scored on its last 8k tokens;
+    the next request's reservation still counts its whole prompt (the counter once shared
+    the truncation the scorer set, and reserved about a quarter of it)."""
+    r = make_router()
+    text = "Every dollar billed is on the ledger exactly once. " * 3000  # ~30k tokens
+    costs = []
+    for i in range(3):  # each a new scorer input: scored, so truncated, every time
+        raw = r.openai().chat.completions.with_raw_response.create(
+            model="p2l", max_tokens=10, extra_body={"router": {"models": [MINI]}},
+            messages=[{"role": "user", "content": f"{i} {text}"}],
+        )  # fmt: skip
+        assert raw.headers["x-router-model"] == MINI
+        costs.append(float(raw.headers["x-router-expected-cost-usd"]))
+    assert costs[0] > 20_000 * 0.15 / 1e6  # the whole prompt at MINI's input price
+    assert max(costs) == pytest.approx(min(costs), rel=0.01)

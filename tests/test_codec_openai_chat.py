@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from router.chat.codecs import frames_text
 from router.chat.codecs.openai_chat import OpenAIChatCodec, normalize_usage
+from router.chat.codecs.openai_chat.answer import without_marks
 from router.chat.model import (
     MAX_MESSAGES,
     Answer,
@@ -552,13 +553,18 @@ def test_encode_claude_answer() -> None:
                             "function": {"name": "w", "arguments": '{"c":"P"}'}}]}}],
         "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
                   "prompt_tokens_details": {"cached_tokens": 600, "cache_write_tokens": 300},
-                  "completion_tokens_details": {"reasoning_tokens": 0}},
+                  "completion_tokens_details": {"reasoning_tokens": 0},
+                  "x_router_no_reasoning": True},
     }  # fmt: skip
-    # The writes chat has no field for come back out of the router's own names.
+    # The writes chat has no field for come back out of the router's own names, and the
+    # reasoning Claude did not count comes back as not reported (chat clients read 0).
     back = CODEC.decode_answer(out).usage
     assert (back.cache_read_tokens, back.cache_write_tokens, back.uncached_input_tokens) == (
         600, 300, 100,
     )  # fmt: skip
+    assert back.reasoning_tokens is None
+    assert without_marks(out["usage"])["completion_tokens_details"] == {"reasoning_tokens": 0}
+    assert "x_router_no_reasoning" not in without_marks(out["usage"])
 
 
 @pytest.mark.parametrize(("finish", "refusal", "wire"), [

@@ -172,10 +172,34 @@ def _odd_lines(now: float) -> list[dict[str, Any]]:
     del odd[5]["status"]
     # What caching saved: absent (older lines), null, negative (writes cost more), positive.
     saved = [None, None, -0.0002, 0.0005]
-    return odd + [
+    odd += [
         line(i, now - 40 + i, model=("m1", "m2")[i % 2], cache_saved_usd=saved[i % 4])
         for i in range(6, 30)
     ]
+
+    # Sessions: a first turn, a kept turn with a warm cache (its expected cost under the
+    # uncached one, another candidate's too), a switch, a failed turn, a session without
+    # an id, one that is null, and a kept field left out.
+    def turn(i: int, sid: Any, previous: Any, kept: Any, **kw: Any) -> dict[str, Any]:
+        s = {"id": sid, "source": "header", "turn": i, "previous_model": previous, "kept": kept}
+        return line(i, now - 10 + i - 30, session=s, **kw)
+
+    warm = [
+        {"model": "m1", "expected_cost_usd": 0.0002, "uncached_cost_usd": 0.0012},
+        {"model": "m2", "expected_cost_usd": 0.0001, "uncached_cost_usd": 0.0021},
+    ]
+    odd += [
+        turn(30, "s1", None, False),
+        turn(31, "s1", "m1", True, candidates=warm),
+        turn(32, "s1", "m1", False, model="m2", candidates=warm),
+        turn(33, "s2", None, False),
+        turn(34, "s2", "m1", False, status=502),
+        turn(35, None, "m1", False),
+        line(36, now - 14, session=None),
+        {**turn(37, "s2", "m2", None), "candidates": [{**warm[0], "uncached_cost_usd": None}]},
+    ]
+    del odd[-1]["session"]["kept"]
+    return odd
 
 
 async def test_stats_from_the_store_match_the_log_lines(store):  # noqa: F811
@@ -190,8 +214,12 @@ async def test_stats_from_the_store_match_the_log_lines(store):  # noqa: F811
         want = summarize_decisions(lines, bucket_s=10, since=since)
         assert {k: got[k] for k in want} == want
         n = sum(since is None or line_ts >= since for line_ts in (now - 50 + i for i in range(6)))
-        assert got["decisions"] == n + 24 and got["truncated"] is False
+        assert got["decisions"] == n + 32 and got["truncated"] is False
     assert sum(g["cache_saved_usd"] for g in got["groups"]) == pytest.approx(6 * 0.0003)
+    assert got["sessions"] == {
+        "sessions": 2, "turns": 6, "switches": 2, "switches_per_session": 1.0,
+        "max_switches_in_a_session": 1, "expected_cache_savings_usd": pytest.approx(0.003),
+    }  # fmt: skip
 
 
 async def test_stats_summarise_at_most_the_newest_n(store):  # noqa: F811

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import pytest
 
@@ -161,3 +163,84 @@ def test_a_conversation_moves_anthropic_openai_anthropic_without_a_provider_400(
     assert "history" not in lines[1]["session"]  # the chat upstream took it as it was
     # The first Anthropic request thought (nothing pending), so the hint was honoured there.
     assert fake.requests[0].json["thinking"]["type"] == "enabled"
+
+
+# ---------------------------------------------------------------- ids mapped back
+
+
+CLIENT_ID = "call.1:a"  # outside Anthropic's form
+WEATHER = "get_weather"
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def history_with_call(front: str, ask: str) -> dict[str, Any]:
+    """The request fields of ``front`` for a history whose tool call has the client's id
+    :data:`CLIENT_ID` (answered), then the user's ``ask``."""
+    args = '{"city": "Paris"}'
+    if front == "chat":
+        fn = {"name": WEATHER, "arguments": args}
+        return {"messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": None,
+             "tool_calls": [{"id": CLIENT_ID, "type": "function", "function": fn}]},
+            {"role": "tool", "tool_call_id": CLIENT_ID, "content": "Sunny"},
+            {"role": "user", "content": ask},
+        ]}  # fmt: skip
+    if front == "messages":
+        use = {"type": "tool_use", "id": CLIENT_ID, "name": WEATHER, "input": {"city": "Paris"}}
+        result = {"type": "tool_result", "tool_use_id": CLIENT_ID, "content": "Sunny"}
+        return {"messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": [use]},
+            {"role": "user", "content": [result, {"type": "text", "text": ask}]},
+        ]}  # fmt: skip
+    return {"input": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": CLIENT_ID, "name": WEATHER, "arguments": args},
+        {"type": "function_call_output", "call_id": CLIENT_ID, "output": "Sunny"},
+        {"role": "user", "content": ask},
+    ]}  # fmt: skip
+
+
+def ask_for_call(r: Any, front: str, ask: str, stream: bool) -> str:
+    """The id of the one tool call the client reads in the answer to ``ask``."""
+    from test_matrix import ASKS, Turn
+
+    turn = Turn(ask, tools=True, extra={"model": CLAUDE, **history_with_call(front, ask)})
+    reply = ASKS[front](r, turn, stream)
+    [call] = reply.calls
+    assert call.name == WEATHER and set(call.arguments) == {"city"}
+    return call.id
+
+
+@pytest.mark.parametrize("front", ["chat", "messages", "responses"])
+def test_an_answer_names_the_clients_tool_ids_on_every_front(make_router, fake, front: str):
+    """A client whose history holds a tool-call id Anthropic would refuse: the Anthropic
+    upstream gets it mapped (the call and its result still pair); an answer that names
+    that id (the fake repeats it when asked) reaches the client as the client wrote it,
+    streamed and not (on the Messages front in that protocol's form, which is the mapping
+    itself); an answer's new id reaches it as the
+    provider made it."""
+    models = {CLAUDE: {"provider": "claude", "upstream_model": "up-claude",
+                       "input_usd_per_mtok": 1, "output_usd_per_mtok": 5, "supports": ["tools"]}}  # fmt: skip
+    r = make_router(models=models, more_providers={"claude": {"api": "anthropic-messages"}})
+    mapped = mapped_tool_id(CLIENT_ID, ANTHROPIC_ID)
+    assert mapped != CLIENT_ID and ANTHROPIC_ID.match(mapped)
+    for stream in (False, True):
+        fake.clear()
+        fresh = ask_for_call(r, front, f"call tool {WEATHER}", stream)
+        same = ask_for_call(r, front, f"call tool {WEATHER} with the same id", stream)
+        # The Messages front answers in its own protocol's form, which is the mapping
+        # itself: the client gets back the id the router sends for its own, so it pairs.
+        assert same == (mapped if front == "messages" else CLIENT_ID), (stream, same)
+        assert fresh != CLIENT_ID and fresh.startswith("toolu_fake")
+        # What the provider got: the client's id in its form, the call and result paired.
+        for req in fake.requests:
+            assert req.protocol == "anthropic-messages" and bool(req.json.get("stream")) is stream
+            assert CLIENT_ID not in json.dumps(req.json)
+            use = req.json["messages"][1]["content"][0]
+            result = req.json["messages"][2]["content"][0]
+            assert use["id"] == result["tool_use_id"] == mapped
+    lines = r.decisions()
+    assert [ln["status"] for ln in lines] == [200] * 4
+    assert all(ln["session"]["history"]["tool_ids_mapped"] == 1 for ln in lines)

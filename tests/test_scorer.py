@@ -421,3 +421,15 @@ def test_count_tokens_in_pieces_equals_the_whole_text(tiny_checkpoint):
     text = ("Routers route, rarely   idle; ünïcode too. " * 5000)[: 3 * COUNT_CHUNK_CHARS + 17]
     whole = len(backend.encode(text, add_special_tokens=False))
     assert model.count_tokens(text) == whole
+
+
+def test_count_tokens_is_not_cut_by_a_long_scorer_input(tiny_checkpoint):
+    """Scoring an input over ``max_length`` truncates it (left), which sets truncation on
+    the tokenizer; the counts taken after it (the next request's reservation) are whole."""
+    model = load_p2l(tiny_checkpoint, device="cpu")
+    text = "The ledger keeps every dollar once. " * 4000
+    before = model.count_tokens(text)
+    assert before > 2 * model.max_length
+    ids, full = model.encode([model.render([{"role": "user", "content": text}])])
+    assert len(ids[0]) == model.max_length < full[0]
+    assert model.count_tokens(text) == before

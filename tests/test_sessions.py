@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import yaml
+from conftest import ADMIN_KEY
 
 from router.chat.codecs.anthropic import AnthropicMessagesCodec
 from router.chat.codecs.responses import OpenAIResponsesCodec
@@ -355,6 +358,40 @@ def test_sticky_leaves_with_a_reason(make_router, fake, why: str):
     assert s["reason"].startswith(expected), s["reason"]
 
 
+def test_sticky_leaves_a_model_whose_circuit_is_open(make_router, fake):
+    """The session's model sits on a provider whose circuit opened (one failed call,
+    a long cooldown): sticky routes afresh without trying it, and says why."""
+    first, second = turns("summarise the plot of hamlet")
+    best, other = make_router().preferred(second, [HAIKU, MINI])
+    models = priced(
+        **{
+            best: {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0},
+            other: {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0, "provider": "flaky"},
+        }
+    )
+    r = make_router(
+        team={"strategy": "max-quality", "session": {"affinity": "sticky"}},
+        models=models,
+        more_providers={"flaky": {"circuit": {"failures": 1, "cooldown_s": 600}}},
+    )
+    ask(r, first, "conv-open", [other])
+    fake.behave(f"up-{other}", status=500)  # a call by name fails: the circuit opens
+    with pytest.raises(openai.InternalServerError):
+        r.openai().chat.completions.create(
+            model=other, messages=first, max_tokens=10,
+            extra_headers={"x-session-id": "another"},
+        )  # fmt: skip
+    fake.clear()  # the provider would answer again; the open circuit keeps it untried
+    raw = ask(r, second, "conv-open", [best, other])
+    line = r.decisions()[-1]
+    assert raw.headers["x-router-model"] == best == line["served_by"]
+    assert not line["fallbacks"]
+    assert [q.json["model"] for q in fake.requests] == [f"up-{best}"]
+    s = line["session"]
+    assert s["previous_model"] == other and s["kept"] is False and s["turn"] == 2
+    assert s["reason"] == f"sticky: {other}'s provider circuit is open; routed afresh"
+
+
 @pytest.mark.parametrize("sensitivity", [1e5, 1e-3])
 def test_cache_aware_stays_when_the_cache_outweighs_the_gain(make_router, sensitivity: float):
     """Same list prices; ``other`` served turn 1 and reads its cache at a tenth of the
@@ -428,6 +465,13 @@ def test_off_routes_every_turn_afresh_and_summarize_counts_switches(make_router,
     assert got["switches_per_session"] == 0.5
     assert main(["decisions", "summarize", str(r.log_path)]) == 0
     assert "sessions: 2 (3 turns), 1 switches (0.50 per session" in capsys.readouterr().out
+    # The admin API's stats (from the ledger's history) give the same summary.
+    admin = r.http(ADMIN_KEY)
+    deadline = time.monotonic() + 5
+    while (stats := admin.get("/v1/admin/stats").json())["decisions"] < 3:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.02)
+    assert stats["sessions"] == got
 
 
 def test_two_replicas_on_one_redis_share_session_state(make_router, redis_url):

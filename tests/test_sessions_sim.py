@@ -11,9 +11,12 @@ import yaml
 from router.config import load_policies, load_providers
 from router.offline.sessions_sim import (
     OUTPUT_TOKENS,
+    WHOLE_PROMPT,
     agent_traces,
+    format_table,
     load_traces,
     simulate_sessions,
+    tool_results_as_user_text,
 )
 from router.offline.simulate import rough_prompt_tokens
 from router.scoring.inputs import user_turns
@@ -85,6 +88,37 @@ def test_simulate_sessions_scores_once_per_user_input_and_bills_the_cache(setup,
     assert all(r.spend_usd > 0 and 0 <= r.mean_score <= 1 for r in results)
 
 
+def test_the_whole_prompt_baseline_scores_every_turn(setup, p2l_model):
+    """``off/whole``: P2L reads each turn's tool results too, so every turn that adds one
+    is a new scorer input (the agent loop is rescored each turn, as before P2L took the
+    user's words only); the other rows are the same as without it."""
+    _, catalog, team = setup
+    traces = agent_traces(sessions=3, turns=8)
+    calls: list[str] = []
+
+    def score(messages):
+        calls.append(key(messages))
+        return p2l_model.forward([p2l_model.render(messages)])[0][0]
+
+    kw = dict(team=team, catalog=catalog, model_list=p2l_model.model_list,
+              head=p2l_model.head, score_fn=score, tokens_fn=rough_prompt_tokens, user_key=key)  # fmt: skip
+    results = simulate_sessions(traces, whole_prompt=tool_results_as_user_text, **kw)
+    assert [r.affinity for r in results] == ["off", "sticky", "cache-aware", WHOLE_PROMPT]
+    whole_keys = {key(tool_results_as_user_text(t)) for sess in traces for t in sess}
+    assert len(whole_keys) == sum(len(sess) for sess in traces)  # every turn differs
+    assert set(calls) == whole_keys | {key(t) for sess in traces for t in sess}
+    assert results[:3] == simulate_sessions(traces, **kw)
+    assert results[3].turns == 24
+    # The table's value column: what a cost-aware team maximises per turn.
+    table = format_table(results, 20.0).splitlines()
+    assert "score-λ·$/turn" in table[0] and table[-1].startswith(WHOLE_PROMPT)
+    r = results[3]
+    assert float(table[-1].split()[-1]) == pytest.approx(
+        r.mean_score - 20.0 * r.spend_usd / r.turns, abs=1e-4
+    )
+    assert "score-λ" not in format_table(results)
+
+
 def test_billing_arithmetic_of_one_session(setup, p2l_model):
     """One model only: turn 1 writes the whole prompt to Anthropic's cache, turn 2 reads
     turn 1's prompt and output and writes the rest."""
@@ -127,3 +161,5 @@ def test_cli_simulate_sessions_from_a_trace_file(setup, tiny_checkpoint, capsys,
     rows = json.loads(capsys.readouterr().out)
     assert {r["affinity"] for r in rows} == {"off", "sticky", "cache-aware"}
     assert all(r["turns"] == 8 for r in rows)
+    assert main([*argv, "--whole-prompt"]) == 0
+    assert "off/whole" in capsys.readouterr().out

@@ -65,6 +65,7 @@ class StatsGroup(BaseModel):
     model: str | None
     requests: int
     spend_usd: float
+    cache_saved_usd: float = Field(description="cost at the full input price minus cost paid")
     share: float = Field(description="share of the team's requests")
     scoring_ms_p50: float | None
     scoring_ms_p99: float | None
@@ -84,11 +85,24 @@ class StatsBucket(BaseModel):
     spend_usd: float
 
 
+class StatsSessions(BaseModel):
+    sessions: int = Field(description="conversations (decisions with a session)")
+    turns: int
+    switches: int = Field(description="turns served by another model than the turn before")
+    switches_per_session: float
+    max_switches_in_a_session: int
+    expected_cache_savings_usd: float = Field(
+        description="the cache-aware pricing's expected saving on the served models "
+        "(uncached minus expected cost)"
+    )
+
+
 class Stats(BaseModel):
     since: str | None
     bucket_s: float
     groups: list[StatsGroup]
     buckets: list[StatsBucket]
+    sessions: StatsSessions
     decisions: int = Field(description="decisions summarised")
     truncated: bool = Field(
         description=f"older decisions since `since` were left out: at most "

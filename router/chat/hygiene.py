@@ -30,7 +30,9 @@ from router.chat.model import (
     Part,
     Protocol,
     Reasoning,
+    StreamEvent,
     ToolCall,
+    ToolCallStart,
     ToolResult,
 )
 
@@ -168,3 +170,14 @@ def restore_tool_ids(answer: Answer, mapped: dict[str, str]) -> Answer:
         parts=[part(p) for p in answer.parts],
         choices=[restore_tool_ids(c, mapped) for c in answer.choices],
     )
+
+
+def restore_event_ids(events: list[StreamEvent], mapped: dict[str, str]) -> list[StreamEvent]:
+    """A stream's events with the ids :func:`prepare_for` mapped given back (a tool call
+    announces its id once, in :class:`ToolCallStart`)."""
+    if not mapped:
+        return events
+    return [
+        replace(e, id=mapped[e.id]) if isinstance(e, ToolCallStart) and e.id in mapped else e
+        for e in events
+    ]

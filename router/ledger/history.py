@@ -203,6 +203,25 @@ class StatRow(NamedTuple):
     upstream_ms: float | None
     overhead_ms: float | None
     cache_saved_usd: float = 0.0  # the cost at the full input price minus the cost paid
+    session: str | None = None  # the session's digest (``session.id``)
+    switched: bool = False  # served by another model than the session's previous turn
+    session_saved_usd: float = 0.0  # the cache-aware pricing's expected saving (served)
+
+
+def session_fields(line: dict[str, Any]) -> tuple[str | None, bool, float]:
+    """A line's session (its id), whether the turn left the previous turn's model, and
+    the expected saving of the cache reads the cache-aware pricing counted on the served
+    model (its uncached minus its expected cost, as logged among the candidates)."""
+    s = line.get("session")
+    if not isinstance(s, dict) or not s.get("id"):
+        return None, False, 0.0
+    served = line.get("served_by")
+    switched = bool(served and s.get("previous_model") and not s.get("kept"))
+    saved = 0.0
+    for c in line.get("candidates") or ():
+        if c.get("model") == served and c.get("uncached_cost_usd") is not None:
+            saved += max(0.0, c["uncached_cost_usd"] - (c.get("expected_cost_usd") or 0.0))
+    return str(s["id"]), switched, saved
 
 
 def stat_row(line: dict[str, Any]) -> StatRow:
@@ -220,6 +239,9 @@ def stat_row(line: dict[str, Any]) -> StatRow:
         upstream_ms=None if upstream is None or not line.get("attempts", 1) else float(upstream),
         overhead_ms=None if overhead is None else float(overhead),
         cache_saved_usd=float(line.get("cache_saved_usd") or 0.0),
+        **dict(
+            zip(("session", "switched", "session_saved_usd"), session_fields(line), strict=True)
+        ),
     )
 
 
@@ -235,7 +257,8 @@ def summarize_rows(
 ) -> dict[str, Any]:
     """Per team × model: requests, spend, what caching saved (``cache_saved_usd``), share of the team's requests, P50/P99 of the
     scoring, upstream and overhead times, fallbacks tried, errors (status >= 400); and
-    requests and spend per time bucket. ``model`` is the serving model, else the chosen
+    requests and spend per time bucket; the ``sessions`` summary
+    (:func:`session_summary`). ``model`` is the serving model, else the chosen
     one, else null (refused before a choice). CPU-bound over many rows: callers on the
     event loop run it in a worker thread."""
     if not bucket_s > 0 or not math.isfinite(bucket_s):
@@ -244,10 +267,13 @@ def summarize_rows(
     lat: dict[tuple[Any, Any], tuple[list[float], ...]] = {}
     buckets: dict[tuple[float, Any, Any], dict[str, Any]] = {}
     per_team: dict[Any, int] = defaultdict(int)
+    in_sessions: list[StatRow] = []
     for row in rows:
         ts = row.ts
         if since is not None and ts < since:
             continue
+        if row.session is not None:
+            in_sessions.append(row)
         key = (row.team, row.model)
         g = groups.get(key)
         if g is None:
@@ -291,30 +317,29 @@ def summarize_rows(
         "buckets": [
             buckets[k] for k in sorted(buckets, key=lambda k: (k[0], str(k[1]), str(k[2])))
         ],
+        "sessions": session_summary(in_sessions),
     }
 
 
 def summarize_sessions(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Conversations in decision-log lines (their ``session``): how many, how many turns,
-    how often a served turn left the model that served the one before (``switches``,
-    in all and per session), and the expected saving of the cache reads that the
-    cache-aware pricing counted on the served model (its uncached minus its expected
-    cost, as logged among the candidates)."""
+    """:func:`session_summary` of decision-log lines."""
+    return session_summary(map(stat_row, lines))
+
+
+def session_summary(rows: Iterable[StatRow]) -> dict[str, Any]:
+    """Conversations (rows with a ``session``): how many, how many turns, how often a
+    served turn left the model that served the one before (``switches``, in all and per
+    session), and the expected saving of the cache reads that the cache-aware pricing
+    counted on the served model."""
     turns: dict[str, int] = defaultdict(int)
     switches: dict[str, int] = defaultdict(int)
     saved = 0.0
-    for line in lines:
-        s = line.get("session")
-        if not isinstance(s, dict) or not s.get("id"):
+    for row in rows:
+        if row.session is None:
             continue
-        sid = str(s["id"])
-        turns[sid] += 1
-        served = line.get("served_by")
-        if served and s.get("previous_model") and not s.get("kept"):
-            switches[sid] += 1
-        for c in line.get("candidates") or ():
-            if c.get("model") == served and c.get("uncached_cost_usd") is not None:
-                saved += max(0.0, c["uncached_cost_usd"] - (c.get("expected_cost_usd") or 0.0))
+        turns[row.session] += 1
+        switches[row.session] += row.switched
+        saved += row.session_saved_usd
     n = len(turns)
     return {
         "sessions": n,

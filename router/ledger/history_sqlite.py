@@ -114,11 +114,21 @@ STAT_COLUMNS = """ts, team, model, status >= 400,
     json_extract(line, '$.overhead_ms'),
     CASE WHEN json_type(line, '$.attempts') IS NULL THEN 1
          ELSE coalesce(json_extract(line, '$.attempts'), 0) END,
-    coalesce(json_extract(line, '$.cache_saved_usd'), 0.0)"""
+    coalesce(json_extract(line, '$.cache_saved_usd'), 0.0),
+    json_extract(line, '$.session.id'),
+    json_extract(line, '$.served_by') IS NOT NULL
+        AND json_extract(line, '$.session.previous_model') IS NOT NULL
+        AND NOT coalesce(json_extract(line, '$.session.kept'), 0),
+    (SELECT coalesce(sum(max(0.0, json_extract(c.value, '$.uncached_cost_usd')
+                              - coalesce(json_extract(c.value, '$.expected_cost_usd'), 0.0))), 0.0)
+     FROM json_each(line, '$.candidates') AS c
+     WHERE json_extract(c.value, '$.model') = json_extract(line, '$.served_by')
+       AND json_extract(c.value, '$.uncached_cost_usd') IS NOT NULL)"""
 
 
 def _stat_row(r: tuple[Any, ...]) -> StatRow:
-    ts, team, model, error, cost, fallbacks, scoring, upstream, overhead, attempts, saved = r
+    ts, team, model, error, cost, fallbacks, scoring, upstream, overhead, attempts, saved = r[:11]
+    session, switched, session_saved = r[11:]
     return StatRow(
         ts=ts,
         team=team,
@@ -130,6 +140,9 @@ def _stat_row(r: tuple[Any, ...]) -> StatRow:
         upstream_ms=None if upstream is None or not attempts else float(upstream),
         overhead_ms=None if overhead is None else float(overhead),
         cache_saved_usd=float(saved),
+        session=None if not session else str(session),
+        switched=bool(switched) and bool(session),
+        session_saved_usd=float(session_saved) if session else 0.0,
     )
 
 

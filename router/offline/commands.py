@@ -143,6 +143,7 @@ def _simulate_sessions(args: argparse.Namespace, team: Any, catalog: Any) -> int
         format_table,
         load_traces,
         simulate_sessions,
+        tool_results_as_user_text,
     )
     from router.scoring import ModelLoadError, load_p2l
     from router.serving.tokens import message_text
@@ -162,6 +163,7 @@ def _simulate_sessions(args: argparse.Namespace, team: Any, catalog: Any) -> int
         score_fn=lambda messages: model.forward([model.render(messages)])[0][0],
         tokens_fn=lambda messages: model.count_tokens(message_text(messages)),
         user_key=model.render,
+        whole_prompt=tool_results_as_user_text if args.whole_prompt else None,
     )
     if args.json:
         print(json.dumps([{**_as_json(r), "switches_per_session": r.switches_per_session}
@@ -169,7 +171,8 @@ def _simulate_sessions(args: argparse.Namespace, team: Any, catalog: Any) -> int
     else:
         turns = sum(len(s) for s in traces)
         print(f"{len(traces)} sessions, {turns} turns; team {team.name}: {team.strategy}")
-        print(format_table(results))
+        lam = team.cost_sensitivity if team.strategy == "cost-aware" else None
+        print(format_table(results, lam))
     return 0
 
 

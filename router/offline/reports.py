@@ -2,7 +2,7 @@
 of a ledger's decision history, and with ``--plot`` a PNG of spend over time and model
 share. The numbers come from ``summarize_decisions``, the same code as
 ``GET /v1/admin/stats``; the sessions line (conversations, switches per session, expected
-cache savings) from ``summarize_sessions``.
+cache savings) from ``session_summary``, the same in both.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from router.ledger.history import (
     parse_duration,
     parse_since,
     summarize_decisions,
-    summarize_sessions,
 )
 
 __all__ = ["cmd_decisions", "format_summary", "read_log"]
@@ -112,7 +111,6 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     else:
         lines = asyncio.run(_from_ledger(args.ledger, since, args.team))
     summary = summarize_decisions(lines, bucket_s=bucket_s, since=since)
-    summary["sessions"] = summarize_sessions(lines)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

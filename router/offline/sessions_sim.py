@@ -34,6 +34,10 @@ from router.policy import Candidate, decide, eligible_models, request_needs, rou
 from router.serving.sessions import cache_price, warm_prefix
 
 AFFINITIES = ("off", "sticky", "cache-aware")
+# The baseline row of ``--whole-prompt``: ``off`` with P2L scoring each turn's whole
+# prompt (tool results included), as a client that carries tool results in user messages
+# (Anthropic's protocol, Claude Code) was scored before P2L took only the user's words.
+WHOLE_PROMPT = "off/whole"
 OUTPUT_TOKENS = 300  # each turn's answer, priced and billed (agent turns are short)
 TURN_GAP_S = 20.0  # seconds between turns: well within every provider's cache TTL
 
@@ -173,31 +177,41 @@ def simulate_sessions(
     tokens_fn: Callable[[list[dict]], int],
     user_key: Callable[[list[dict]], str],
     affinities: Sequence[str] = AFFINITIES,
+    whole_prompt: Callable[[list[dict]], list[dict]] | None = None,
 ) -> list[AffinityResult]:
     """Route every turn of every session under each affinity (see the module doc).
-    ``score_fn`` is called once per distinct ``user_key`` (the scorer input)."""
+    ``score_fn`` is called once per distinct ``user_key`` (the scorer input).
+    ``whole_prompt``: the messages as a scorer that saw tool results as user text would
+    take them; given, a :data:`WHOLE_PROMPT` row is added (``off`` scored on those)."""
     # Each turn's scorer input and prompt tokens, once for all affinities.
     coefs_of: dict[str, list[float]] = {}
+
+    def coefs(messages: list[dict]) -> list[float]:
+        key = user_key(messages)
+        if key not in coefs_of:
+            coefs_of[key] = [float(c) for c in score_fn(messages)]
+        return coefs_of[key]
+
     prepared = []
     for session in traces:
         turns = []
         for messages in session:
-            key = user_key(messages)
-            if key not in coefs_of:
-                coefs_of[key] = [float(c) for c in score_fn(messages)]
-            turns.append((coefs_of[key], tokens_fn(messages), messages))
+            whole = coefs(whole_prompt(messages)) if whole_prompt is not None else None
+            turns.append((coefs(messages), tokens_fn(messages), messages, whole))
         prepared.append(turns)
     results = []
-    for affinity in affinities:
+    rows = [*affinities, *([WHOLE_PROMPT] if whole_prompt is not None else [])]
+    for affinity in rows:
         spend = score_sum = 0.0
         n_turns = switches = 0
         for s, session in enumerate(prepared):
             state: SessionState | None = None
             now = 0.0
-            for t, (coefs, prompt, messages) in enumerate(session):
+            for t, (user_coefs, prompt, messages, whole) in enumerate(session):
+                coefs_t = whole if affinity == WHOLE_PROMPT and whole is not None else user_coefs
                 now += TURN_GAP_S
                 cands = _candidates(
-                    catalog, team, model_list, head, coefs, messages, prompt, state, now,
+                    catalog, team, model_list, head, coefs_t, messages, prompt, state, now,
                     cache_aware=affinity == "cache-aware",
                 )  # fmt: skip
                 try:
@@ -207,7 +221,7 @@ def simulate_sessions(
                         cost_sensitivity=team.cost_sensitivity,
                         cap_usd=team.max_cost_per_request_usd,
                         seed=s * 1000 + t,
-                        coefs=dict(zip(model_list, coefs, strict=True)),
+                        coefs=dict(zip(model_list, coefs_t, strict=True)),
                         opponent_mix=team.opponent_mix,
                     )
                 except NoCandidateError:
@@ -267,14 +281,35 @@ def _candidates(
     return out
 
 
-def format_table(results: Sequence[AffinityResult]) -> str:
+def tool_results_as_user_text(messages: list[dict]) -> list[dict]:
+    """``messages`` with each tool result as a user message (the scorer then reads it, as
+    it read an Anthropic client's ``tool_result`` blocks before it took only the user's
+    words); tool calls without text are left out."""
+    out = []
+    for m in messages:
+        if m.get("role") == "tool":
+            out.append({"role": "user", "content": m.get("content") or ""})
+        elif m.get("content"):
+            out.append(m)
+    return out
+
+
+def format_table(results: Sequence[AffinityResult], cost_sensitivity: float | None = None) -> str:
+    """The table; with ``cost_sensitivity`` (a cost-aware team's λ) a column of what that
+    strategy maximises per turn: mean score - λ x spend per turn."""
     base = next((r.spend_usd for r in results if r.affinity == "off"), None)
     head = f"{'affinity':<12} {'turns':>6} {'spend $':>11} {'vs off':>7} {'mean score':>11} {'switches/session':>17}"
+    if cost_sensitivity is not None:
+        head += f" {'score-λ·$/turn':>15}"
     rows = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.spend_usd / base:.2f}x" if base else "-"
-        rows.append(
+        row = (
             f"{r.affinity:<12} {r.turns:>6} {r.spend_usd:>11.4f} {ratio:>7} "
             f"{r.mean_score:>11.4f} {r.switches_per_session:>17.2f}"
         )
+        if cost_sensitivity is not None:
+            value = r.mean_score - cost_sensitivity * r.spend_usd / r.turns if r.turns else 0.0
+            row += f" {value:>15.4f}"
+        rows.append(row)
     return "\n".join(rows)

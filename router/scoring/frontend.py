@@ -99,6 +99,18 @@ class P2LInputs:
         self.max_length = max_length
         self.source = source
         self._cls_id = int(tokenizer.convert_tokens_to_ids(tokenizer.cls_token))
+        # Counting has a Rust tokenizer of its own: the shared one carries the truncation
+        # the last long scorer input set (``encode``) until the next call clears it, so
+        # counts taken meanwhile (another request's reservation, on another thread) were
+        # cut at ``max_length`` per piece.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._counter: Any = None
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._counter = Tokenizer.from_str(backend.to_str())
+            self._counter.no_truncation()
+            self._counter.no_padding()
 
     def render(self, messages: list[dict]) -> str:
         """The exact scorer input text for these chat messages (InvalidRequestError if bad)."""
@@ -109,7 +121,7 @@ class P2LInputs:
 
         On the request path (every reservation), so it calls the Rust tokenizer directly
         when there is one: the Python wrapper costs more than the tokenization."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        backend = self._counter
         if backend is None:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(text) <= COUNT_CHUNK_CHARS:

@@ -20,6 +20,10 @@ The bill's ``source`` (the decision log's ``usage_source``):
   that cannot be trusted never raises and never charges less than the input reported.
 - ``reserved``: neither usage nor text: what was reserved.
 
+The reservation is an upper bound on the input classes (:func:`reservation_usd`): a
+request that asks for a cache write (``cache_control``) reserves its whole prompt at the
+highest write price it can incur, so a settle never exceeds the hold because of caching.
+
 Pure: no I/O; the serving flow settles what it returns.
 """
 
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, count, normalize_usage
-from router.chat.model import Usage
+from router.chat.model import ChatRequest, Usage
 from router.config import ModelConfig
 
 
@@ -97,3 +101,36 @@ def bill(
         )  # fmt: skip
     cost = max(class_cost(cfg, billed), full_input_cost(cfg, billed))
     return Bill(cost, billed, "estimated")
+
+
+def cache_write_ttl(req: ChatRequest) -> str | None:
+    """The longest cache write ``req`` asks for: ``"1h"``, ``"5m"`` (any other
+    ``cache_control``, Anthropic's default ttl), or None when it asks for none. Anthropic's
+    top-level ``cache_control`` (automatic caching) rides in the extras."""
+    marks = [t.cache_control for t in req.system]
+    marks += [t.cache_control for t in req.tools]
+    marks += [getattr(p, "cache_control", None) for m in req.messages for p in m.parts]
+    top = req.extras.get("cache_control") if req.extras_protocol == "anthropic-messages" else None
+    marks.append(top if isinstance(top, dict) else None)
+    asked = [m for m in marks if m]
+    if not asked:
+        return None
+    return "1h" if any(m.get("ttl") == "1h" for m in asked) else "5m"
+
+
+def reservation_usd(
+    cfg: ModelConfig, prompt_tokens: int, expected_usd: float, ttl: str | None
+) -> float:
+    """What to reserve for a request expected to cost ``expected_usd`` (every input token
+    at the input price, at least): with a cache write asked for (``ttl``), the whole
+    prompt at the highest input-class price it can incur on ``cfg`` (the long-context
+    tier's where the prompt passes it)."""
+    if ttl is None:
+        return expected_usd
+    p = cfg.tier(prompt_tokens)
+    inp = p.input_usd_per_mtok
+    write = p.cache_write_usd_per_mtok if p.cache_write_usd_per_mtok is not None else inp
+    worst = max(inp, write)
+    if ttl == "1h" and p.cache_write_1h_usd_per_mtok is not None:
+        worst = max(worst, p.cache_write_1h_usd_per_mtok)
+    return expected_usd + prompt_tokens * (worst - inp) / 1e6

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from router.chat.codecs import Frame
-from router.chat.codecs.openai_chat.answer import DOUBTFUL_MARK, PARTIAL_MARK, encode_usage
+from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, encode_usage, without_marks
 from router.chat.model import (
     Finish,
     StreamStart,
@@ -339,8 +339,8 @@ class ChatFlow:
                 await self.store_response(body_out)
                 return Answer(body_out, rec.headers())
             await self.settle(cfg, result.get("usage"), answer_text(result))
-            if isinstance(result.get("usage"), dict):  # the router's own mark stays inside
-                result["usage"].pop(DOUBTFUL_MARK, None)
+            if isinstance(result.get("usage"), dict):  # the router's own marks stay inside
+                result["usage"] = without_marks(result["usage"])
             result["model"] = cfg.name
             return Answer(result, rec.headers())
         raise self._all_failed(plan, last)
@@ -498,8 +498,8 @@ async def relay_chunks(
                     continue
                 if not wants_usage:
                     chunk.pop("usage", None)
-                elif isinstance(chunk.get("usage"), dict) and DOUBTFUL_MARK in chunk["usage"]:
-                    chunk["usage"] = {k: v for k, v in usage.items() if k != DOUBTFUL_MARK}
+                elif isinstance(chunk.get("usage"), dict):
+                    chunk["usage"] = without_marks(chunk["usage"])
                 for choice in chunk.get("choices") or ():
                     _collect_text(choice.get("delta"), relayed)
                 chunk["model"] = model

@@ -34,6 +34,7 @@ from router.policy import (
 from router.protocol import ChatRequest
 from router.scoring.types import Scorer, Scores
 from router.serving.accounting import Accounts, Hold, Period, budget_exhausted
+from router.serving.bills import cache_write_ttl, reservation_usd
 from router.serving.results import Inbound
 from router.serving.sessions import Sessions, SessionTurn
 from router.serving.tokens import TokenCounter
@@ -78,23 +79,46 @@ class _Asked:
     session: SessionTurn | None = field(default=None, compare=False)
 
     def ranked(self, ranking: Sequence[Candidate]) -> RoutePlan:
-        """The plan that tries ``ranking`` in order, at the expected costs (never below
-        the uncached cost: a cache the provider no longer holds must not overshoot)."""
+        """The plan that tries ``ranking`` in order, each reserved at its expected cost
+        (never below the uncached cost: a cache the provider no longer holds must not
+        overshoot), or more where the request asks for a cache write (``reserved``)."""
         cached = self.rec.cache_prices or {}
         return RoutePlan(
             self.team,
             self.req,
             [c.model for c in ranking],
-            {
-                c.model: max(c.expected_cost_usd, cached[c.model].uncached_cost_usd)
-                if c.model in cached
-                else c.expected_cost_usd
-                for c in ranking
-            },
+            self.reserved(
+                {
+                    c.model: max(c.expected_cost_usd, cached[c.model].uncached_cost_usd)
+                    if c.model in cached
+                    else c.expected_cost_usd
+                    for c in ranking
+                }
+            ),  # fmt: skip
             self.prompt_tokens,
             self.hold,
             self.session,
         )
+
+    def reserved(self, expected: dict[str, float]) -> dict[str, float]:
+        """The amounts to reserve for these expected costs (router/serving/bills.py): a
+        cache write the request asks for is reserved at its price, so the settle of a
+        request that writes the cache stays within its hold. The request is read for
+        ``cache_control`` only where a model prices a write above its input."""
+        models = self.config.catalog.models
+        if not any(_writes_above_input(models[m], self.prompt_tokens) for m in expected):
+            return expected
+        ttl = cache_write_ttl(self.req.typed())
+        return {
+            m: reservation_usd(models[m], self.prompt_tokens, usd, ttl)
+            for m, usd in expected.items()
+        }
+
+
+def _writes_above_input(cfg: ModelConfig, prompt_tokens: int) -> bool:
+    p = cfg.tier(prompt_tokens)
+    writes = (p.cache_write_usd_per_mtok, p.cache_write_1h_usd_per_mtok)
+    return any(w is not None and w > p.input_usd_per_mtok for w in writes)
 
 
 class Planner:
@@ -446,8 +470,9 @@ class Planner:
                 else "max_tokens",
             )
         return RoutePlan(
-            team, req, [req.model], {req.model: cost}, prompt_tokens, asked.hold, asked.session
-        )
+            team, req, [req.model], asked.reserved({req.model: cost}), prompt_tokens,
+            asked.hold, asked.session,
+        )  # fmt: skip
 
 
 def expressible(config: RouterConfig, req: ChatRequest, names: list[str]) -> list[str]:

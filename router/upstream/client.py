@@ -40,6 +40,7 @@ from router.upstream.failures import (
     status_failure,
 )
 from router.upstream.protocols import (
+    ChatChunks,
     TypedEvents,
     chat_answer,
     forwarded_headers,
@@ -48,7 +49,7 @@ from router.upstream.protocols import (
 )
 from router.upstream.provider import Provider
 from router.upstream.retry import with_retries
-from router.upstream.sse import UpstreamStream
+from router.upstream.sse import Translator, UpstreamStream
 from router.upstream.transport import body_parts
 
 T = TypeVar("T")
@@ -118,7 +119,7 @@ class UpstreamClient:
         ``anthropic``: the client's (``anthropic-version``, ``anthropic-beta``), sent on
         to an Anthropic provider only."""
         p = self._provider(model)
-        payload = provider_body(
+        payload, mapped = provider_body(
             p.api, body, model.upstream_model, model.max_output_tokens, stream=False, typed=typed
         )
         content = dumps(payload)
@@ -126,7 +127,11 @@ class UpstreamClient:
         answer, attempts = await self._call(p, lambda d: self._complete_once(p, content, d, extra))
         if p.api != "openai-chat" or typed_out:
             try:
-                answer = typed_answer(p.api, answer) if typed_out else chat_answer(p.api, answer)
+                answer = (
+                    typed_answer(p.api, answer, mapped)
+                    if typed_out
+                    else chat_answer(p.api, answer, mapped)
+                )
             except (RouterError, ValueError) as exc:  # a malformed answer of that protocol
                 raise p.fail("protocol", f"unreadable answer: {p.scrub(str(exc))}") from exc
         return answer, attempts
@@ -145,13 +150,19 @@ class UpstreamClient:
         whatever the provider's protocol (``typed_out``: the typed model's events).
         ``anthropic``: as for :meth:`complete`."""
         p = self._provider(model)
-        payload = provider_body(
+        payload, mapped = provider_body(
             p.api, body, model.upstream_model, model.max_output_tokens, stream=True, typed=typed
         )
         content = dumps(payload)
         extra = forwarded_headers(p.api, *anthropic) if anthropic else None
+
+        def translator() -> Translator | None:  # one per attempt; None: chunks as they came
+            if typed_out:
+                return TypedEvents(p.api, mapped)
+            return ChatChunks(p.api, mapped) if p.api != "openai-chat" else None
+
         stream, attempts = await self._call(
-            p, lambda d: self._stream_once(p, content, d, typed_out, extra)
+            p, lambda d: self._stream_once(p, content, d, translator(), extra)
         )
         stream.attempts = attempts
         return stream
@@ -265,7 +276,7 @@ class UpstreamClient:
         p: Provider,
         content: bytes,
         deadline: Deadline,
-        typed_out: bool = False,
+        translator: Translator | None,
         extra: dict[bytes, bytes] | None = None,
     ) -> UpstreamStream:
         first_by = deadline.loop.time() + p.first_byte
@@ -274,5 +285,4 @@ class UpstreamClient:
         if ctype.startswith("application/json"):  # an answer or an error, but not a stream
             got = await status_failure(resp, p)
             raise p.fail("protocol", "expected an event stream, got JSON", body=got.body)
-        translator = TypedEvents(p.api) if typed_out else True
         return UpstreamStream(resp, body_parts(resp), p, deadline, first_by, translator)

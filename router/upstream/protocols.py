@@ -30,7 +30,7 @@ from router.chat.codecs.openai_chat import ChatStreamEncoder, OpenAIChatCodec
 from router.chat.codecs.openai_chat.answer import PARTIAL_MARK, encode_usage
 from router.chat.codecs.responses import OpenAIResponsesCodec
 from router.chat.codecs.responses import UpstreamStreamError as ResponsesStreamError
-from router.chat.hygiene import SWITCH_NOTES, prepare_for
+from router.chat.hygiene import SWITCH_NOTES, prepare_for, restore_event_ids, restore_tool_ids
 from router.chat.model import (
     Answer,
     ChatRequest,
@@ -102,9 +102,11 @@ def unsupported(api: str, req: ChatRequest) -> list[Unsupported]:
 def provider_body(
     api: str, body: dict[str, Any], upstream_model: str, max_output_tokens: int | None, *,
     stream: bool, typed: Callable[[], ChatRequest] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
     """The body to send: chat as it came, or re-encoded for the provider's protocol from
-    the typed request (``typed``: the one planning decoded already, else decoded here)."""
+    the typed request (``typed``: the one planning decoded already, else decoded here);
+    and the tool ids mapped to the provider's form (mapped id -> the client's), which
+    the answer gets back (``typed_answer``, ``chat_answer``, the stream translators)."""
     if api == "openai-chat":
         payload = dict(body)
         payload["model"] = upstream_model
@@ -115,7 +117,7 @@ def provider_body(
                 **(so if isinstance(so, dict) else {}),
                 "include_usage": True,
             }
-        return payload
+        return payload, {}
     req = replace(typed() if typed is not None else CHAT.decode_request(body), stream=stream)
     # A history another provider wrote, made valid for this one (router/chat/hygiene.py).
     req, notes = prepare_for(req, api)
@@ -125,19 +127,23 @@ def provider_body(
     if kept is not None:
         kept.append(notes)
     limit = max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
-    return CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
+    body_out = CODECS[api].encode_request(req, upstream_model, default_max_tokens=limit)
+    return body_out, notes.tool_ids
 
 
-def typed_answer(api: str, answer: dict[str, Any]) -> Answer:
-    """The provider's answer as the typed model (for a front of another protocol)."""
-    return CODECS[api].decode_answer(answer)
+def typed_answer(api: str, answer: dict[str, Any], mapped: dict[str, str] | None = None) -> Answer:
+    """The provider's answer as the typed model (for a front of another protocol), with
+    the tool ids ``mapped`` for the provider given back as the client wrote them."""
+    return restore_tool_ids(CODECS[api].decode_answer(answer), mapped or {})
 
 
-def chat_answer(api: str, answer: dict[str, Any]) -> dict[str, Any]:
+def chat_answer(
+    api: str, answer: dict[str, Any], mapped: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The provider's answer as a chat completion (unchanged for chat providers)."""
     if api == "openai-chat":
         return answer
-    return CHAT.encode_answer(CODECS[api].decode_answer(answer))
+    return CHAT.encode_answer(typed_answer(api, answer, mapped))
 
 
 class ChatChunks:
@@ -148,19 +154,23 @@ class ChatChunks:
     usage a stream that ended early still owes, come as a chunk of their own whose usage
     carries ``PARTIAL_MARK``: the relay keeps it for the bill (the input is charged as
     reported even if the stream is cut) and never sends it to the client; a stream's
-    final usage replaces it."""
+    final usage replaces it. ``mapped``: the tool ids given back (see ``provider_body``)."""
 
-    __slots__ = ("_decoder", "_encoder")
+    __slots__ = ("_decoder", "_encoder", "_mapped")
 
-    def __init__(self, api: str) -> None:
+    def __init__(self, api: str, mapped: dict[str, str] | None = None) -> None:
         self._decoder = CODECS[api].stream_decoder()
         self._encoder = ChatStreamEncoder(ChatRequest(model="", messages=[], stream_usage=True))
+        self._mapped = mapped or {}
 
     def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._frames(self._decoder.feed(data.get("type"), data))
+        return self._frames(
+            restore_event_ids(self._decoder.feed(data.get("type"), data), self._mapped)
+        )
 
     def close(self) -> list[dict[str, Any]]:
-        owed = self._decoder.close()  # usage owed here is what a cut stream had reported
+        # usage owed here is what a cut stream had reported
+        owed = restore_event_ids(self._decoder.close(), self._mapped)
         out = [partial_usage_chunk(e.usage) for e in owed if isinstance(e, UsageEvent)]
         out += self._frames([e for e in owed if not isinstance(e, UsageEvent)])
         return out + [f for _, f in self._encoder.finish() if isinstance(f, dict)]
@@ -185,15 +195,17 @@ def partial_usage_chunk(usage: Usage) -> dict[str, Any]:
 
 class TypedEvents:
     """A provider's stream events as the typed model's events (for a front of another
-    protocol than chat: its own codec encodes them for the client)."""
+    protocol than chat: its own codec encodes them for the client); ``mapped``: the tool
+    ids given back (see ``provider_body``)."""
 
-    __slots__ = ("_decoder",)
+    __slots__ = ("_decoder", "_mapped")
 
-    def __init__(self, api: str) -> None:
+    def __init__(self, api: str, mapped: dict[str, str] | None = None) -> None:
         self._decoder = CODECS[api].stream_decoder()
+        self._mapped = mapped or {}
 
     def feed(self, data: dict[str, Any]) -> list[StreamEvent]:
-        return self._decoder.feed(data.get("type"), data)
+        return restore_event_ids(self._decoder.feed(data.get("type"), data), self._mapped)
 
     def close(self) -> list[StreamEvent]:
-        return self._decoder.close()
+        return restore_event_ids(self._decoder.close(), self._mapped)

@@ -15,7 +15,10 @@ reasoning > completion) is clamped to the whole. With neither an input nor an ou
 count left, the usage is unusable: None (the caller estimates). A usage that needed any
 of these repairs, lacks ``prompt_tokens`` or ``completion_tokens``, or carries the
 router's own ``x_router_doubtful`` mark (a repaired usage of another protocol, re-encoded
-as chat) is ``doubtful``: the bill does not trust it as it stands.
+as chat) is ``doubtful``: the bill does not trust it as it stands. A usage of another
+protocol that reported no reasoning count is re-encoded with chat's ``reasoning_tokens:
+0`` (what chat clients read) and the router's ``x_router_no_reasoning`` mark, read back
+as "not reported" (None), so the decision log says null, not 0.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ _MESSAGE_KEYS = frozenset(
 # when it was cut (input classes known, output not final; router/upstream/protocols.py).
 DOUBTFUL_MARK = "x_router_doubtful"
 PARTIAL_MARK = "x_router_partial"
+NO_REASONING_MARK = "x_router_no_reasoning"  # no reasoning count was reported
+# The marks a client never sees (a partial usage never reaches one at all).
+CLIENT_HIDDEN_MARKS = (DOUBTFUL_MARK, NO_REASONING_MARK)
 # Keys of ``Answer.extras`` that belong to the first choice, not to the top level.
 _CHOICE_EXTRAS = ("logprobs", "message")
 
@@ -76,7 +82,9 @@ def normalize_usage(obj: Any) -> Usage | None:
         cached = hit
     out_details = obj.get("completion_tokens_details")
     reasoning = (
-        count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else None
+        count(out_details.get("reasoning_tokens"))
+        if isinstance(out_details, dict) and obj.get(NO_REASONING_MARK) is not True
+        else None
     )
     raw = [obj.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens",
                                 "prompt_cache_hit_tokens", "prompt_cache_miss_tokens")]  # fmt: skip
@@ -142,7 +150,16 @@ def encode_usage(usage: Usage) -> dict[str, Any]:
     }
     if usage.doubtful:
         out[DOUBTFUL_MARK] = True
+    if usage.reasoning_tokens is None:
+        out[NO_REASONING_MARK] = True
     return out
+
+
+def without_marks(usage: dict[str, Any]) -> dict[str, Any]:
+    """A chat ``usage`` as a client sees it: the router's own marks left out."""
+    if not any(m in usage for m in CLIENT_HIDDEN_MARKS):
+        return usage
+    return {k: v for k, v in usage.items() if k not in CLIENT_HIDDEN_MARKS}
 
 
 # ---------------------------------------------------------------- decode
