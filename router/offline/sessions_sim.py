@@ -30,6 +30,7 @@ from typing import Any
 from router.config import Catalog, TeamPolicy
 from router.errors import NoCandidateError
 from router.ledger.sessions import SessionState
+from router.offline.simulate import jsonl_rows
 from router.policy import Candidate, decide, eligible_models, request_needs, route_scores
 from router.serving.sessions import cache_price, warm_prefix
 
@@ -131,22 +132,15 @@ def agent_traces(sessions: int = 50, turns: int = 20, *, seed: int = 0) -> list[
 def load_traces(path: str | Path) -> list[list[list[dict]]]:
     """A JSONL trace file: one ``{"turns": [[message, ...], ...]}`` per session."""
     out = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
-            turns = row.get("turns") if isinstance(row, dict) else None
-            if (
-                not isinstance(turns, list)
-                or not turns
-                or not all(isinstance(t, list) and t for t in turns)
-            ):
-                raise ValueError(f"{path}:{n}: expected {{'turns': [[messages], ...]}}")
-            out.append(turns)
+    for where, row in jsonl_rows(path):
+        turns = row.get("turns") if isinstance(row, dict) else None
+        if (
+            not isinstance(turns, list)
+            or not turns
+            or not all(isinstance(t, list) and t for t in turns)
+        ):
+            raise ValueError(f"{where}: expected {{'turns': [[messages], ...]}}")
+        out.append(turns)
     if not out:
         raise ValueError(f"{path}: no sessions")
     return out

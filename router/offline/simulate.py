@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,18 +50,22 @@ class Prompt:
     max_tokens: int | None = None
 
 
-def load_prompts(path: str | Path) -> list[Prompt]:
-    """Read a JSONL prompts file; a bad line raises ValueError naming the line."""
-    out: list[Prompt] = []
+def jsonl_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """Each non-blank line of a JSONL file as (``path:line``, the parsed value); a line
+    that is not JSON raises ValueError naming it."""
     with Path(path).open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield f"{path}:{n}", json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
-            out.append(_prompt(row, f"{path}:{n}"))
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """Read a JSONL prompts file; a bad line raises ValueError naming the line."""
+    out = [_prompt(row, where) for where, row in jsonl_rows(path)]
     if not out:
         raise ValueError(f"{path}: no prompts")
     return out
