@@ -572,6 +572,17 @@ async def relay_events(
         return None
 
     finish: str | None = None  # the upstream's last finish reason
+
+    def opening(event: Any) -> list[Frame]:
+        """The protocol's opening frames, under the id the client will hold: a stored
+        response's minted id, else the upstream's, else the decision's."""
+        sid, created = rec.decision_id, 0
+        if isinstance(event, StreamStart):
+            sid, created = event.id or sid, event.created
+        if flow.turn is not None:
+            sid = flow.turn.response_id
+        return encoder.start(sid, model, created or int(time.time()))
+
     flow.task = asyncio.current_task()
     flow.parts.streams.add(flow)
     events = _after(first, stream)
@@ -581,15 +592,7 @@ async def relay_events(
                 frames: list[Frame] = []
                 if not started:
                     started = True
-                    if isinstance(event, StreamStart):
-                        event.model = model
-                        started_usage = event.usage
-                        sid, created = event.id or rec.decision_id, event.created
-                    else:
-                        sid, created = rec.decision_id, int(time.time())
-                    if flow.turn is not None:
-                        sid = flow.turn.response_id
-                    frames = encoder.start(sid, model, created or int(time.time()))
+                    frames = opening(event)
                 if isinstance(event, UsageEvent):
                     usage = event.usage
                 elif isinstance(event, TextDelta):
@@ -621,10 +624,8 @@ async def relay_events(
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             rec.status, rec.error = 503, "router shutting down"
             failed = True
-        opening: list[Frame] = []
-        if not started:  # the stream ended empty: still a whole message of the protocol
-            sid = flow.turn.response_id if flow.turn is not None else rec.decision_id
-            opening = encoder.start(sid, model, int(time.time()))
+        # A stream that ended empty is still a whole message of the protocol.
+        first_frames = [] if started else opening(None)
         rec.upstream_ms += (time.perf_counter() - t0) * 1000
         await flow.conclude(cfg, reported(), "".join(relayed))  # before the closing frames
         extra = rec.summary()
@@ -632,8 +633,8 @@ async def relay_events(
         if flow.turn is not None and closing:
             # Stored before the terminal event goes out: a client that has it may chain on.
             await flow.store_response(closing[-1][1]["response"])
-        if opening or closing:
-            yield opening + closing
+        if first_frames or closing:
+            yield first_frames + closing
     except BaseException as exc:
         if rec.status == 200 and not flow.concluded:
             flow.mark_interrupted(exc)
